@@ -1,0 +1,317 @@
+//! The `quantweb` command line: the same engine as the page, natively.
+
+use clap::{Parser, Subcommand};
+use quantweb::error::Result;
+use quantweb::gguf::GgufModel;
+use quantweb::inspect::ModelInfo;
+use quantweb::memory::{self, DeviceBudget, FitOptions, KvType, MemoryEstimate};
+use quantweb::source::open_args;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "quantweb",
+    version,
+    about = "Quantized LLMs on WebGPU: inspect GGUF models and see what they need"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Architecture, size, tensor types and hyperparameters, read from the header only.
+    Inspect {
+        /// A GGUF path or http(s) URL; the first shard of a split model; or all byte chunks in order.
+        #[arg(required = true)]
+        model: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// GPU memory the model needs for a context: weights, KV cache, scratch, and a what-if table.
+    Fit {
+        #[arg(required = true)]
+        model: Vec<String>,
+        /// Context length in tokens.
+        #[arg(long, default_value_t = 4096)]
+        ctx: u64,
+        /// KV cache element type: f16, f32 or q8_0.
+        #[arg(long, default_value = "f16")]
+        kv: String,
+        /// Prefill batch size in tokens.
+        #[arg(long, default_value_t = 512)]
+        batch: u64,
+        /// GPU memory to judge the fit against, e.g. 16G or 8GB.
+        #[arg(long)]
+        gpu_memory: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn open(model: &[String]) -> Result<ModelInfo> {
+    let m = pollster::block_on(GgufModel::open(open_args(model)?))?;
+    ModelInfo::from_model(&m)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Inspect { model, json } => {
+            let info = open(&model)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&info).expect("serializable")
+                );
+            } else {
+                print_info(&info);
+            }
+        }
+        Cmd::Fit {
+            model,
+            ctx,
+            kv,
+            batch,
+            gpu_memory,
+            json,
+        } => {
+            let opts = FitOptions {
+                context_length: ctx,
+                kv_type: KvType::parse(&kv)?,
+                batch,
+            };
+            let gpu = gpu_memory.as_deref().map(parse_bytes).transpose()?;
+            let info = open(&model)?;
+            let est = memory::estimate(&info, &opts)?;
+            if json {
+                let mut v = serde_json::to_value(&est).expect("serializable");
+                if let Some(g) = gpu {
+                    v["verdicts"] =
+                        serde_json::to_value(verdicts(&est, &info, g)).expect("serializable");
+                }
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&v).expect("serializable")
+                );
+            } else {
+                print_fit(&est, &info, gpu);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// "16G", "16GB", "16GiB", "8e9" → bytes (G = GiB, as GPU memory is sold).
+fn parse_bytes(s: &str) -> Result<u64> {
+    let t = s.trim().to_ascii_uppercase();
+    let t = t.trim_end_matches("IB").trim_end_matches('B');
+    let (num, mult) = match t.chars().last() {
+        Some('K') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M') => (&t[..t.len() - 1], 1 << 20),
+        Some('G') => (&t[..t.len() - 1], 1 << 30),
+        Some('T') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    match num.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok((v * mult as f64) as u64),
+        _ => Err(quantweb::Error::BadOption {
+            name: "--gpu-memory",
+            value: s.into(),
+            reason: "write e.g. 16G or 8GB",
+        }),
+    }
+}
+
+fn verdicts(est: &MemoryEstimate, info: &ModelInfo, gpu: u64) -> Vec<(String, memory::Verdict)> {
+    let dev = DeviceBudget {
+        gpu_memory_bytes: gpu,
+        max_storage_buffer_binding_size: None,
+        max_buffer_size: None,
+        storage_available_bytes: None,
+    };
+    let mut out = vec![(
+        "this file".to_string(),
+        memory::verdict(est.total_bytes, &est.largest_tensor, info.file_bytes, &dev),
+    )];
+    out.extend(est.by_quant.iter().map(|r| {
+        (
+            r.quant.clone(),
+            memory::verdict(r.total_bytes, &r.largest_tensor, r.weights_bytes, &dev),
+        )
+    }));
+    out
+}
+
+fn human(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.2} {}", UNITS[u])
+    }
+}
+
+fn count(n: u64) -> String {
+    match n {
+        0..=999_999 => n.to_string(),
+        1_000_000..=999_999_999 => format!("{:.1}M", n as f64 / 1e6),
+        _ => format!("{:.2}B", n as f64 / 1e9),
+    }
+}
+
+fn print_info(i: &ModelInfo) {
+    let h = &i.hparams;
+    println!(
+        "model         {} ({})",
+        i.name.as_deref().unwrap_or("(unnamed)"),
+        i.architecture
+    );
+    println!(
+        "file          {} in {} part(s), layout {}, GGUF v{}",
+        human(i.file_bytes),
+        i.parts.len(),
+        i.layout,
+        i.gguf_version
+    );
+    println!(
+        "tensors       {} tensors, {} ({} bytes)",
+        i.tensor_count,
+        human(i.tensor_bytes),
+        i.tensor_bytes
+    );
+    println!("parameters    {} ({})", count(i.parameters), i.parameters);
+    println!(
+        "file type     {}",
+        i.file_type.as_deref().unwrap_or("(not recorded)")
+    );
+    for t in &i.type_mix {
+        println!(
+            "  {:<8} {:>4} tensors  {:>12}  {:>10} params",
+            t.ty,
+            t.tensors,
+            human(t.bytes),
+            count(t.parameters)
+        );
+    }
+    let kv = match h.kv_heads.iter().min() == h.kv_heads.iter().max() {
+        true => h.kv_heads[0].to_string(),
+        false => format!("{:?}", h.kv_heads),
+    };
+    println!("layers        {}", h.layers);
+    println!("embedding     {}", h.embedding_length);
+    println!(
+        "heads         {} (kv heads {kv}), key/value length {}/{}",
+        h.heads, h.key_length, h.value_length
+    );
+    if let Some(ff) = h.feed_forward_length {
+        println!("ffn           {ff}");
+    }
+    println!("context       {}", h.context_length);
+    println!("vocab         {}", h.vocab_size);
+    if let Some(w) = h.sliding_window {
+        println!(
+            "sliding win   {w} on {} of {} layers",
+            h.sliding_window_layers.len(),
+            h.layers
+        );
+    }
+    if let Some(b) = h.rope_freq_base {
+        println!("rope base     {b}");
+    }
+    for u in &i.unsupported_types {
+        println!(
+            "UNSUPPORTED   {} in {} tensor(s): {}",
+            u.ty,
+            u.tensors.len(),
+            u.tensors.join(", ")
+        );
+    }
+}
+
+fn print_fit(e: &MemoryEstimate, info: &ModelInfo, gpu: Option<u64>) {
+    let kv = &e.kv_cache;
+    println!(
+        "{} ({}), context {}, KV {:?}, batch {}",
+        e.model.as_deref().unwrap_or("(unnamed)"),
+        e.architecture,
+        e.context_length,
+        e.kv_type,
+        e.batch
+    );
+    println!(
+        "  weights     {:>12}  exact tensor bytes from the header",
+        human(e.weights_bytes)
+    );
+    let mut kv_how = format!(
+        "{} layers × {} cells × {} B",
+        kv.full_layers, kv.full_cells, kv.bytes_per_cell_per_layer
+    );
+    if kv.sliding_layers > 0 {
+        kv_how += &format!(
+            " + {} sliding layers × {} cells × {} B",
+            kv.sliding_layers, kv.sliding_cells, kv.bytes_per_cell_per_layer
+        );
+    }
+    println!("  KV cache    {:>12}  {kv_how}", human(e.kv_cache_bytes));
+    println!(
+        "  scratch     {:>12}  activations {} + logits {}",
+        human(e.scratch_bytes),
+        human(e.scratch.activations_bytes),
+        human(e.scratch.logits_bytes)
+    );
+    println!("  total       {:>12}", human(e.total_bytes));
+    println!(
+        "  rule        {:>12}  {} params × {} B/weight ({}-bit) × 1.2",
+        human(e.rule_of_thumb_bytes),
+        count(e.parameters),
+        e.rule_bits as f64 / 8.0,
+        e.rule_bits
+    );
+    println!();
+    println!(
+        "  {:<8} {:>12} {:>12} {:>12}",
+        "quant", "weights", "total", "rule"
+    );
+    for r in &e.by_quant {
+        println!(
+            "  {:<8} {:>12} {:>12} {:>12}",
+            r.quant,
+            human(r.weights_bytes),
+            human(r.total_bytes),
+            human(r.rule_of_thumb_bytes)
+        );
+    }
+    if let Some(g) = gpu {
+        println!();
+        for (what, v) in verdicts(e, info, g) {
+            println!(
+                "  {what:<10} {:?}{}",
+                v.level,
+                v.reasons
+                    .iter()
+                    .map(|r| format!("\n             {r}"))
+                    .collect::<String>()
+            );
+        }
+    }
+    for w in &e.warnings {
+        println!("warning: {w}");
+    }
+}

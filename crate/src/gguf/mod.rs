@@ -1,0 +1,11 @@
+//! GGUF: the model file format of llama.cpp. Header parsing, multi-part models, a writer.
+
+mod model;
+mod parse;
+mod value;
+mod writer;
+
+pub use model::{shard_names, GgufModel, Layout, ModelTensor};
+pub use parse::{read_header, GgufHeader, TensorInfo, DEFAULT_ALIGNMENT, INITIAL_WINDOW, MAX_HEADER_BYTES};
+pub use value::{Value, ValueType, JSON_ARRAY_LIMIT};
+pub use writer::{GgufWriter, WriterTensor};
