@@ -221,7 +221,8 @@ mod native {
 
     /// The sources for model arguments as a user types them: paths or http(s) URLs, one file,
     /// all parts in order, or just the first shard of a llama.cpp split (the others are found
-    /// by name).
+    /// by name). Only the first URL prefetches a header window; the others learn their size
+    /// from a one-byte range, so byte chunks cost no tensor data.
     pub fn open_args(args: &[String]) -> Result<Vec<Box<dyn ByteSource>>> {
         let names = match args {
             [one] => crate::gguf::shard_names(one).unwrap_or_else(|| args.to_vec()),
@@ -229,9 +230,10 @@ mod native {
         };
         names
             .iter()
-            .map(|n| -> Result<Box<dyn ByteSource>> {
+            .enumerate()
+            .map(|(i, n)| -> Result<Box<dyn ByteSource>> {
                 if n.starts_with("http://") || n.starts_with("https://") {
-                    Ok(Box::new(HttpSource::open(n, crate::gguf::INITIAL_WINDOW)?))
+                    Ok(Box::new(HttpSource::open(n, if i == 0 { crate::gguf::INITIAL_WINDOW } else { 1 })?))
                 } else {
                     Ok(Box::new(FileSource::open(std::path::Path::new(n))?))
                 }

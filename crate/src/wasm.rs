@@ -63,8 +63,10 @@ struct FetchSource {
 }
 
 impl FetchSource {
-    async fn open(url: &str) -> Result<Self> {
-        let (prefetched, size) = fetch_range(url, 0, INITIAL_WINDOW, None).await?;
+    /// `prefetch`: the header window for a model's first file, 1 byte (just the size) for the
+    /// other parts.
+    async fn open(url: &str, prefetch: u64) -> Result<Self> {
+        let (prefetched, size) = fetch_range(url, 0, prefetch, None).await?;
         Ok(FetchSource { url: url.into(), size, prefetched })
     }
 }
@@ -163,9 +165,9 @@ async fn open_sources(source: JsValue) -> Result<Vec<Box<dyn ByteSource>>> {
         _ => items,
     };
     let mut out: Vec<Box<dyn ByteSource>> = Vec::with_capacity(items.len());
-    for item in items {
+    for (i, item) in items.into_iter().enumerate() {
         if let Some(url) = item.as_string() {
-            out.push(Box::new(FetchSource::open(&url).await?));
+            out.push(Box::new(FetchSource::open(&url, if i == 0 { INITIAL_WINDOW } else { 1 }).await?));
         } else if let Some(blob) = item.dyn_ref::<web_sys::Blob>() {
             let name = item.dyn_ref::<web_sys::File>().map(|f| f.name()).unwrap_or_else(|| "blob".into());
             out.push(Box::new(BlobSource { name, blob: blob.clone() }));

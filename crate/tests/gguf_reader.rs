@@ -3,7 +3,7 @@
 //! quickly, without allocating what the header claims).
 
 use quantweb::error::Error;
-use quantweb::gguf::{read_header, GgufModel, GgufWriter, Layout, Value, ValueType};
+use quantweb::gguf::{read_header, GgufModel, GgufWriter, Layout, Value, ValueType, INITIAL_WINDOW};
 use quantweb::quant::GgmlType;
 use quantweb::source::{ByteSource, MemorySource};
 use std::time::Instant;
@@ -86,7 +86,7 @@ fn version_2_is_read_and_tensor_data_is_addressed() {
 #[test]
 fn custom_alignment_is_honoured() {
     let bytes = tiny_model().kv("general.alignment", Value::U32(256)).to_bytes();
-    let h = block_on(read_header(mem(bytes).as_ref())).unwrap();
+    let h = block_on(read_header(mem(bytes).as_ref(), INITIAL_WINDOW)).unwrap();
     assert_eq!(h.alignment, 256);
     assert_eq!(h.data_offset % 256, 0);
     assert!(h.tensors.iter().all(|t| t.offset % 256 == 0));
@@ -279,7 +279,7 @@ fn header_too_large_is_refused_without_reading_it() {
             Box::pin(std::future::ready(Ok(b[offset as usize..offset as usize + len].to_vec())))
         }
     }
-    let e = block_on(read_header(&Huge)).err().unwrap();
+    let e = block_on(read_header(&Huge, INITIAL_WINDOW)).err().unwrap();
     assert!(matches!(e, Error::HeaderTooLarge { .. }), "{e}");
 }
 

@@ -1,7 +1,7 @@
 //! A model as the user gives it: one GGUF file, llama.cpp split shards, or raw byte chunks of one
 //! file. Whatever the layout, tensors are looked up by name and read by (file, absolute offset).
 
-use super::parse::{read_header, GgufHeader, TensorInfo};
+use super::parse::{read_header, GgufHeader, TensorInfo, INITIAL_WINDOW, SHARD_WINDOW};
 use super::value::Value;
 use crate::error::{Error, Result};
 use crate::source::{ByteSource, ConcatSource};
@@ -59,7 +59,7 @@ impl GgufModel {
         // Read the first header through the concatenation of all parts: for shards it lies
         // wholly in the first one, for byte chunks it may span several.
         let whole = ConcatSource::new(parts);
-        let mut first = read_header(&whole).await?;
+        let mut first = read_header(&whole, INITIAL_WINDOW).await?;
         if let Some(count) = split_key(&first, SPLIT_COUNT)? {
             let parts = whole.into_parts();
             first.file_size = parts[0].size();
@@ -84,7 +84,7 @@ impl GgufModel {
         let total_tensors = split_key(&first, SPLIT_TENSORS)?;
         let mut headers = vec![first];
         for p in &parts[1..] {
-            headers.push(read_header(p.as_ref()).await?);
+            headers.push(read_header(p.as_ref(), SHARD_WINDOW).await?);
         }
         for h in &headers {
             h.validate()?;

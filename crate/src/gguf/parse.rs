@@ -17,8 +17,12 @@ use std::collections::{BTreeMap, HashSet};
 
 pub const GGUF_MAGIC: &[u8; 4] = b"GGUF";
 pub const DEFAULT_ALIGNMENT: u64 = 32;
-/// First window fetched for a header. Covers SmolLM2's 49K-token vocabulary in one request.
+/// First window fetched for a model's first file, which holds the metadata and vocabulary:
+/// SmolLM2's 49K-token header (2 MiB) comes in one request, gemma3's 262K-token one (6.2 MiB)
+/// in two.
 pub const INITIAL_WINDOW: u64 = 4 << 20;
+/// First window for the other shards of a split model: they hold only tensor infos.
+pub const SHARD_WINDOW: u64 = 256 << 10;
 /// No real header comes near this (a 262K-token vocabulary with scores is ~7 MiB).
 pub const MAX_HEADER_BYTES: u64 = 256 << 20;
 /// ggml's GGML_MAX_DIMS.
@@ -294,11 +298,11 @@ impl GgufHeader {
 }
 
 /// Reads and parses the header of `src`, fetching only as much of the file as the header needs:
-/// [`INITIAL_WINDOW`] first, then at least double each time. The tensor layout is not checked
+/// `first_window` bytes first, then at least double each time. The tensor layout is not checked
 /// against the file here: see [`GgufHeader::validate`].
-pub async fn read_header(src: &dyn ByteSource) -> Result<GgufHeader> {
+pub async fn read_header(src: &dyn ByteSource, first_window: u64) -> Result<GgufHeader> {
     let size = src.size();
-    let mut buf = src.read_at(0, INITIAL_WINDOW.min(size) as usize).await?;
+    let mut buf = src.read_at(0, first_window.min(size) as usize).await?;
     let mut reads = 1;
     loop {
         match parse(&buf, size, src.name()) {
