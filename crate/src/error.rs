@@ -9,15 +9,31 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     // ---- reading bytes ----
     #[error("{source_name}: {message}")]
-    Io { source_name: String, message: String },
+    Io {
+        source_name: String,
+        message: String,
+    },
     #[error("{url}: HTTP {status}{hint}")]
-    Http { url: String, status: u16, hint: &'static str },
+    Http {
+        url: String,
+        status: u16,
+        hint: &'static str,
+    },
     #[error("{url}: the server ignored the Range request (answered {status} instead of 206); it must support HTTP Range to read the header without downloading the model")]
     RangeNotSupported { url: String, status: u16 },
-    #[error("{url}: network error: {message} (offline, blocked by CORS, or the server is unreachable)")]
+    #[error(
+        "{url}: network error: {message} (offline, blocked by CORS, or the server is unreachable)"
+    )]
     Network { url: String, message: String },
-    #[error("{source_name}: read of {len} bytes at offset {offset} is beyond its end ({size} bytes)")]
-    ReadPastEnd { source_name: String, offset: u64, len: u64, size: u64 },
+    #[error(
+        "{source_name}: read of {len} bytes at offset {offset} is beyond its end ({size} bytes)"
+    )]
+    ReadPastEnd {
+        source_name: String,
+        offset: u64,
+        len: u64,
+        size: u64,
+    },
 
     // ---- GGUF header ----
     #[error("{source_name}: not a GGUF file (starts with {found:02x?}, expected \"GGUF\")")]
@@ -25,33 +41,84 @@ pub enum Error {
     #[error("{source_name}: GGUF version {version} is not supported (only 2 and 3)")]
     UnsupportedVersion { source_name: String, version: u32 },
     #[error("{source_name}: truncated: the header needs bytes up to offset {needed}, but the file has only {size}")]
-    Truncated { source_name: String, needed: u64, size: u64 },
+    Truncated {
+        source_name: String,
+        needed: u64,
+        size: u64,
+    },
     #[error("{source_name}: the header is larger than {limit} bytes; refusing to read it")]
     HeaderTooLarge { source_name: String, limit: u64 },
     #[error("{source_name}: {what} claims {claimed} {unit}, but only {available} bytes remain in the file")]
-    LengthBeyondData { source_name: String, what: String, claimed: u64, unit: &'static str, available: u64 },
+    LengthBeyondData {
+        source_name: String,
+        what: String,
+        claimed: u64,
+        unit: &'static str,
+        available: u64,
+    },
     #[error("{source_name}: metadata key {key:?} has unknown value type id {type_id}")]
-    UnknownValueType { source_name: String, key: String, type_id: u32 },
+    UnknownValueType {
+        source_name: String,
+        key: String,
+        type_id: u32,
+    },
     #[error("{source_name}: metadata arrays nest deeper than {limit} levels at key {key:?}")]
-    NestingTooDeep { source_name: String, key: String, limit: u32 },
+    NestingTooDeep {
+        source_name: String,
+        key: String,
+        limit: u32,
+    },
     #[error("{source_name}: {what} is not valid UTF-8")]
     BadUtf8 { source_name: String, what: String },
     #[error("{source_name}: duplicate {what} {name:?}")]
-    Duplicate { source_name: String, what: &'static str, name: String },
+    Duplicate {
+        source_name: String,
+        what: &'static str,
+        name: String,
+    },
     #[error("{source_name}: tensor {tensor:?} has unknown ggml type id {type_id}")]
-    UnknownTensorType { source_name: String, tensor: String, type_id: u32 },
+    UnknownTensorType {
+        source_name: String,
+        tensor: String,
+        type_id: u32,
+    },
     #[error("{source_name}: tensor {tensor:?} has invalid shape {dims:?}: {reason}")]
-    BadShape { source_name: String, tensor: String, dims: Vec<u64>, reason: String },
+    BadShape {
+        source_name: String,
+        tensor: String,
+        dims: Vec<u64>,
+        reason: String,
+    },
     #[error("{source_name}: tensor {tensor:?} data [{start}, {end}) {reason} (tensor data section is {data_size} bytes)")]
-    BadTensorOffset { source_name: String, tensor: String, start: u64, end: u64, data_size: u64, reason: String },
+    BadTensorOffset {
+        source_name: String,
+        tensor: String,
+        start: u64,
+        end: u64,
+        data_size: u64,
+        reason: String,
+    },
     #[error("{source_name}: tensors {a:?} and {b:?} overlap")]
-    OverlappingTensors { source_name: String, a: String, b: String },
+    OverlappingTensors {
+        source_name: String,
+        a: String,
+        b: String,
+    },
     #[error("{source_name}: metadata key {key:?} has {found}, expected {expected}")]
-    WrongValueType { source_name: String, key: String, expected: &'static str, found: String },
+    WrongValueType {
+        source_name: String,
+        key: String,
+        expected: &'static str,
+        found: String,
+    },
     #[error("{source_name}: required metadata key {key:?} is missing")]
     MissingKey { source_name: String, key: String },
     #[error("{source_name}: invalid value for {key:?}: {reason}")]
-    BadValue { source_name: String, key: String, reason: String },
+    BadValue {
+        source_name: String,
+        key: String,
+        reason: String,
+    },
 
     // ---- models made of several parts ----
     #[error("{0}")]
@@ -65,13 +132,25 @@ pub enum Error {
     #[error("type {ty} is not supported (tensors: {tensors}); supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS")]
     UnsupportedType { ty: GgmlType, tensors: String },
     #[error("{ty} data of {len} bytes is not a whole number of {block_bytes}-byte blocks")]
-    BadBlockData { ty: GgmlType, len: usize, block_bytes: u64 },
+    BadBlockData {
+        ty: GgmlType,
+        len: usize,
+        block_bytes: u64,
+    },
+
+    // ---- GPU ----
+    #[error("GPU: {0}")]
+    Gpu(String),
 
     // ---- calculator ----
     #[error("unknown KV cache type {0:?}; use f16, f32 or q8_0")]
     BadKvType(String),
     #[error("invalid option {name} = {value}: {reason}")]
-    BadOption { name: &'static str, value: String, reason: &'static str },
+    BadOption {
+        name: &'static str,
+        value: String,
+        reason: &'static str,
+    },
     #[error("cannot read {0:?} as a parameter count; write e.g. 135M, 7B or 8e9")]
     BadParamCount(String),
 }

@@ -30,7 +30,8 @@ pub struct ModelInfo {
     pub unsupported_types: Vec<UnsupportedType>,
     pub hparams: HParams,
     pub tensors: Vec<TensorSummary>,
-    /// Requests made to read the header(s).
+    /// Reads the header parser made (each an HTTP Range request for URLs). Later parts also
+    /// probe one byte for their size, not counted here.
     pub header_reads: u32,
     /// All metadata; long arrays summarized as `{"type", "len"}`.
     pub metadata: serde_json::Value,
@@ -94,13 +95,21 @@ pub struct HParams {
 
 impl ModelInfo {
     pub fn from_model(m: &GgufModel) -> Result<Self> {
-        let meta = Meta { m: &m.metadata, source: m.parts.first().map(|p| p.0.as_str()).unwrap_or("") };
+        let meta = Meta {
+            m: &m.metadata,
+            source: m.parts.first().map(|p| p.0.as_str()).unwrap_or(""),
+        };
         let architecture = meta.str("general.architecture")?.to_string();
         let hparams = HParams::from_meta(&meta, &architecture, m)?;
 
         let mut mix: BTreeMap<GgmlType, TypeShare> = BTreeMap::new();
         for t in &m.tensors {
-            let e = mix.entry(t.info.ty).or_insert_with(|| TypeShare { ty: t.info.ty.name().into(), tensors: 0, bytes: 0, parameters: 0 });
+            let e = mix.entry(t.info.ty).or_insert_with(|| TypeShare {
+                ty: t.info.ty.name().into(),
+                tensors: 0,
+                bytes: 0,
+                parameters: 0,
+            });
             e.tensors += 1;
             e.bytes += t.info.n_bytes;
             e.parameters += t.info.n_elements;
@@ -110,16 +119,35 @@ impl ModelInfo {
         let unsupported_types = unsupported(m);
 
         Ok(ModelInfo {
-            name: m.metadata.get("general.name").and_then(Value::as_str).map(str::to_string),
+            name: m
+                .metadata
+                .get("general.name")
+                .and_then(Value::as_str)
+                .map(str::to_string),
             architecture,
-            layout: serde_json::to_value(m.layout).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
-            parts: m.parts.iter().map(|(name, bytes)| PartInfo { name: name.clone(), bytes: *bytes }).collect(),
+            layout: serde_json::to_value(m.layout)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            parts: m
+                .parts
+                .iter()
+                .map(|(name, bytes)| PartInfo {
+                    name: name.clone(),
+                    bytes: *bytes,
+                })
+                .collect(),
             gguf_version: m.version,
             file_bytes: m.file_bytes(),
             tensor_bytes: m.tensors.iter().map(|t| t.info.n_bytes).sum(),
             tensor_count: m.tensors.len(),
             parameters: m.tensors.iter().map(|t| t.info.n_elements).sum(),
-            file_type: m.metadata.get("general.file_type").and_then(Value::as_u64).and_then(file_type_name).map(str::to_string),
+            file_type: m
+                .metadata
+                .get("general.file_type")
+                .and_then(Value::as_u64)
+                .and_then(file_type_name)
+                .map(str::to_string),
             type_mix,
             unsupported_types,
             hparams,
@@ -131,7 +159,11 @@ impl ModelInfo {
                     ty: t.info.ty.name().into(),
                     dims: t.info.dims.clone(),
                     bytes: t.info.n_bytes,
-                    part: if m.layout == Layout::Shards { t.file } else { 0 },
+                    part: if m.layout == Layout::Shards {
+                        t.file
+                    } else {
+                        0
+                    },
                 })
                 .collect(),
             header_reads: m.header_reads,
@@ -154,9 +186,18 @@ impl ModelInfo {
 fn unsupported(m: &GgufModel) -> Vec<UnsupportedType> {
     let mut by_type: BTreeMap<GgmlType, Vec<String>> = BTreeMap::new();
     for t in m.tensors.iter().filter(|t| !t.info.ty.is_supported()) {
-        by_type.entry(t.info.ty).or_default().push(t.info.name.clone());
+        by_type
+            .entry(t.info.ty)
+            .or_default()
+            .push(t.info.name.clone());
     }
-    by_type.into_iter().map(|(ty, tensors)| UnsupportedType { ty: ty.name().into(), tensors }).collect()
+    by_type
+        .into_iter()
+        .map(|(ty, tensors)| UnsupportedType {
+            ty: ty.name().into(),
+            tensors,
+        })
+        .collect()
 }
 
 fn summarize_names(names: &[String]) -> String {
@@ -174,11 +215,19 @@ struct Meta<'a> {
 
 impl Meta<'_> {
     fn get(&self, key: &str) -> Result<&Value> {
-        self.m.get(key).ok_or_else(|| Error::MissingKey { source_name: self.source.into(), key: key.into() })
+        self.m.get(key).ok_or_else(|| Error::MissingKey {
+            source_name: self.source.into(),
+            key: key.into(),
+        })
     }
 
     fn wrong(&self, key: &str, expected: &'static str, v: &Value) -> Error {
-        Error::WrongValueType { source_name: self.source.into(), key: key.into(), expected, found: v.describe() }
+        Error::WrongValueType {
+            source_name: self.source.into(),
+            key: key.into(),
+            expected,
+            found: v.describe(),
+        }
     }
 
     fn str(&self, key: &str) -> Result<&str> {
@@ -189,24 +238,37 @@ impl Meta<'_> {
     fn opt_u32(&self, key: &str) -> Result<Option<u32>> {
         match self.m.get(key) {
             None => Ok(None),
-            Some(v) => v.as_u64().and_then(|n| u32::try_from(n).ok()).map(Some).ok_or_else(|| self.wrong(key, "an unsigned 32-bit integer", v)),
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .map(Some)
+                .ok_or_else(|| self.wrong(key, "an unsigned 32-bit integer", v)),
         }
     }
 
     fn u32(&self, key: &str) -> Result<u32> {
-        self.opt_u32(key)?.ok_or_else(|| Error::MissingKey { source_name: self.source.into(), key: key.into() })
+        self.opt_u32(key)?.ok_or_else(|| Error::MissingKey {
+            source_name: self.source.into(),
+            key: key.into(),
+        })
     }
 
     fn positive(&self, key: &str, v: u32) -> Result<u32> {
         if v == 0 {
-            return Err(Error::BadValue { source_name: self.source.into(), key: key.into(), reason: "must be positive".into() });
+            return Err(Error::BadValue {
+                source_name: self.source.into(),
+                key: key.into(),
+                reason: "must be positive".into(),
+            });
         }
         Ok(v)
     }
 
     /// A value that is either one integer or an array with one per layer.
     fn per_layer(&self, key: &str, layers: u32) -> Result<Option<Vec<u32>>> {
-        let Some(v) = self.m.get(key) else { return Ok(None) };
+        let Some(v) = self.m.get(key) else {
+            return Ok(None);
+        };
         let expected = "an unsigned integer or one per layer";
         if let Some(n) = v.as_u64() {
             let n = u32::try_from(n).map_err(|_| self.wrong(key, expected, v))?;
@@ -214,9 +276,21 @@ impl Meta<'_> {
         }
         let items = v.as_array().ok_or_else(|| self.wrong(key, expected, v))?;
         if items.len() != layers as usize {
-            return Err(Error::BadValue { source_name: self.source.into(), key: key.into(), reason: format!("{} values for {layers} layers", items.len()) });
+            return Err(Error::BadValue {
+                source_name: self.source.into(),
+                key: key.into(),
+                reason: format!("{} values for {layers} layers", items.len()),
+            });
         }
-        items.iter().map(|x| x.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| self.wrong(key, expected, v))).collect::<Result<_>>().map(Some)
+        items
+            .iter()
+            .map(|x| {
+                x.as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| self.wrong(key, expected, v))
+            })
+            .collect::<Result<_>>()
+            .map(Some)
     }
 }
 
@@ -228,28 +302,53 @@ impl HParams {
         let k = |name: &str| format!("{arch}.{name}");
         let layers = meta.positive(&k("block_count"), meta.u32(&k("block_count"))?)?;
         if layers > MAX_LAYERS {
-            return Err(Error::BadValue { source_name: meta.source.into(), key: k("block_count"), reason: format!("{layers} layers is more than {MAX_LAYERS}") });
+            return Err(Error::BadValue {
+                source_name: meta.source.into(),
+                key: k("block_count"),
+                reason: format!("{layers} layers is more than {MAX_LAYERS}"),
+            });
         }
-        let embedding_length = meta.positive(&k("embedding_length"), meta.u32(&k("embedding_length"))?)?;
-        let heads = meta.positive(&k("attention.head_count"), meta.u32(&k("attention.head_count"))?)?;
-        let kv_heads = meta.per_layer(&k("attention.head_count_kv"), layers)?.unwrap_or_else(|| vec![heads; layers as usize]);
-        let key_length = meta.opt_u32(&k("attention.key_length"))?.unwrap_or(embedding_length / heads);
-        let value_length = meta.opt_u32(&k("attention.value_length"))?.unwrap_or(embedding_length / heads);
+        let embedding_length =
+            meta.positive(&k("embedding_length"), meta.u32(&k("embedding_length"))?)?;
+        let heads = meta.positive(
+            &k("attention.head_count"),
+            meta.u32(&k("attention.head_count"))?,
+        )?;
+        let kv_heads = meta
+            .per_layer(&k("attention.head_count_kv"), layers)?
+            .unwrap_or_else(|| vec![heads; layers as usize]);
+        let key_length = meta
+            .opt_u32(&k("attention.key_length"))?
+            .unwrap_or(embedding_length / heads);
+        let value_length = meta
+            .opt_u32(&k("attention.value_length"))?
+            .unwrap_or(embedding_length / heads);
         let context_length = meta.u32(&k("context_length"))?;
         let vocab_size = match meta.opt_u32(&k("vocab_size"))? {
             Some(v) => v as u64,
-            None => match m.metadata.get("tokenizer.ggml.tokens").and_then(Value::as_array) {
+            None => match m
+                .metadata
+                .get("tokenizer.ggml.tokens")
+                .and_then(Value::as_array)
+            {
                 Some(tokens) => tokens.len() as u64,
-                None => m.tensor("token_embd.weight").and_then(|t| t.info.dims.get(1).copied()).ok_or_else(|| Error::MissingKey {
-                    source_name: meta.source.into(),
-                    key: "tokenizer.ggml.tokens (or token_embd.weight)".into(),
-                })?,
+                None => m
+                    .tensor("token_embd.weight")
+                    .and_then(|t| t.info.dims.get(1).copied())
+                    .ok_or_else(|| Error::MissingKey {
+                        source_name: meta.source.into(),
+                        key: "tokenizer.ggml.tokens (or token_embd.weight)".into(),
+                    })?,
             },
         };
-        let sliding_window = meta.opt_u32(&k("attention.sliding_window"))?.filter(|&w| w > 0);
+        let sliding_window = meta
+            .opt_u32(&k("attention.sliding_window"))?
+            .filter(|&w| w > 0);
         let sliding_window_layers = match sliding_window {
             None => vec![],
-            Some(_) => (0..layers).filter(|&il| is_sliding_layer(meta, arch, il)).collect(),
+            Some(_) => (0..layers)
+                .filter(|&il| is_sliding_layer(meta, arch, il))
+                .collect(),
         };
         Ok(HParams {
             layers,
@@ -258,7 +357,9 @@ impl HParams {
             kv_heads,
             key_length,
             value_length,
-            feed_forward_length: meta.per_layer(&k("feed_forward_length"), layers)?.and_then(|v| v.into_iter().max()),
+            feed_forward_length: meta
+                .per_layer(&k("feed_forward_length"), layers)?
+                .and_then(|v| v.into_iter().max()),
             context_length,
             vocab_size,
             sliding_window,
@@ -273,8 +374,15 @@ impl HParams {
 /// of every 6 (il % 6 < 5), gemma2 alternates (even layers local), cohere2 3 of 4, and any other
 /// architecture with a window applies it to every layer.
 fn is_sliding_layer(meta: &Meta, arch: &str, il: u32) -> bool {
-    if let Some(flags) = meta.m.get(&format!("{arch}.attention.sliding_window_pattern")).and_then(Value::as_array) {
-        return flags.get(il as usize).and_then(Value::as_bool).unwrap_or(false);
+    if let Some(flags) = meta
+        .m
+        .get(&format!("{arch}.attention.sliding_window_pattern"))
+        .and_then(Value::as_array)
+    {
+        return flags
+            .get(il as usize)
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
     }
     let period = match arch {
         "gemma3" => 6,

@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod gguf;
+pub mod gpu;
 pub mod inspect;
 pub mod memory;
 pub mod quant;

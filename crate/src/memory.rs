@@ -51,7 +51,11 @@ pub struct FitOptions {
 
 impl Default for FitOptions {
     fn default() -> Self {
-        FitOptions { context_length: 4096, kv_type: KvType::F16, batch: 512 }
+        FitOptions {
+            context_length: 4096,
+            kv_type: KvType::F16,
+            batch: 512,
+        }
     }
 }
 
@@ -123,23 +127,41 @@ pub struct QuantRow {
 /// Everything `quantweb fit` and `estimateMemory` report.
 pub fn estimate(info: &ModelInfo, opts: &FitOptions) -> Result<MemoryEstimate> {
     if opts.context_length == 0 || opts.context_length > 1 << 24 {
-        return Err(Error::BadOption { name: "context length", value: opts.context_length.to_string(), reason: "must be between 1 and 16M tokens" });
+        return Err(Error::BadOption {
+            name: "context length",
+            value: opts.context_length.to_string(),
+            reason: "must be between 1 and 16M tokens",
+        });
     }
     if opts.batch == 0 || opts.batch > 1 << 16 {
-        return Err(Error::BadOption { name: "batch", value: opts.batch.to_string(), reason: "must be between 1 and 65536" });
+        return Err(Error::BadOption {
+            name: "batch",
+            value: opts.batch.to_string(),
+            reason: "must be between 1 and 65536",
+        });
     }
     let hp = &info.hparams;
     let kv_cache = kv_breakdown(hp, opts)?;
-    let kv_cache_bytes = (0..hp.layers).map(|il| Ok(cells(hp, il, opts) * cell_bytes(hp, il as usize, opts.kv_type)?)).sum::<Result<u64>>()?;
+    let kv_cache_bytes = (0..hp.layers)
+        .map(|il| Ok(cells(hp, il, opts) * cell_bytes(hp, il as usize, opts.kv_type)?))
+        .sum::<Result<u64>>()?;
     let scratch = scratch_breakdown(hp, opts);
     let scratch_bytes = scratch.activations_bytes + scratch.logits_bytes;
-    let rule_bits = nominal_bits(info.file_type.as_deref().unwrap_or_else(|| dominant_type(info)));
+    let rule_bits = nominal_bits(
+        info.file_type
+            .as_deref()
+            .unwrap_or_else(|| dominant_type(info)),
+    );
     let largest_tensor = largest(info.tensors.iter().map(|t| (t.name.as_str(), t.bytes)));
     let tied_embedding = !info.tensors.iter().any(|t| t.name == "output.weight");
     let by_quant = WHAT_IF
         .iter()
         .map(|&q| {
-            let sizes: Vec<(&str, u64)> = info.tensors.iter().map(|t| (t.name.as_str(), requantized_bytes(t, q, hp, tied_embedding))).collect();
+            let sizes: Vec<(&str, u64)> = info
+                .tensors
+                .iter()
+                .map(|t| (t.name.as_str(), requantized_bytes(t, q, hp, tied_embedding)))
+                .collect();
             let weights_bytes = sizes.iter().map(|s| s.1).sum::<u64>();
             QuantRow {
                 quant: q.into(),
@@ -159,8 +181,15 @@ pub fn estimate(info: &ModelInfo, opts: &FitOptions) -> Result<MemoryEstimate> {
         ));
     }
     if !info.unsupported_types.is_empty() {
-        let types: Vec<&str> = info.unsupported_types.iter().map(|u| u.ty.as_str()).collect();
-        warnings.push(format!("quantweb cannot run tensor type(s) {} yet", types.join(", ")));
+        let types: Vec<&str> = info
+            .unsupported_types
+            .iter()
+            .map(|u| u.ty.as_str())
+            .collect();
+        warnings.push(format!(
+            "quantweb cannot run tensor type(s) {} yet",
+            types.join(", ")
+        ));
     }
     Ok(MemoryEstimate {
         model: info.name.clone(),
@@ -189,18 +218,22 @@ pub fn estimate(info: &ModelInfo, opts: &FitOptions) -> Result<MemoryEstimate> {
 fn cell_bytes(hp: &HParams, il: usize, kv: KvType) -> Result<u64> {
     let n_kv = hp.kv_heads[il] as u64;
     let row = |len: u32| {
-        kv.ggml().bytes_for(n_kv * len as u64).ok_or(Error::BadOption {
-            name: "kv type",
-            value: "q8_0".into(),
-            reason: "needs kv_heads × key/value length to be a multiple of 32",
-        })
+        kv.ggml()
+            .bytes_for(n_kv * len as u64)
+            .ok_or(Error::BadOption {
+                name: "kv type",
+                value: "q8_0".into(),
+                reason: "needs kv_heads × key/value length to be a multiple of 32",
+            })
     };
     Ok(row(hp.key_length)? + row(hp.value_length)?)
 }
 
 fn cells(hp: &HParams, il: u32, opts: &FitOptions) -> u64 {
     match hp.sliding_window {
-        Some(w) if hp.sliding_window_layers.contains(&il) => opts.context_length.min(w as u64 + opts.batch),
+        Some(w) if hp.sliding_window_layers.contains(&il) => {
+            opts.context_length.min(w as u64 + opts.batch)
+        }
         _ => opts.context_length,
     }
 }
@@ -211,7 +244,9 @@ fn kv_breakdown(hp: &HParams, opts: &FitOptions) -> Result<KvBreakdown> {
         full_layers: hp.layers - sliding_layers,
         full_cells: opts.context_length,
         sliding_layers,
-        sliding_cells: hp.sliding_window.map_or(0, |w| opts.context_length.min(w as u64 + opts.batch)),
+        sliding_cells: hp
+            .sliding_window
+            .map_or(0, |w| opts.context_length.min(w as u64 + opts.batch)),
         bytes_per_cell_per_layer: cell_bytes(hp, 0, opts.kv_type)?,
     })
 }
@@ -225,11 +260,17 @@ fn scratch_breakdown(hp: &HParams, opts: &FitOptions) -> ScratchBreakdown {
         + hp.heads as u64 * (hp.key_length + hp.value_length) as u64
         + n_kv * (hp.key_length + hp.value_length) as u64
         + 2 * hp.feed_forward_length.unwrap_or(4 * hp.embedding_length) as u64;
-    ScratchBreakdown { activations_bytes: per_token * opts.batch * 4, logits_bytes: hp.vocab_size * 4 }
+    ScratchBreakdown {
+        activations_bytes: per_token * opts.batch * 4,
+        logits_bytes: hp.vocab_size * 4,
+    }
 }
 
 fn dominant_type(info: &ModelInfo) -> &str {
-    info.type_mix.first().map(|t| t.ty.as_str()).unwrap_or("F32")
+    info.type_mix
+        .first()
+        .map(|t| t.ty.as_str())
+        .unwrap_or("F32")
 }
 
 /// Nominal bit width of a quantization name, the number users apply the rule with:
@@ -242,7 +283,11 @@ pub fn nominal_bits(name: &str) -> u32 {
     if upper.contains("16") {
         return 16;
     }
-    upper.chars().find_map(|c| c.to_digit(10)).filter(|&b| (1..=8).contains(&b)).unwrap_or(16)
+    upper
+        .chars()
+        .find_map(|c| c.to_digit(10))
+        .filter(|&b| (1..=8).contains(&b))
+        .unwrap_or(16)
 }
 
 /// params × bits/8 × 1.2.
@@ -251,20 +296,35 @@ pub fn rule_of_thumb(params: u64, bits: u32) -> u64 {
 }
 
 fn largest<'a>(sizes: impl Iterator<Item = (&'a str, u64)>) -> LargestTensor {
-    sizes.max_by_key(|s| s.1).map(|(n, b)| LargestTensor { name: n.into(), bytes: b }).unwrap_or(LargestTensor { name: String::new(), bytes: 0 })
+    sizes
+        .max_by_key(|s| s.1)
+        .map(|(n, b)| LargestTensor {
+            name: n.into(),
+            bytes: b,
+        })
+        .unwrap_or(LargestTensor {
+            name: String::new(),
+            bytes: 0,
+        })
 }
 
 /// Bytes of `t` if the model were quantized to `target` by llama.cpp's `llama-quantize`.
 fn requantized_bytes(t: &TensorSummary, target: &str, hp: &HParams, tied_embedding: bool) -> u64 {
     let n_elements: u64 = t.dims.iter().product();
-    let ty = quantized_type(t, target, hp, tied_embedding).unwrap_or_else(|| GgmlType::from_name(&t.ty).unwrap_or(GgmlType::F32));
+    let ty = quantized_type(t, target, hp, tied_embedding)
+        .unwrap_or_else(|| GgmlType::from_name(&t.ty).unwrap_or(GgmlType::F32));
     ty.bytes_for(n_elements).unwrap_or(t.bytes)
 }
 
 /// The type llama.cpp's `llama_tensor_get_type` picks for this tensor under the file type
 /// `target` (dense models; the MoE and 70B special cases are not modelled). `None` for tensors
 /// it leaves alone (1-D tensors and norms).
-fn quantized_type(t: &TensorSummary, target: &str, hp: &HParams, tied_embedding: bool) -> Option<GgmlType> {
+fn quantized_type(
+    t: &TensorSummary,
+    target: &str,
+    hp: &HParams,
+    tied_embedding: bool,
+) -> Option<GgmlType> {
     use GgmlType::*;
     let name = t.name.as_str();
     if t.dims.len() < 2 || !name.ends_with("weight") || name.contains("_norm") {
@@ -281,14 +341,19 @@ fn quantized_type(t: &TensorSummary, target: &str, hp: &HParams, tied_embedding:
         _ => return None,
     };
     let n_layer = hp.layers as i64;
-    let layer = name.strip_prefix("blk.").and_then(|r| r.split('.').next()).and_then(|n| n.parse::<i64>().ok()).unwrap_or(0);
-    let more_bits = layer < n_layer / 8 || layer >= 7 * n_layer / 8 || (layer - n_layer / 8) % 3 == 2;
+    let layer = name
+        .strip_prefix("blk.")
+        .and_then(|r| r.split('.').next())
+        .and_then(|n| n.parse::<i64>().ok())
+        .unwrap_or(0);
+    let more_bits =
+        layer < n_layer / 8 || layer >= 7 * n_layer / 8 || (layer - n_layer / 8) % 3 == 2;
     let n_gqa = hp.heads / hp.kv_heads.first().copied().unwrap_or(hp.heads).max(1);
     let row = t.dims[0];
     // A tied embedding is quantized as the output matrix.
     let is_output = name == "output.weight" || (name == "token_embd.weight" && tied_embedding);
     let mut ty = if is_output {
-        if row % base.block_size() != 0 || base == Q8_0 {
+        if !row.is_multiple_of(base.block_size()) || base == Q8_0 {
             Q8_0
         } else {
             Q6_K
@@ -327,7 +392,7 @@ fn quantized_type(t: &TensorSummary, target: &str, hp: &HParams, tied_embedding:
         base
     };
     // Rows that are not a whole number of 256-element super-blocks fall back as llama.cpp does.
-    if row % ty.block_size() != 0 {
+    if !row.is_multiple_of(ty.block_size()) {
         ty = match ty {
             Q2_K | Q3_K | IQ4_XS => IQ4_NL,
             Q4_K => Q5_0,
@@ -335,7 +400,7 @@ fn quantized_type(t: &TensorSummary, target: &str, hp: &HParams, tied_embedding:
             Q6_K => Q8_0,
             other => other,
         };
-        if row % ty.block_size() != 0 {
+        if !row.is_multiple_of(ty.block_size()) {
             ty = F16;
         }
     }
@@ -345,6 +410,7 @@ fn quantized_type(t: &TensorSummary, target: &str, hp: &HParams, tied_embedding:
 /// A device as the calculator sees it. The browser does not expose GPU memory, so the user
 /// enters it; the WebGPU limits and the storage quota come from the browser.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeviceBudget {
     pub gpu_memory_bytes: u64,
     pub max_storage_buffer_binding_size: Option<u64>,
@@ -373,19 +439,44 @@ pub const TIGHT_FRACTION: f64 = 0.8;
 
 /// fits / tight / does not fit, with the reasons, for a total, its largest tensor and the bytes
 /// to cache.
-pub fn verdict(total_bytes: u64, largest: &LargestTensor, download_bytes: u64, dev: &DeviceBudget) -> Verdict {
+pub fn verdict(
+    total_bytes: u64,
+    largest: &LargestTensor,
+    download_bytes: u64,
+    dev: &DeviceBudget,
+) -> Verdict {
     let mut no = vec![];
     let mut tight = vec![];
     let gib = |b: u64| format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64);
     let mib = |b: u64| format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64);
     if total_bytes > dev.gpu_memory_bytes {
-        no.push(format!("needs {} but the GPU has {}: pick a smaller quantization or a shorter context", gib(total_bytes), gib(dev.gpu_memory_bytes)));
+        no.push(format!(
+            "needs {} but the GPU has {}: pick a smaller quantization or a shorter context",
+            gib(total_bytes),
+            gib(dev.gpu_memory_bytes)
+        ));
     } else if total_bytes as f64 > dev.gpu_memory_bytes as f64 * TIGHT_FRACTION {
-        tight.push(format!("needs {} of {} GPU memory, more than {:.0} %: other tabs and the desktop share it", gib(total_bytes), gib(dev.gpu_memory_bytes), TIGHT_FRACTION * 100.0));
+        tight.push(format!(
+            "needs {} of {} GPU memory, more than {:.0} %: other tabs and the desktop share it",
+            gib(total_bytes),
+            gib(dev.gpu_memory_bytes),
+            TIGHT_FRACTION * 100.0
+        ));
     }
-    for (limit, what) in [(dev.max_storage_buffer_binding_size, "maxStorageBufferBindingSize"), (dev.max_buffer_size, "maxBufferSize")] {
+    for (limit, what) in [
+        (
+            dev.max_storage_buffer_binding_size,
+            "maxStorageBufferBindingSize",
+        ),
+        (dev.max_buffer_size, "maxBufferSize"),
+    ] {
         if let Some(limit) = limit.filter(|&l| largest.bytes > l) {
-            no.push(format!("tensor {} is {}, above this device's {what} of {}", largest.name, mib(largest.bytes), mib(limit)));
+            no.push(format!(
+                "tensor {} is {}, above this device's {what} of {}",
+                largest.name,
+                mib(largest.bytes),
+                mib(limit)
+            ));
         }
     }
     if let Some(free) = dev.storage_available_bytes.filter(|&f| download_bytes > f) {
@@ -404,7 +495,10 @@ pub fn verdict(total_bytes: u64, largest: &LargestTensor, download_bytes: u64, d
 
 /// "8B", "1.5b", "135M", "7e9", "350 000 000" → a parameter count.
 pub fn parse_param_count(s: &str) -> Result<u64> {
-    let t: String = s.chars().filter(|c| !c.is_whitespace() && *c != '_' && *c != ',').collect();
+    let t: String = s
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '_' && *c != ',')
+        .collect();
     let (num, mult) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
         Some('K') => (&t[..t.len() - 1], 1e3),
         Some('M') => (&t[..t.len() - 1], 1e6),

@@ -25,7 +25,12 @@ pub trait ByteSource {
 pub fn check_range(src: &dyn ByteSource, offset: u64, len: usize) -> Result<()> {
     match offset.checked_add(len as u64) {
         Some(end) if end <= src.size() => Ok(()),
-        _ => Err(Error::ReadPastEnd { source_name: src.name().to_string(), offset, len: len as u64, size: src.size() }),
+        _ => Err(Error::ReadPastEnd {
+            source_name: src.name().to_string(),
+            offset,
+            len: len as u64,
+            size: src.size(),
+        }),
     }
 }
 
@@ -37,7 +42,10 @@ pub struct MemorySource {
 
 impl MemorySource {
     pub fn new(name: impl Into<String>, bytes: Vec<u8>) -> Self {
-        Self { name: name.into(), bytes }
+        Self {
+            name: name.into(),
+            bytes,
+        }
     }
 }
 
@@ -49,7 +57,8 @@ impl ByteSource for MemorySource {
         self.bytes.len() as u64
     }
     fn read_at(&self, offset: u64, len: usize) -> ReadFuture<'_> {
-        let r = check_range(self, offset, len).map(|()| self.bytes[offset as usize..offset as usize + len].to_vec());
+        let r = check_range(self, offset, len)
+            .map(|()| self.bytes[offset as usize..offset as usize + len].to_vec());
         Box::pin(std::future::ready(r))
     }
 }
@@ -75,7 +84,11 @@ impl ConcatSource {
             [one] => one.name().to_string(),
             [first, .., last] => format!("{} … {}", first.name(), last.name()),
         };
-        Self { name, parts, starts }
+        Self {
+            name,
+            parts,
+            starts,
+        }
     }
 
     pub fn into_parts(self) -> Vec<Box<dyn ByteSource>> {
@@ -127,13 +140,23 @@ mod native {
     impl FileSource {
         pub fn open(path: &std::path::Path) -> Result<Self> {
             let name = path.display().to_string();
-            let io = |e: std::io::Error| Error::Io { source_name: name.clone(), message: e.to_string() };
+            let io = |e: std::io::Error| Error::Io {
+                source_name: name.clone(),
+                message: e.to_string(),
+            };
             let file = std::fs::File::open(path).map_err(io)?;
             let meta = file.metadata().map_err(io)?;
             if !meta.is_file() {
-                return Err(Error::Io { source_name: name, message: "not a regular file".into() });
+                return Err(Error::Io {
+                    source_name: name,
+                    message: "not a regular file".into(),
+                });
             }
-            Ok(Self { size: meta.len(), file: Mutex::new(file), name })
+            Ok(Self {
+                size: meta.len(),
+                file: Mutex::new(file),
+                name,
+            })
         }
     }
 
@@ -150,7 +173,10 @@ mod native {
                 let mut buf = vec![0u8; len];
                 f.seek(SeekFrom::Start(offset))
                     .and_then(|_| f.read_exact(&mut buf))
-                    .map_err(|e| Error::Io { source_name: self.name.clone(), message: e.to_string() })?;
+                    .map_err(|e| Error::Io {
+                        source_name: self.name.clone(),
+                        message: e.to_string(),
+                    })?;
                 Ok(buf)
             });
             Box::pin(std::future::ready(r))
@@ -168,33 +194,69 @@ mod native {
 
     impl HttpSource {
         pub fn open(url: &str, prefetch: u64) -> Result<Self> {
-            let agent: ureq::Agent =
-                ureq::Agent::config_builder().http_status_as_error(false).build().into();
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into();
             let (bytes, size) = get_range(&agent, url, 0, prefetch, None)?;
-            Ok(Self { url: url.to_string(), size, prefetched: bytes, agent })
+            Ok(Self {
+                url: url.to_string(),
+                size,
+                prefetched: bytes,
+                agent,
+            })
         }
     }
 
     /// GET `len` bytes at `offset`; returns the bytes and the total size from Content-Range.
-    fn get_range(agent: &ureq::Agent, url: &str, offset: u64, len: u64, known_size: Option<u64>) -> Result<(Vec<u8>, u64)> {
+    fn get_range(
+        agent: &ureq::Agent,
+        url: &str,
+        offset: u64,
+        len: u64,
+        known_size: Option<u64>,
+    ) -> Result<(Vec<u8>, u64)> {
         let last = offset + len.max(1) - 1;
         let mut resp = agent
             .get(url)
             .header("Range", &format!("bytes={offset}-{last}"))
             .call()
-            .map_err(|e| Error::Network { url: url.to_string(), message: e.to_string() })?;
+            .map_err(|e| Error::Network {
+                url: url.to_string(),
+                message: e.to_string(),
+            })?;
         let status = resp.status().as_u16();
-        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
         let size = match status {
             206 => header("content-range")
-                .and_then(|cr| cr.rsplit('/').next().and_then(|t| t.trim().parse::<u64>().ok()))
+                .and_then(|cr| {
+                    cr.rsplit('/')
+                        .next()
+                        .and_then(|t| t.trim().parse::<u64>().ok())
+                })
                 .or(known_size)
-                .ok_or_else(|| Error::Network { url: url.to_string(), message: "206 without a total size in Content-Range".into() })?,
+                .ok_or_else(|| Error::Network {
+                    url: url.to_string(),
+                    message: "206 without a total size in Content-Range".into(),
+                })?,
             // A whole small file is fine; a whole model is what Range exists to avoid.
-            200 if header("content-length").and_then(|l| l.parse::<u64>().ok()).is_some_and(|l| l <= len) => {
+            200 if header("content-length")
+                .and_then(|l| l.parse::<u64>().ok())
+                .is_some_and(|l| l <= len) =>
+            {
                 header("content-length").unwrap().parse().unwrap()
             }
-            200 => return Err(Error::RangeNotSupported { url: url.to_string(), status }),
+            200 => {
+                return Err(Error::RangeNotSupported {
+                    url: url.to_string(),
+                    status,
+                })
+            }
             // Range starting at or past the end of an empty or short file.
             416 => 0,
             _ => {
@@ -203,7 +265,11 @@ mod native {
                     401 | 403 => " (access denied: the model may need a login or a token)",
                     _ => "",
                 };
-                return Err(Error::Http { url: url.to_string(), status, hint });
+                return Err(Error::Http {
+                    url: url.to_string(),
+                    status,
+                    hint,
+                });
             }
         };
         let body = resp
@@ -211,10 +277,16 @@ mod native {
             .with_config()
             .limit(len + 1)
             .read_to_vec()
-            .map_err(|e| Error::Network { url: url.to_string(), message: e.to_string() })?;
+            .map_err(|e| Error::Network {
+                url: url.to_string(),
+                message: e.to_string(),
+            })?;
         let want = len.min(size.saturating_sub(offset)) as usize;
         if body.len() < want {
-            return Err(Error::Network { url: url.to_string(), message: format!("connection closed after {} of {want} bytes", body.len()) });
+            return Err(Error::Network {
+                url: url.to_string(),
+                message: format!("connection closed after {} of {want} bytes", body.len()),
+            });
         }
         Ok((body[..want].to_vec(), size))
     }
@@ -233,7 +305,14 @@ mod native {
             .enumerate()
             .map(|(i, n)| -> Result<Box<dyn ByteSource>> {
                 if n.starts_with("http://") || n.starts_with("https://") {
-                    Ok(Box::new(HttpSource::open(n, if i == 0 { crate::gguf::INITIAL_WINDOW } else { 1 })?))
+                    Ok(Box::new(HttpSource::open(
+                        n,
+                        if i == 0 {
+                            crate::gguf::INITIAL_WINDOW
+                        } else {
+                            1
+                        },
+                    )?))
                 } else {
                     Ok(Box::new(FileSource::open(std::path::Path::new(n))?))
                 }
@@ -254,7 +333,8 @@ mod native {
                 if end <= self.prefetched.len() {
                     return Ok(self.prefetched[offset as usize..end].to_vec());
                 }
-                get_range(&self.agent, &self.url, offset, len as u64, Some(self.size)).map(|(b, _)| b)
+                get_range(&self.agent, &self.url, offset, len as u64, Some(self.size))
+                    .map(|(b, _)| b)
             });
             Box::pin(std::future::ready(r))
         }
@@ -278,10 +358,26 @@ mod tests {
             .collect();
         let c = ConcatSource::new(parts);
         assert_eq!(c.size(), 1000);
-        for (off, len) in [(0, 1000), (299, 3), (300, 1), (250, 600), (999, 1), (1000, 0)] {
-            assert_eq!(block_on(c.read_at(off, len)).unwrap(), whole[off as usize..off as usize + len]);
+        for (off, len) in [
+            (0, 1000),
+            (299, 3),
+            (300, 1),
+            (250, 600),
+            (999, 1),
+            (1000, 0),
+        ] {
+            assert_eq!(
+                block_on(c.read_at(off, len)).unwrap(),
+                whole[off as usize..off as usize + len]
+            );
         }
-        assert!(matches!(block_on(c.read_at(990, 11)), Err(Error::ReadPastEnd { size: 1000, .. })));
-        assert!(matches!(block_on(c.read_at(u64::MAX, 2)), Err(Error::ReadPastEnd { .. })));
+        assert!(matches!(
+            block_on(c.read_at(990, 11)),
+            Err(Error::ReadPastEnd { size: 1000, .. })
+        ));
+        assert!(matches!(
+            block_on(c.read_at(u64::MAX, 2)),
+            Err(Error::ReadPastEnd { .. })
+        ));
     }
 }

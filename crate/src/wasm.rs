@@ -19,15 +19,27 @@ extern "C" {
 }
 
 fn to_js<T: Serialize>(v: &T) -> std::result::Result<JsValue, JsError> {
-    v.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).map_err(|e| JsError::new(&e.to_string()))
+    v.serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(|e| JsError::new(&e.to_string()))
 }
 
 fn js_err(e: Error) -> JsError {
     JsError::new(&e.to_string())
 }
 
+/// An argument that did not deserialize; serde-wasm-bindgen's message already starts "Error: ".
+fn bad_arg(what: &str, e: serde_wasm_bindgen::Error) -> JsError {
+    JsError::new(&format!(
+        "{what}: {}",
+        e.to_string().trim_start_matches("Error: ")
+    ))
+}
+
 fn js_message(v: &JsValue) -> String {
-    v.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message())).or_else(|| v.as_string()).unwrap_or_else(|| format!("{v:?}"))
+    v.dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .or_else(|| v.as_string())
+        .unwrap_or_else(|| format!("{v:?}"))
 }
 
 /// A `Blob` or `File` picked by the user: read locally, slice by slice.
@@ -46,8 +58,14 @@ impl ByteSource for BlobSource {
     fn read_at(&self, offset: u64, len: usize) -> ReadFuture<'_> {
         Box::pin(async move {
             check_range(self, offset, len)?;
-            let io = |v: JsValue| Error::Io { source_name: self.name.clone(), message: js_message(&v) };
-            let slice = self.blob.slice_with_f64_and_f64(offset as f64, (offset + len as u64) as f64).map_err(io)?;
+            let io = |v: JsValue| Error::Io {
+                source_name: self.name.clone(),
+                message: js_message(&v),
+            };
+            let slice = self
+                .blob
+                .slice_with_f64_and_f64(offset as f64, (offset + len as u64) as f64)
+                .map_err(io)?;
             let buf = JsFuture::from(slice.array_buffer()).await.map_err(io)?;
             Ok(Uint8Array::new(&buf).to_vec())
         })
@@ -67,23 +85,50 @@ impl FetchSource {
     /// other parts.
     async fn open(url: &str, prefetch: u64) -> Result<Self> {
         let (prefetched, size) = fetch_range(url, 0, prefetch, None).await?;
-        Ok(FetchSource { url: url.into(), size, prefetched })
+        Ok(FetchSource {
+            url: url.into(),
+            size,
+            prefetched,
+        })
     }
 }
 
-async fn fetch_range(url: &str, offset: u64, len: u64, known_size: Option<u64>) -> Result<(Vec<u8>, u64)> {
-    let net = |v: JsValue| Error::Network { url: url.into(), message: js_message(&v) };
+async fn fetch_range(
+    url: &str,
+    offset: u64,
+    len: u64,
+    known_size: Option<u64>,
+) -> Result<(Vec<u8>, u64)> {
+    let net = |v: JsValue| Error::Network {
+        url: url.into(),
+        message: js_message(&v),
+    };
     let headers = web_sys::Headers::new().map_err(net)?;
-    headers.set("Range", &format!("bytes={offset}-{}", offset + len.max(1) - 1)).map_err(net)?;
+    headers
+        .set(
+            "Range",
+            &format!("bytes={offset}-{}", offset + len.max(1) - 1),
+        )
+        .map_err(net)?;
     let init = web_sys::RequestInit::new();
     init.set_headers(&headers);
     let req = web_sys::Request::new_with_str_and_init(url, &init).map_err(net)?;
-    let resp: web_sys::Response = JsFuture::from(global_fetch(&req)).await.map_err(net)?.unchecked_into();
+    let resp: web_sys::Response = JsFuture::from(global_fetch(&req))
+        .await
+        .map_err(net)?
+        .unchecked_into();
     let status = resp.status();
     let header = |name: &str| resp.headers().get(name).ok().flatten();
     let content_length = header("content-length").and_then(|l| l.parse::<u64>().ok());
     let size = match status {
-        206 => match header("content-range").and_then(|cr| cr.rsplit('/').next().and_then(|t| t.trim().parse::<u64>().ok())).or(known_size) {
+        206 => match header("content-range")
+            .and_then(|cr| {
+                cr.rsplit('/')
+                    .next()
+                    .and_then(|t| t.trim().parse::<u64>().ok())
+            })
+            .or(known_size)
+        {
             Some(s) => s,
             // Cross-origin servers that do not expose Content-Range: ask for the length.
             None => head_length(url).await?,
@@ -91,7 +136,10 @@ async fn fetch_range(url: &str, offset: u64, len: u64, known_size: Option<u64>) 
         200 if content_length.is_some_and(|l| l <= len) => content_length.unwrap_or(0),
         200 => {
             cancel_body(&resp);
-            return Err(Error::RangeNotSupported { url: url.into(), status });
+            return Err(Error::RangeNotSupported {
+                url: url.into(),
+                status,
+            });
         }
         416 => 0,
         _ => {
@@ -101,14 +149,23 @@ async fn fetch_range(url: &str, offset: u64, len: u64, known_size: Option<u64>) 
                 401 | 403 => " (access denied: the model may need a login or a token)",
                 _ => "",
             };
-            return Err(Error::Http { url: url.into(), status, hint });
+            return Err(Error::Http {
+                url: url.into(),
+                status,
+                hint,
+            });
         }
     };
-    let buf = JsFuture::from(resp.array_buffer().map_err(net)?).await.map_err(net)?;
+    let buf = JsFuture::from(resp.array_buffer().map_err(net)?)
+        .await
+        .map_err(net)?;
     let body = Uint8Array::new(&buf).to_vec();
     let want = len.min(size.saturating_sub(offset)) as usize;
     if body.len() < want {
-        return Err(Error::Network { url: url.into(), message: format!("connection closed after {} of {want} bytes", body.len()) });
+        return Err(Error::Network {
+            url: url.into(),
+            message: format!("connection closed after {} of {want} bytes", body.len()),
+        });
     }
     Ok((body[..want].to_vec(), size))
 }
@@ -122,11 +179,17 @@ fn cancel_body(resp: &web_sys::Response) {
 }
 
 async fn head_length(url: &str) -> Result<u64> {
-    let net = |v: JsValue| Error::Network { url: url.into(), message: js_message(&v) };
+    let net = |v: JsValue| Error::Network {
+        url: url.into(),
+        message: js_message(&v),
+    };
     let init = web_sys::RequestInit::new();
     init.set_method("HEAD");
     let req = web_sys::Request::new_with_str_and_init(url, &init).map_err(net)?;
-    let resp: web_sys::Response = JsFuture::from(global_fetch(&req)).await.map_err(net)?.unchecked_into();
+    let resp: web_sys::Response = JsFuture::from(global_fetch(&req))
+        .await
+        .map_err(net)?
+        .unchecked_into();
     resp.headers().get("content-length").ok().flatten().and_then(|l| l.parse().ok()).ok_or_else(|| Error::Network {
         url: url.into(),
         message: "the server exposes neither Content-Range nor Content-Length to this page (CORS Access-Control-Expose-Headers)".into(),
@@ -147,7 +210,9 @@ impl ByteSource for FetchSource {
             if end <= self.prefetched.len() {
                 return Ok(self.prefetched[offset as usize..end].to_vec());
             }
-            Ok(fetch_range(&self.url, offset, len as u64, Some(self.size)).await?.0)
+            Ok(fetch_range(&self.url, offset, len as u64, Some(self.size))
+                .await?
+                .0)
         })
     }
 }
@@ -156,7 +221,11 @@ impl ByteSource for FetchSource {
 /// A lone URL or File name of a first shard (`-00001-of-0000N.gguf`) expands to all shards
 /// for URLs; Files must all be given.
 async fn open_sources(source: JsValue) -> Result<Vec<Box<dyn ByteSource>>> {
-    let items: Vec<JsValue> = if Array::is_array(&source) { Array::from(&source).to_vec() } else { vec![source] };
+    let items: Vec<JsValue> = if Array::is_array(&source) {
+        Array::from(&source).to_vec()
+    } else {
+        vec![source]
+    };
     let items = match items.as_slice() {
         [one] => match one.as_string().and_then(|u| shard_names(&u)) {
             Some(names) => names.into_iter().map(JsValue::from).collect(),
@@ -167,12 +236,23 @@ async fn open_sources(source: JsValue) -> Result<Vec<Box<dyn ByteSource>>> {
     let mut out: Vec<Box<dyn ByteSource>> = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         if let Some(url) = item.as_string() {
-            out.push(Box::new(FetchSource::open(&url, if i == 0 { INITIAL_WINDOW } else { 1 }).await?));
+            out.push(Box::new(
+                FetchSource::open(&url, if i == 0 { INITIAL_WINDOW } else { 1 }).await?,
+            ));
         } else if let Some(blob) = item.dyn_ref::<web_sys::Blob>() {
-            let name = item.dyn_ref::<web_sys::File>().map(|f| f.name()).unwrap_or_else(|| "blob".into());
-            out.push(Box::new(BlobSource { name, blob: blob.clone() }));
+            let name = item
+                .dyn_ref::<web_sys::File>()
+                .map(|f| f.name())
+                .unwrap_or_else(|| "blob".into());
+            out.push(Box::new(BlobSource {
+                name,
+                blob: blob.clone(),
+            }));
         } else {
-            return Err(Error::Io { source_name: format!("{item:?}"), message: "expected a URL string, a File or a Blob".into() });
+            return Err(Error::Io {
+                source_name: format!("{item:?}"),
+                message: "expected a URL string, a File or a Blob".into(),
+            });
         }
     }
     Ok(out)
@@ -182,12 +262,14 @@ async fn open_sources(source: JsValue) -> Result<Vec<Box<dyn ByteSource>>> {
 /// what `quantweb inspect --json` prints.
 #[wasm_bindgen]
 pub async fn inspect(source: JsValue) -> std::result::Result<JsValue, JsError> {
-    let model = GgufModel::open(open_sources(source).await.map_err(js_err)?).await.map_err(js_err)?;
+    let model = GgufModel::open(open_sources(source).await.map_err(js_err)?)
+        .await
+        .map_err(js_err)?;
     to_js(&ModelInfo::from_model(&model).map_err(js_err)?)
 }
 
 #[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 struct EstimateOptions {
     context_length: Option<u64>,
     kv_type: Option<String>,
@@ -197,23 +279,30 @@ struct EstimateOptions {
 /// What `quantweb fit --json` prints, for an object returned by `inspect`.
 #[wasm_bindgen(js_name = estimateMemory)]
 pub fn estimate_memory(info: JsValue, options: JsValue) -> std::result::Result<JsValue, JsError> {
-    let info: ModelInfo = serde_wasm_bindgen::from_value(info).map_err(|e| JsError::new(&format!("not a model info object from inspect(): {e}")))?;
+    let info: ModelInfo = serde_wasm_bindgen::from_value(info)
+        .map_err(|e| bad_arg("not a model info object from inspect()", e))?;
     let o: EstimateOptions = if options.is_undefined() || options.is_null() {
         EstimateOptions::default()
     } else {
-        serde_wasm_bindgen::from_value(options).map_err(|e| JsError::new(&format!("bad options: {e}")))?
+        serde_wasm_bindgen::from_value(options).map_err(|e| bad_arg("bad options", e))?
     };
     let d = FitOptions::default();
     let opts = FitOptions {
         context_length: o.context_length.unwrap_or(d.context_length),
-        kv_type: o.kv_type.as_deref().map(KvType::parse).transpose().map_err(js_err)?.unwrap_or(d.kv_type),
+        kv_type: o
+            .kv_type
+            .as_deref()
+            .map(KvType::parse)
+            .transpose()
+            .map_err(js_err)?
+            .unwrap_or(d.kv_type),
         batch: o.batch.unwrap_or(d.batch),
     };
     to_js(&memory::estimate(&info, &opts).map_err(js_err)?)
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct FitQuery {
     total_bytes: u64,
     largest_tensor: LargestTensor,
@@ -224,8 +313,14 @@ struct FitQuery {
 /// fits / tight / does_not_fit with reasons, for a total (a row of `estimateMemory`) on a device.
 #[wasm_bindgen(js_name = judgeFit)]
 pub fn judge_fit(query: JsValue) -> std::result::Result<JsValue, JsError> {
-    let q: FitQuery = serde_wasm_bindgen::from_value(query).map_err(|e| JsError::new(&format!("bad fit query: {e}")))?;
-    to_js(&memory::verdict(q.total_bytes, &q.largest_tensor, q.download_bytes, &q.device))
+    let q: FitQuery =
+        serde_wasm_bindgen::from_value(query).map_err(|e| bad_arg("bad fit query", e))?;
+    to_js(&memory::verdict(
+        q.total_bytes,
+        &q.largest_tensor,
+        q.download_bytes,
+        &q.device,
+    ))
 }
 
 #[derive(Serialize)]
@@ -238,5 +333,8 @@ struct RuleOfThumb {
 #[wasm_bindgen(js_name = ruleOfThumb)]
 pub fn rule_of_thumb(params: &str) -> std::result::Result<JsValue, JsError> {
     let parameters = memory::parse_param_count(params).map_err(js_err)?;
-    to_js(&RuleOfThumb { parameters, rows: memory::rule_table(parameters) })
+    to_js(&RuleOfThumb {
+        parameters,
+        rows: memory::rule_table(parameters),
+    })
 }

@@ -3,7 +3,9 @@
 //! quickly, without allocating what the header claims).
 
 use quantweb::error::Error;
-use quantweb::gguf::{read_header, GgufModel, GgufWriter, Layout, Value, ValueType, INITIAL_WINDOW};
+use quantweb::gguf::{
+    read_header, GgufModel, GgufWriter, Layout, Value, ValueType, INITIAL_WINDOW,
+};
 use quantweb::quant::GgmlType;
 use quantweb::source::{ByteSource, MemorySource};
 use std::time::Instant;
@@ -32,16 +34,34 @@ fn tiny_model() -> GgufWriter {
         .kv("llama.embedding_length", Value::U32(32))
         .kv("llama.attention.head_count", Value::U32(4))
         .kv("llama.context_length", Value::U32(128))
-        .tensor("token_embd.weight", &[32, 8], GgmlType::F32, f32_bytes(&[0.5; 256]))
-        .tensor("blk.0.attn_norm.weight", &[32], GgmlType::F32, f32_bytes(&[1.0; 32]))
-        .tensor("blk.0.attn_q.weight", &[32, 32], GgmlType::Q8_0, vec![7u8; 34 * 32])
+        .tensor(
+            "token_embd.weight",
+            &[32, 8],
+            GgmlType::F32,
+            f32_bytes(&[0.5; 256]),
+        )
+        .tensor(
+            "blk.0.attn_norm.weight",
+            &[32],
+            GgmlType::F32,
+            f32_bytes(&[1.0; 32]),
+        )
+        .tensor(
+            "blk.0.attn_q.weight",
+            &[32, 32],
+            GgmlType::Q8_0,
+            vec![7u8; 34 * 32],
+        )
 }
 
 #[test]
 fn every_value_type_round_trips() {
     let nested = Value::Array(
         ValueType::Array,
-        vec![Value::Array(ValueType::I16, vec![Value::I16(-1), Value::I16(2)]), Value::Array(ValueType::String, vec![Value::String("x".into())])],
+        vec![
+            Value::Array(ValueType::I16, vec![Value::I16(-1), Value::I16(2)]),
+            Value::Array(ValueType::String, vec![Value::String("x".into())]),
+        ],
     );
     let values = vec![
         ("u8", Value::U8(200)),
@@ -69,7 +89,10 @@ fn every_value_type_round_trips() {
     }
     assert_eq!(m.layout, Layout::Single);
     assert_eq!(m.tensors.len(), 3);
-    assert_eq!(m.tensor("blk.0.attn_q.weight").unwrap().info.n_bytes, 34 * 32);
+    assert_eq!(
+        m.tensor("blk.0.attn_q.weight").unwrap().info.n_bytes,
+        34 * 32
+    );
 }
 
 #[test]
@@ -80,12 +103,17 @@ fn version_2_is_read_and_tensor_data_is_addressed() {
     assert_eq!(m.version, 2);
     let data = block_on(m.read_tensor("blk.0.attn_norm.weight")).unwrap();
     assert_eq!(data, f32_bytes(&[1.0; 32]));
-    assert!(matches!(block_on(m.read_tensor("nope")), Err(Error::NoSuchTensor(_))));
+    assert!(matches!(
+        block_on(m.read_tensor("nope")),
+        Err(Error::NoSuchTensor(_))
+    ));
 }
 
 #[test]
 fn custom_alignment_is_honoured() {
-    let bytes = tiny_model().kv("general.alignment", Value::U32(256)).to_bytes();
+    let bytes = tiny_model()
+        .kv("general.alignment", Value::U32(256))
+        .to_bytes();
     let h = block_on(read_header(mem(bytes).as_ref(), INITIAL_WINDOW)).unwrap();
     assert_eq!(h.alignment, 256);
     assert_eq!(h.data_offset % 256, 0);
@@ -97,18 +125,35 @@ fn byte_chunks_read_as_one_file_even_when_the_header_spans_chunks() {
     let whole = tiny_model().to_bytes();
     // Cut inside the header (byte 40) and inside the tensor data.
     let cuts = [0, 40, 300, whole.len() - 100, whole.len()];
-    let parts: Vec<Box<dyn ByteSource>> =
-        cuts.windows(2).map(|w| Box::new(MemorySource::new(format!("part{}", w[0]), whole[w[0]..w[1]].to_vec())) as Box<dyn ByteSource>).collect();
+    let parts: Vec<Box<dyn ByteSource>> = cuts
+        .windows(2)
+        .map(|w| {
+            Box::new(MemorySource::new(
+                format!("part{}", w[0]),
+                whole[w[0]..w[1]].to_vec(),
+            )) as Box<dyn ByteSource>
+        })
+        .collect();
     let m = block_on(GgufModel::open(parts)).unwrap();
     assert_eq!(m.layout, Layout::Chunks);
     assert_eq!(m.parts.len(), 4);
-    assert_eq!(block_on(m.read_tensor("blk.0.attn_q.weight")).unwrap(), vec![7u8; 34 * 32]);
+    assert_eq!(
+        block_on(m.read_tensor("blk.0.attn_q.weight")).unwrap(),
+        vec![7u8; 34 * 32]
+    );
 }
 
 fn shard(no: u16, count: u16, total: i32, with_meta: bool, tensors: &[(&str, f32)]) -> Vec<u8> {
-    let mut w = if with_meta { tiny_model() } else { GgufWriter::new() };
+    let mut w = if with_meta {
+        tiny_model()
+    } else {
+        GgufWriter::new()
+    };
     w.tensors.clear();
-    w = w.kv("split.no", Value::U16(no)).kv("split.count", Value::U16(count)).kv("split.tensors.count", Value::I32(total));
+    w = w
+        .kv("split.no", Value::U16(no))
+        .kv("split.count", Value::U16(count))
+        .kv("split.tensors.count", Value::I32(total));
     for (name, v) in tensors {
         w = w.tensor(name, &[32], GgmlType::F32, f32_bytes(&[*v; 32]));
     }
@@ -117,21 +162,44 @@ fn shard(no: u16, count: u16, total: i32, with_meta: bool, tensors: &[(&str, f32
 
 #[test]
 fn shards_are_joined_by_tensor_name() {
-    let s = [shard(0, 3, 3, true, &[("a", 1.0)]), shard(1, 3, 3, false, &[("b", 2.0)]), shard(2, 3, 3, false, &[("c", 3.0)])];
+    let s = [
+        shard(0, 3, 3, true, &[("a", 1.0)]),
+        shard(1, 3, 3, false, &[("b", 2.0)]),
+        shard(2, 3, 3, false, &[("c", 3.0)]),
+    ];
     let m = block_on(GgufModel::open(s.iter().map(|b| mem(b.clone())).collect())).unwrap();
     assert_eq!(m.layout, Layout::Shards);
-    assert_eq!(m.tensors.iter().map(|t| t.file).collect::<Vec<_>>(), [0, 1, 2]);
+    assert_eq!(
+        m.tensors.iter().map(|t| t.file).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
     assert_eq!(block_on(m.read_tensor("c")).unwrap(), f32_bytes(&[3.0; 32]));
-    assert!(!m.metadata.contains_key("split.count"), "split keys are per-shard bookkeeping");
+    assert!(
+        !m.metadata.contains_key("split.count"),
+        "split keys are per-shard bookkeeping"
+    );
     assert!(m.metadata.contains_key("llama.block_count"));
 
     // Missing, misordered and inconsistent shards are named errors.
-    let err = |parts: Vec<Vec<u8>>| block_on(GgufModel::open(parts.into_iter().map(mem).collect())).err().unwrap().to_string();
+    let err = |parts: Vec<Vec<u8>>| {
+        block_on(GgufModel::open(parts.into_iter().map(mem).collect()))
+            .err()
+            .unwrap()
+            .to_string()
+    };
     assert!(err(vec![s[0].clone()]).contains("shard 1 of a 3-shard model, but 1 part(s)"));
     assert!(err(vec![s[0].clone(), s[2].clone(), s[1].clone()]).contains("should be shard 2 of 3"));
-    let bad_total = [shard(0, 2, 5, true, &[("a", 1.0)]), shard(1, 2, 5, false, &[("b", 2.0)])];
-    assert!(err(bad_total.to_vec()).contains("split.tensors.count says 5 tensors, the 2 shards hold 2"));
-    let dup = [shard(0, 2, 2, true, &[("a", 1.0)]), shard(1, 2, 2, false, &[("a", 2.0)])];
+    let bad_total = [
+        shard(0, 2, 5, true, &[("a", 1.0)]),
+        shard(1, 2, 5, false, &[("b", 2.0)]),
+    ];
+    assert!(
+        err(bad_total.to_vec()).contains("split.tensors.count says 5 tensors, the 2 shards hold 2")
+    );
+    let dup = [
+        shard(0, 2, 2, true, &[("a", 1.0)]),
+        shard(1, 2, 2, false, &[("a", 2.0)]),
+    ];
     assert!(err(dup.to_vec()).contains("duplicate tensor"));
 }
 
@@ -167,32 +235,53 @@ fn hostile(mut bytes: Vec<u8>, pad: usize) -> Error {
     bytes.resize(bytes.len() + pad, 0);
     let t = Instant::now();
     let e = open(bytes).err().expect("hostile input must be rejected");
-    assert!(t.elapsed().as_millis() < 1000, "took {:?} on {e}", t.elapsed());
+    assert!(
+        t.elapsed().as_millis() < 1000,
+        "took {:?} on {e}",
+        t.elapsed()
+    );
     e
 }
 
 #[test]
 fn hostile_headers_give_named_errors() {
     // Not GGUF at all, and an empty file.
-    assert!(matches!(hostile(b"PK\x03\x04 not a model".to_vec(), 0), Error::BadMagic { .. }));
+    assert!(matches!(
+        hostile(b"PK\x03\x04 not a model".to_vec(), 0),
+        Error::BadMagic { .. }
+    ));
     assert!(matches!(hostile(vec![], 0), Error::BadMagic { .. }));
     // Versions 1 and big-endian 3.
     let mut v1 = raw(0, 0);
     v1[4..8].copy_from_slice(&1u32.to_le_bytes());
-    assert!(matches!(hostile(v1, 0), Error::UnsupportedVersion { version: 1, .. }));
+    assert!(matches!(
+        hostile(v1, 0),
+        Error::UnsupportedVersion { version: 1, .. }
+    ));
     let mut be = raw(0, 0);
     be[4..8].copy_from_slice(&3u32.to_be_bytes());
     assert!(matches!(hostile(be, 0), Error::UnsupportedVersion { .. }));
     // Truncated right after the version, and in the middle of a key.
-    assert!(matches!(hostile(raw(0, 0)[..10].to_vec(), 0), Error::Truncated { .. }));
+    assert!(matches!(
+        hostile(raw(0, 0)[..10].to_vec(), 0),
+        Error::Truncated { .. }
+    ));
     let mut cut = raw(0, 1);
     kv_header(&mut cut, "general.architecture", 8);
     cut.extend(100u64.to_le_bytes());
     cut.extend(b"llama");
-    assert!(matches!(hostile(cut, 0), Error::LengthBeyondData { claimed: 100, .. } | Error::Truncated { .. }));
+    assert!(matches!(
+        hostile(cut, 0),
+        Error::LengthBeyondData { claimed: 100, .. } | Error::Truncated { .. }
+    ));
     // Absurd counts: 2^60 tensors or key/value pairs in a 1 KiB file.
-    assert!(matches!(hostile(raw(1 << 60, 0), 1024), Error::LengthBeyondData { claimed: c, .. } if c == 1 << 60));
-    assert!(matches!(hostile(raw(0, u64::MAX), 1024), Error::LengthBeyondData { .. }));
+    assert!(
+        matches!(hostile(raw(1 << 60, 0), 1024), Error::LengthBeyondData { claimed: c, .. } if c == 1 << 60)
+    );
+    assert!(matches!(
+        hostile(raw(0, u64::MAX), 1024),
+        Error::LengthBeyondData { .. }
+    ));
     // A string length near u64::MAX (overflow) and one just beyond the file.
     let mut s = raw(0, 1);
     kv_header(&mut s, "k", 8);
@@ -214,7 +303,10 @@ fn hostile_headers_give_named_errors() {
     // Unknown metadata value type, invalid UTF-8 key, duplicate key.
     let mut t = raw(0, 1);
     kv_header(&mut t, "k", 13);
-    assert!(matches!(hostile(t, 64), Error::UnknownValueType { type_id: 13, .. }));
+    assert!(matches!(
+        hostile(t, 64),
+        Error::UnknownValueType { type_id: 13, .. }
+    ));
     let mut u = raw(0, 1);
     u.extend(2u64.to_le_bytes());
     u.extend([0xff, 0xfe]);
@@ -236,17 +328,41 @@ fn hostile_tensor_infos_give_named_errors() {
         tensor_info(&mut b, "t", dims, ty, offset);
         hostile(b, pad)
     };
-    assert!(matches!(with_tensor(&[32], 99, 0, 4096), Error::UnknownTensorType { type_id: 99, .. }));
-    assert!(matches!(with_tensor(&[], 0, 0, 4096), Error::BadShape { .. }));
-    assert!(matches!(with_tensor(&[1, 1, 1, 1, 1], 0, 0, 4096), Error::BadShape { .. }));
+    assert!(matches!(
+        with_tensor(&[32], 99, 0, 4096),
+        Error::UnknownTensorType { type_id: 99, .. }
+    ));
+    assert!(matches!(
+        with_tensor(&[], 0, 0, 4096),
+        Error::BadShape { .. }
+    ));
+    assert!(matches!(
+        with_tensor(&[1, 1, 1, 1, 1], 0, 0, 4096),
+        Error::BadShape { .. }
+    ));
     // Dims whose product overflows u64.
-    assert!(matches!(with_tensor(&[1 << 40, 1 << 40], 0, 0, 4096), Error::BadShape { .. }));
+    assert!(matches!(
+        with_tensor(&[1 << 40, 1 << 40], 0, 0, 4096),
+        Error::BadShape { .. }
+    ));
     // A row that is not a whole number of Q4_K blocks.
-    assert!(matches!(with_tensor(&[100, 2], 12, 0, 4096), Error::BadShape { .. }));
+    assert!(matches!(
+        with_tensor(&[100, 2], 12, 0, 4096),
+        Error::BadShape { .. }
+    ));
     // Data beyond the end of the file, an offset that overflows, a misaligned offset.
-    assert!(matches!(with_tensor(&[1024, 1024], 0, 0, 4096), Error::BadTensorOffset { .. }));
-    assert!(matches!(with_tensor(&[32], 0, u64::MAX - 8, 4096), Error::BadTensorOffset { .. }));
-    assert!(matches!(with_tensor(&[32], 0, 3, 4096), Error::BadTensorOffset { .. }));
+    assert!(matches!(
+        with_tensor(&[1024, 1024], 0, 0, 4096),
+        Error::BadTensorOffset { .. }
+    ));
+    assert!(matches!(
+        with_tensor(&[32], 0, u64::MAX - 8, 4096),
+        Error::BadTensorOffset { .. }
+    ));
+    assert!(matches!(
+        with_tensor(&[32], 0, 3, 4096),
+        Error::BadTensorOffset { .. }
+    ));
     // Two tensors sharing bytes, and the same name twice.
     let two = |second_name: &str, second_offset: u64| {
         let mut b = raw(2, 0);
@@ -276,7 +392,9 @@ fn header_too_large_is_refused_without_reading_it() {
             kv_header(&mut b, "k", 8);
             b.extend((300u64 << 20).to_le_bytes());
             b.resize(len.max(b.len()), b'a');
-            Box::pin(std::future::ready(Ok(b[offset as usize..offset as usize + len].to_vec())))
+            Box::pin(std::future::ready(Ok(b
+                [offset as usize..offset as usize + len]
+                .to_vec())))
         }
     }
     let e = block_on(read_header(&Huge, INITIAL_WINDOW)).err().unwrap();
@@ -285,22 +403,58 @@ fn header_too_large_is_refused_without_reading_it() {
 
 #[test]
 fn missing_required_keys_are_named() {
-    let m = open(GgufWriter::new().kv("general.architecture", Value::String("llama".into())).to_bytes()).unwrap();
+    let m = open(
+        GgufWriter::new()
+            .kv("general.architecture", Value::String("llama".into()))
+            .to_bytes(),
+    )
+    .unwrap();
     let e = quantweb::inspect::ModelInfo::from_model(&m).err().unwrap();
-    assert!(matches!(&e, Error::MissingKey { key, .. } if key == "llama.block_count"), "{e}");
-    let m = open(GgufWriter::new().kv("llama.block_count", Value::U32(1)).to_bytes()).unwrap();
-    assert!(matches!(quantweb::inspect::ModelInfo::from_model(&m), Err(Error::MissingKey { key, .. }) if key == "general.architecture"));
-    let m = open(tiny_model().kv("llama.attention.head_count_kv", Value::String("3".into())).to_bytes()).unwrap();
-    assert!(matches!(quantweb::inspect::ModelInfo::from_model(&m), Err(Error::WrongValueType { .. })));
+    assert!(
+        matches!(&e, Error::MissingKey { key, .. } if key == "llama.block_count"),
+        "{e}"
+    );
+    let m = open(
+        GgufWriter::new()
+            .kv("llama.block_count", Value::U32(1))
+            .to_bytes(),
+    )
+    .unwrap();
+    assert!(
+        matches!(quantweb::inspect::ModelInfo::from_model(&m), Err(Error::MissingKey { key, .. }) if key == "general.architecture")
+    );
+    let m = open(
+        tiny_model()
+            .kv("llama.attention.head_count_kv", Value::String("3".into()))
+            .to_bytes(),
+    )
+    .unwrap();
+    assert!(matches!(
+        quantweb::inspect::ModelInfo::from_model(&m),
+        Err(Error::WrongValueType { .. })
+    ));
 }
 
 #[test]
 fn unsupported_tensor_types_are_listed_by_name() {
-    let m = open(tiny_model().tensor("blk.0.ffn_down.weight", &[256, 2], GgmlType::IQ2_XXS, vec![0; 66 * 2]).to_bytes()).unwrap();
+    let m = open(
+        tiny_model()
+            .tensor(
+                "blk.0.ffn_down.weight",
+                &[256, 2],
+                GgmlType::IQ2_XXS,
+                vec![0; 66 * 2],
+            )
+            .to_bytes(),
+    )
+    .unwrap();
     let info = quantweb::inspect::ModelInfo::from_model(&m).unwrap();
     assert_eq!(info.unsupported_types.len(), 1);
     assert_eq!(info.unsupported_types[0].ty, "IQ2_XXS");
     assert_eq!(info.unsupported_types[0].tensors, ["blk.0.ffn_down.weight"]);
     let e = info.check_supported().unwrap_err().to_string();
-    assert!(e.contains("IQ2_XXS") && e.contains("blk.0.ffn_down.weight"), "{e}");
+    assert!(
+        e.contains("IQ2_XXS") && e.contains("blk.0.ffn_down.weight"),
+        "{e}"
+    );
 }

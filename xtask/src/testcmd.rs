@@ -1,6 +1,7 @@
 //! `cargo xtask test`: the whole test suite, as CI runs it.
 //!
-//! Steps: setup; fetch-models --all; cargo test --workspace (QUANTWEB_REQUIRE_MODELS=1);
+//! Steps: setup; fetch-models --all; cargo test --workspace (QUANTWEB_REQUIRE_MODELS=1 and
+//! QUANTWEB_REQUIRE_GPU=1: model and GPU tests fail instead of skipping);
 //! build-wasm; a local server on an ephemeral port; node --test on tests/browser/*.test.mjs in
 //! headless Chromium (QUANTWEB_BASE_URL, QUANTWEB_ALT_BASE_URL, CHROMIUM set for the tests).
 
@@ -55,6 +56,7 @@ fn run_all(browser_only: bool, node_args: &[String], done: &mut Vec<String>) -> 
             Command::new(cargo())
                 .args(["test", "--workspace"])
                 .env("QUANTWEB_REQUIRE_MODELS", "1")
+                .env("QUANTWEB_REQUIRE_GPU", "1")
                 .current_dir(&root),
             "Rust tests failed: see the output above",
         )?;

@@ -52,7 +52,10 @@ impl GgufModel {
     /// Opens a model from its parts in order. With several parts, the first one decides: if it
     /// carries `split.count` the parts are shards, otherwise they are byte chunks of one file.
     pub async fn open(parts: Vec<Box<dyn ByteSource>>) -> Result<Self> {
-        let part_names: Vec<(String, u64)> = parts.iter().map(|p| (p.name().to_string(), p.size())).collect();
+        let part_names: Vec<(String, u64)> = parts
+            .iter()
+            .map(|p| (p.name().to_string(), p.size()))
+            .collect();
         if parts.is_empty() {
             return Err(Error::NoSource);
         }
@@ -67,11 +70,25 @@ impl GgufModel {
             return Self::open_shards(first, parts, part_names, count).await;
         }
         first.validate()?;
-        let layout = if part_names.len() == 1 { Layout::Single } else { Layout::Chunks };
-        Ok(Self::from_headers(layout, part_names, vec![first], vec![Box::new(whole)]))
+        let layout = if part_names.len() == 1 {
+            Layout::Single
+        } else {
+            Layout::Chunks
+        };
+        Ok(Self::from_headers(
+            layout,
+            part_names,
+            vec![first],
+            vec![Box::new(whole)],
+        ))
     }
 
-    async fn open_shards(first: GgufHeader, parts: Vec<Box<dyn ByteSource>>, part_names: Vec<(String, u64)>, count: u64) -> Result<Self> {
+    async fn open_shards(
+        first: GgufHeader,
+        parts: Vec<Box<dyn ByteSource>>,
+        part_names: Vec<(String, u64)>,
+        count: u64,
+    ) -> Result<Self> {
         let first_name = first.source_name.clone();
         if parts.len() as u64 != count {
             let hint = if parts.len() == 1 {
@@ -79,7 +96,10 @@ impl GgufModel {
             } else {
                 ""
             };
-            return Err(Error::Shards(format!("{first_name} is shard 1 of a {count}-shard model, but {} part(s) were given{hint}", parts.len())));
+            return Err(Error::Shards(format!(
+                "{first_name} is shard 1 of a {count}-shard model, but {} part(s) were given{hint}",
+                parts.len()
+            )));
         }
         let total_tensors = split_key(&first, SPLIT_TENSORS)?;
         let mut headers = vec![first];
@@ -90,7 +110,9 @@ impl GgufModel {
             h.validate()?;
         }
         for (i, h) in headers.iter().enumerate() {
-            if split_key(h, SPLIT_NO)? != Some(i as u64) || split_key(h, SPLIT_COUNT)? != Some(count) {
+            if split_key(h, SPLIT_NO)? != Some(i as u64)
+                || split_key(h, SPLIT_COUNT)? != Some(count)
+            {
                 return Err(Error::Shards(format!(
                     "{} should be shard {} of {count}, but its split.no/split.count say {:?}/{:?} (shards out of order or from different models?)",
                     h.source_name,
@@ -106,23 +128,50 @@ impl GgufModel {
         }
         let m = Self::from_headers(Layout::Shards, part_names, headers, parts);
         let mut names = std::collections::HashSet::new();
-        if let Some(t) = m.tensors.iter().find(|t| !names.insert(t.info.name.as_str())) {
-            return Err(Error::Duplicate { source_name: first_name, what: "tensor (in two shards)", name: t.info.name.clone() });
+        if let Some(t) = m
+            .tensors
+            .iter()
+            .find(|t| !names.insert(t.info.name.as_str()))
+        {
+            return Err(Error::Duplicate {
+                source_name: first_name,
+                what: "tensor (in two shards)",
+                name: t.info.name.clone(),
+            });
         }
         Ok(m)
     }
 
-    fn from_headers(layout: Layout, parts: Vec<(String, u64)>, headers: Vec<GgufHeader>, files: Vec<Box<dyn ByteSource>>) -> Self {
+    fn from_headers(
+        layout: Layout,
+        parts: Vec<(String, u64)>,
+        headers: Vec<GgufHeader>,
+        files: Vec<Box<dyn ByteSource>>,
+    ) -> Self {
         let tensors = headers
             .iter()
             .enumerate()
-            .flat_map(|(file, h)| h.tensors.iter().map(move |t| ModelTensor { info: t.clone(), file, start: h.data_offset + t.offset }))
+            .flat_map(|(file, h)| {
+                h.tensors.iter().map(move |t| ModelTensor {
+                    info: t.clone(),
+                    file,
+                    start: h.data_offset + t.offset,
+                })
+            })
             .collect();
         let header_reads = headers.iter().map(|h| h.reads).sum();
         let first = headers.into_iter().next().expect("at least one header");
         let mut metadata = first.metadata;
         metadata.retain(|k, _| !k.starts_with("split."));
-        GgufModel { layout, parts, metadata, tensors, version: first.version, header_reads, files }
+        GgufModel {
+            layout,
+            parts,
+            metadata,
+            tensors,
+            version: first.version,
+            header_reads,
+            files,
+        }
     }
 
     pub fn tensor(&self, name: &str) -> Option<&ModelTensor> {
@@ -131,8 +180,12 @@ impl GgufModel {
 
     /// The raw (still quantized) bytes of a tensor, wherever they are.
     pub async fn read_tensor(&self, name: &str) -> Result<Vec<u8>> {
-        let t = self.tensor(name).ok_or_else(|| Error::NoSuchTensor(name.into()))?;
-        self.files[t.file].read_at(t.start, t.info.n_bytes as usize).await
+        let t = self
+            .tensor(name)
+            .ok_or_else(|| Error::NoSuchTensor(name.into()))?;
+        self.files[t.file]
+            .read_at(t.start, t.info.n_bytes as usize)
+            .await
     }
 
     pub fn file_bytes(&self) -> u64 {
@@ -169,7 +222,11 @@ pub fn shard_names(first: &str) -> Option<Vec<String>> {
         return None;
     }
     let n: u32 = count.parse().ok().filter(|&n| n >= 1)?;
-    Some((1..=n).map(|i| format!("{prefix}-{i:05}-of-{n:05}.gguf{query}")).collect())
+    Some(
+        (1..=n)
+            .map(|i| format!("{prefix}-{i:05}-of-{n:05}.gguf{query}"))
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -180,13 +237,21 @@ mod tests {
     fn shard_names_follow_llama_cpp() {
         assert_eq!(
             shard_names("dir/m-00001-of-00003.gguf").unwrap(),
-            ["dir/m-00001-of-00003.gguf", "dir/m-00002-of-00003.gguf", "dir/m-00003-of-00003.gguf"]
+            [
+                "dir/m-00001-of-00003.gguf",
+                "dir/m-00002-of-00003.gguf",
+                "dir/m-00003-of-00003.gguf"
+            ]
         );
         assert_eq!(
             shard_names("https://h/x/Qwen-7B-Q4_K_M-00001-of-00002.gguf?download=true").unwrap()[1],
             "https://h/x/Qwen-7B-Q4_K_M-00002-of-00002.gguf?download=true"
         );
-        assert_eq!(shard_names("m-00002-of-00003.gguf"), None, "not the first shard");
+        assert_eq!(
+            shard_names("m-00002-of-00003.gguf"),
+            None,
+            "not the first shard"
+        );
         assert_eq!(shard_names("m.gguf"), None);
         assert_eq!(shard_names("m-1-of-3.gguf"), None);
     }

@@ -88,7 +88,11 @@ impl<'a> Cursor<'a> {
     fn take(&mut self, n: u64) -> P<&'a [u8]> {
         let end = self.pos as u64 + n;
         if end > self.file_size {
-            return Err(Stop::Fail(Error::Truncated { source_name: self.name.into(), needed: end, size: self.file_size }));
+            return Err(Stop::Fail(Error::Truncated {
+                source_name: self.name.into(),
+                needed: end,
+                size: self.file_size,
+            }));
         }
         if end > self.buf.len() as u64 {
             return Err(Stop::Need(end));
@@ -116,9 +120,16 @@ impl<'a> Cursor<'a> {
 
     /// A count of items that each take at least `min_size` bytes: rejected before allocation if
     /// the rest of the file cannot hold them.
-    fn count(&mut self, what: impl FnOnce() -> String, min_size: u64, unit: &'static str) -> P<u64> {
+    fn count(
+        &mut self,
+        what: impl FnOnce() -> String,
+        min_size: u64,
+        unit: &'static str,
+    ) -> P<u64> {
         let n = self.u64()?;
-        if n.checked_mul(min_size).is_none_or(|b| b > self.remaining_in_file()) {
+        if n.checked_mul(min_size)
+            .is_none_or(|b| b > self.remaining_in_file())
+        {
             return Err(Stop::Fail(Error::LengthBeyondData {
                 source_name: self.name.into(),
                 what: what(),
@@ -133,7 +144,12 @@ impl<'a> Cursor<'a> {
     fn string(&mut self, what: impl Fn() -> String) -> P<String> {
         let len = self.count(&what, 1, "bytes")?;
         let bytes = self.take(len)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| Stop::Fail(Error::BadUtf8 { source_name: self.name.into(), what: what() }))
+        String::from_utf8(bytes.to_vec()).map_err(|_| {
+            Stop::Fail(Error::BadUtf8 {
+                source_name: self.name.into(),
+                what: what(),
+            })
+        })
     }
 
     fn value(&mut self, ty: ValueType, key: &str, depth: u32) -> P<Value> {
@@ -152,10 +168,18 @@ impl<'a> Cursor<'a> {
             ValueType::F64 => Value::F64(f64::from_bits(self.u64()?)),
             ValueType::Array => {
                 if depth >= MAX_NESTING {
-                    return Err(Stop::Fail(Error::NestingTooDeep { source_name: self.name.into(), key: key.into(), limit: MAX_NESTING }));
+                    return Err(Stop::Fail(Error::NestingTooDeep {
+                        source_name: self.name.into(),
+                        key: key.into(),
+                        limit: MAX_NESTING,
+                    }));
                 }
                 let elem = self.value_type(key)?;
-                let n = self.count(|| format!("array {key:?}"), elem.min_encoded_size(), "elements")?;
+                let n = self.count(
+                    || format!("array {key:?}"),
+                    elem.min_encoded_size(),
+                    "elements",
+                )?;
                 // Reserve only what the bytes in hand can hold; a huge claim then costs nothing
                 // until the bytes really arrive.
                 let in_hand = (self.buf.len() - self.pos) as u64 / elem.min_encoded_size();
@@ -170,21 +194,37 @@ impl<'a> Cursor<'a> {
 
     fn value_type(&mut self, key: &str) -> P<ValueType> {
         let id = self.u32()?;
-        ValueType::from_id(id)
-            .ok_or_else(|| Stop::Fail(Error::UnknownValueType { source_name: self.name.into(), key: key.into(), type_id: id }))
+        ValueType::from_id(id).ok_or_else(|| {
+            Stop::Fail(Error::UnknownValueType {
+                source_name: self.name.into(),
+                key: key.into(),
+                type_id: id,
+            })
+        })
     }
 }
 
 /// Parses the header from `buf`, the first bytes of a file of `file_size` bytes.
 fn parse(buf: &[u8], file_size: u64, name: &str) -> P<GgufHeader> {
-    let mut c = Cursor { buf, pos: 0, file_size, name };
+    let mut c = Cursor {
+        buf,
+        pos: 0,
+        file_size,
+        name,
+    };
     let magic = c.take(4.min(file_size))?;
     if magic != GGUF_MAGIC {
-        return Err(Stop::Fail(Error::BadMagic { source_name: name.into(), found: magic.to_vec() }));
+        return Err(Stop::Fail(Error::BadMagic {
+            source_name: name.into(),
+            found: magic.to_vec(),
+        }));
     }
     let version = c.u32()?;
     if version != 2 && version != 3 {
-        return Err(Stop::Fail(Error::UnsupportedVersion { source_name: name.into(), version }));
+        return Err(Stop::Fail(Error::UnsupportedVersion {
+            source_name: name.into(),
+            version,
+        }));
     }
     // A tensor info is at least: name length 8, n_dims 4, one dim 8, type 4, offset 8.
     let n_tensors = c.count(|| "tensor count".into(), 32, "tensors")?;
@@ -197,7 +237,11 @@ fn parse(buf: &[u8], file_size: u64, name: &str) -> P<GgufHeader> {
         let ty = c.value_type(&key)?;
         let value = c.value(ty, &key, 0)?;
         if metadata.insert(key.clone(), value).is_some() {
-            return Err(Stop::Fail(Error::Duplicate { source_name: name.into(), what: "metadata key", name: key }));
+            return Err(Stop::Fail(Error::Duplicate {
+                source_name: name.into(),
+                what: "metadata key",
+                name: key,
+            }));
         }
     }
 
@@ -223,23 +267,50 @@ fn parse(buf: &[u8], file_size: u64, name: &str) -> P<GgufHeader> {
         for _ in 0..n_dims.min(MAX_DIMS) {
             dims.push(c.u64()?);
         }
-        let bad_shape = |reason: String| Stop::Fail(Error::BadShape { source_name: name.into(), tensor: tname.clone(), dims: dims.clone(), reason });
+        let bad_shape = |reason: String| {
+            Stop::Fail(Error::BadShape {
+                source_name: name.into(),
+                tensor: tname.clone(),
+                dims: dims.clone(),
+                reason,
+            })
+        };
         if n_dims == 0 || n_dims > MAX_DIMS {
-            return Err(bad_shape(format!("{n_dims} dimensions (ggml allows 1 to {MAX_DIMS})")));
+            return Err(bad_shape(format!(
+                "{n_dims} dimensions (ggml allows 1 to {MAX_DIMS})"
+            )));
         }
         let type_id = c.u32()?;
-        let ty = GgmlType::from_id(type_id)
-            .ok_or_else(|| Stop::Fail(Error::UnknownTensorType { source_name: name.into(), tensor: tname.clone(), type_id }))?;
+        let ty = GgmlType::from_id(type_id).ok_or_else(|| {
+            Stop::Fail(Error::UnknownTensorType {
+                source_name: name.into(),
+                tensor: tname.clone(),
+                type_id,
+            })
+        })?;
         let offset = c.u64()?;
         let n_elements = dims
             .iter()
             .try_fold(1u64, |acc, &d| acc.checked_mul(d).filter(|&n| n < 1 << 62))
             .ok_or_else(|| bad_shape("element count overflows".into()))?;
         if dims[0] % ty.block_size() != 0 {
-            return Err(bad_shape(format!("row length {} is not a multiple of the {ty} block size {}", dims[0], ty.block_size())));
+            return Err(bad_shape(format!(
+                "row length {} is not a multiple of the {ty} block size {}",
+                dims[0],
+                ty.block_size()
+            )));
         }
-        let n_bytes = ty.bytes_for(n_elements).ok_or_else(|| bad_shape("byte size overflows".into()))?;
-        tensors.push(TensorInfo { name: tname, dims, ty, offset, n_elements, n_bytes });
+        let n_bytes = ty
+            .bytes_for(n_elements)
+            .ok_or_else(|| bad_shape("byte size overflows".into()))?;
+        tensors.push(TensorInfo {
+            name: tname,
+            dims,
+            ty,
+            offset,
+            n_elements,
+            n_bytes,
+        });
     }
 
     let header_end = c.pos as u64;
@@ -264,36 +335,47 @@ impl GgufHeader {
     pub fn validate(&self) -> Result<()> {
         let h = self;
         let name = &h.source_name;
-    let data_size = h.file_size.saturating_sub(h.data_offset);
-    let mut seen = HashSet::new();
-    for t in &h.tensors {
-        if !seen.insert(t.name.as_str()) {
-            return Err(Error::Duplicate { source_name: name.clone(), what: "tensor", name: t.name.clone() });
+        let data_size = h.file_size.saturating_sub(h.data_offset);
+        let mut seen = HashSet::new();
+        for t in &h.tensors {
+            if !seen.insert(t.name.as_str()) {
+                return Err(Error::Duplicate {
+                    source_name: name.clone(),
+                    what: "tensor",
+                    name: t.name.clone(),
+                });
+            }
+            let bad = |reason: &str| Error::BadTensorOffset {
+                source_name: name.clone(),
+                tensor: t.name.clone(),
+                start: t.offset,
+                end: t.offset.saturating_add(t.n_bytes),
+                data_size,
+                reason: reason.into(),
+            };
+            if t.offset % h.alignment != 0 {
+                return Err(bad(&format!(
+                    "does not start at a multiple of the alignment {}",
+                    h.alignment
+                )));
+            }
+            match t.offset.checked_add(t.n_bytes) {
+                Some(end) if end <= data_size => {}
+                _ => return Err(bad("ends beyond the end of the file")),
+            }
         }
-        let bad = |reason: &str| Error::BadTensorOffset {
-            source_name: name.clone(),
-            tensor: t.name.clone(),
-            start: t.offset,
-            end: t.offset.saturating_add(t.n_bytes),
-            data_size,
-            reason: reason.into(),
-        };
-        if t.offset % h.alignment != 0 {
-            return Err(bad(&format!("does not start at a multiple of the alignment {}", h.alignment)));
+        let mut by_offset: Vec<&TensorInfo> = h.tensors.iter().collect();
+        by_offset.sort_by_key(|t| t.offset);
+        for w in by_offset.windows(2) {
+            if w[0].offset + w[0].n_bytes > w[1].offset {
+                return Err(Error::OverlappingTensors {
+                    source_name: name.clone(),
+                    a: w[0].name.clone(),
+                    b: w[1].name.clone(),
+                });
+            }
         }
-        match t.offset.checked_add(t.n_bytes) {
-            Some(end) if end <= data_size => {}
-            _ => return Err(bad("ends beyond the end of the file")),
-        }
-    }
-    let mut by_offset: Vec<&TensorInfo> = h.tensors.iter().collect();
-    by_offset.sort_by_key(|t| t.offset);
-    for w in by_offset.windows(2) {
-        if w[0].offset + w[0].n_bytes > w[1].offset {
-            return Err(Error::OverlappingTensors { source_name: name.clone(), a: w[0].name.clone(), b: w[1].name.clone() });
-        }
-    }
-    Ok(())
+        Ok(())
     }
 }
 
@@ -313,7 +395,10 @@ pub async fn read_header(src: &dyn ByteSource, first_window: u64) -> Result<Gguf
             Err(Stop::Fail(e)) => return Err(e),
             Err(Stop::Need(end)) => {
                 if end > MAX_HEADER_BYTES {
-                    return Err(Error::HeaderTooLarge { source_name: src.name().into(), limit: MAX_HEADER_BYTES });
+                    return Err(Error::HeaderTooLarge {
+                        source_name: src.name().into(),
+                        limit: MAX_HEADER_BYTES,
+                    });
                 }
                 let have = buf.len() as u64;
                 let new_end = end.max(have * 2).min(size).min(MAX_HEADER_BYTES);

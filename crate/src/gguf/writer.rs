@@ -29,7 +29,12 @@ impl GgufWriter {
     }
 
     pub fn tensor(mut self, name: &str, dims: &[u64], ty: GgmlType, data: Vec<u8>) -> Self {
-        self.tensors.push(WriterTensor { name: name.to_string(), dims: dims.to_vec(), ty, data });
+        self.tensors.push(WriterTensor {
+            name: name.to_string(),
+            dims: dims.to_vec(),
+            ty,
+            data,
+        });
         self
     }
 

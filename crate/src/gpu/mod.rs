@@ -1,0 +1,254 @@
+//! The GPU runtime over wgpu: the same code natively (Vulkan, Metal, DX12) and in the browser
+//! (WebGPU). One file per op; each op owns its shader in `shaders/` and records dispatches into
+//! a caller's command encoder, so a whole decode step is one submission.
+//!
+//! Nothing here blocks: reading a buffer back is `map_async` + an awaited channel. Natively the
+//! device is polled to drive the callback; in the browser the event loop does it.
+
+pub mod shader;
+
+mod add;
+
+pub use add::Add;
+
+use crate::error::{Error, Result};
+use shader::Defines;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// What the device offers beyond core WebGPU; faster kernel variants are chosen from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GpuFeatures {
+    pub shader_f16: bool,
+    pub subgroups: bool,
+}
+
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub limits: wgpu::Limits,
+    pub features: GpuFeatures,
+    pub adapter_info: wgpu::AdapterInfo,
+    pipelines: RefCell<HashMap<(String, Defines), Rc<wgpu::ComputePipeline>>>,
+}
+
+impl Gpu {
+    /// The default adapter with its real limits (not WebGPU's conservative defaults: a 1 GiB
+    /// binding instead of 128 MiB matters for embeddings). Optional features are requested when
+    /// present and recorded.
+    pub async fn new() -> Result<Self> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+            backends: wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY),
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        });
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions { power_preference: wgpu::PowerPreference::HighPerformance, ..Default::default() })
+            .await
+            .map_err(|e| Error::Gpu(format!("no GPU adapter: {e} (in a browser: WebGPU unavailable or disabled; natively: no Vulkan/Metal/DX12 driver)")))?;
+        let available = adapter.features();
+        let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
+        let required_features = available & wanted;
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("quantweb"),
+                required_features,
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::Gpu(format!("could not open the GPU device: {e}")))?;
+        Ok(Gpu {
+            device,
+            queue,
+            limits,
+            features: GpuFeatures {
+                shader_f16: required_features.contains(wgpu::Features::SHADER_F16),
+                subgroups: required_features.contains(wgpu::Features::SUBGROUP),
+            },
+            adapter_info: adapter.get_info(),
+            pipelines: RefCell::new(HashMap::new()),
+        })
+    }
+
+    /// The compute pipeline of `shader` with `defines`, compiled once per device.
+    pub fn pipeline(&self, shader: &str, defines: &Defines) -> Result<Rc<wgpu::ComputePipeline>> {
+        let key = (shader.to_string(), defines.clone());
+        if let Some(p) = self.pipelines.borrow().get(&key) {
+            return Ok(p.clone());
+        }
+        let src = shader::preprocess(shader, defines).map_err(Error::Gpu)?;
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(shader),
+                source: wgpu::ShaderSource::Wgsl(src.into()),
+            });
+        let p = Rc::new(
+            self.device
+                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(shader),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some("main"),
+                    compilation_options: Default::default(),
+                    cache: None,
+                }),
+        );
+        self.pipelines.borrow_mut().insert(key, p.clone());
+        Ok(p)
+    }
+
+    /// A storage buffer holding `data` (padded to a multiple of 4 bytes, as WGSL reads words).
+    pub fn upload(&self, label: &str, data: &[u8]) -> wgpu::Buffer {
+        let buf = self.storage(label, data.len() as u64);
+        self.queue.write_buffer(&buf, 0, &pad4(data));
+        buf
+    }
+
+    /// A zeroed storage buffer of `size` bytes.
+    pub fn storage(&self, label: &str, size: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: size.next_multiple_of(4).max(4),
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// A bind group for `pipeline`'s group 0 with `buffers` at bindings 0, 1, 2, … in order.
+    pub fn bind(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        buffers: &[wgpu::BindingResource],
+    ) -> wgpu::BindGroup {
+        let entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, r)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: r.clone(),
+            })
+            .collect();
+        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        })
+    }
+
+    /// Records one dispatch of `pipeline` over `groups` workgroups.
+    pub fn dispatch(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        pipeline: &wgpu::ComputePipeline,
+        bind: &wgpu::BindGroup,
+        groups: (u32, u32, u32),
+    ) {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: None,
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, bind, &[]);
+        pass.dispatch_workgroups(groups.0, groups.1, groups.2);
+    }
+
+    pub fn encoder(&self) -> wgpu::CommandEncoder {
+        self.device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
+    }
+
+    /// Copies `size` bytes of `src` back to the CPU, without blocking.
+    pub async fn read(&self, src: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
+        let size = size.next_multiple_of(4);
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.encoder();
+        enc.copy_buffer_to_buffer(src, 0, &staging, 0, size);
+        self.queue.submit([enc.finish()]);
+        let (tx, rx) = futures_channel::oneshot::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("device poll: {e}")))?;
+        rx.await
+            .map_err(|_| Error::Gpu("the GPU device was lost while reading a result".into()))?
+            .map_err(|e| Error::Gpu(format!("reading a result back failed: {e}")))?;
+        let out = staging
+            .slice(..)
+            .get_mapped_range()
+            .map_err(|e| Error::Gpu(format!("reading a result back failed: {e}")))?
+            .to_vec();
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// `read` as f32 values.
+    pub async fn read_f32(&self, src: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+        Ok(bytemuck::cast_slice(&self.read(src, len as u64 * 4).await?).to_vec())
+    }
+}
+
+/// A uniform buffer of u32 parameters (padded to WGSL's 16-byte uniform size granularity).
+pub fn params(gpu: &Gpu, values: &[u32]) -> wgpu::Buffer {
+    let mut words = values.to_vec();
+    words.resize(values.len().next_multiple_of(4).max(4), 0);
+    let buf = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("params"),
+        size: words.len() as u64 * 4,
+        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    gpu.queue
+        .write_buffer(&buf, 0, bytemuck::cast_slice(&words));
+    buf
+}
+
+/// `data` padded with zeros to a multiple of 4 bytes (queue writes and WGSL words need it).
+fn pad4(data: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if data.len().is_multiple_of(4) {
+        data.into()
+    } else {
+        let mut v = data.to_vec();
+        v.resize(data.len().next_multiple_of(4), 0);
+        v.into()
+    }
+}
+
+/// Normalized mean squared error: Σ(a−b)² / Σb². How every kernel is compared to its reference.
+pub fn nmse(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let err: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .sum();
+    let norm: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
+    err / norm.max(f64::MIN_POSITIVE)
+}
+
+/// The GPU for native tests: wgpu's default adapter (Mesa llvmpipe on CI). Without any adapter
+/// the GPU tests fail when `QUANTWEB_REQUIRE_GPU=1` (as `cargo xtask test` sets) and skip
+/// otherwise, so `cargo test` still runs on a machine without Vulkan.
+#[cfg(all(test, not(target_arch = "wasm32")))]
+pub fn test_gpu() -> Option<Gpu> {
+    match pollster::block_on(Gpu::new()) {
+        Ok(g) => Some(g),
+        Err(e) if std::env::var("QUANTWEB_REQUIRE_GPU").as_deref() == Ok("1") => panic!("{e}"),
+        Err(e) => {
+            eprintln!("skipping GPU test: {e}");
+            None
+        }
+    }
+}

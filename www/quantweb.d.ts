@@ -1,0 +1,291 @@
+// Types for quantweb.js, the public ES module of quantweb.
+//
+// Field names match the JSON that `quantweb inspect --json` and `quantweb fit --json` print
+// (snake_case), because the wasm functions return exactly those objects. Byte counts and
+// parameter counts are plain numbers (all below 2^53).
+
+/** Something `inspect` can read: a URL string, a Blob/File, or several of them in order. */
+export type ModelSource = string | Blob | ReadonlyArray<string | Blob>;
+
+/** One file (or byte chunk) of a model. */
+export interface PartInfo {
+  /** The URL or file name. */
+  name: string;
+  bytes: number;
+}
+
+/** How much of the model one tensor type takes. */
+export interface TypeShare {
+  /** ggml type name: "Q4_K", "Q6_K", "F32", … */
+  type: string;
+  tensors: number;
+  bytes: number;
+  parameters: number;
+}
+
+/** A tensor type quantweb cannot run yet, and the tensors that use it. */
+export interface UnsupportedType {
+  type: string;
+  tensors: string[];
+}
+
+export interface TensorSummary {
+  name: string;
+  type: string;
+  /** ggml order: dims[0] is the row length. */
+  dims: number[];
+  bytes: number;
+  /** Which shard holds it; always 0 for a single file or byte chunks. */
+  part: number;
+}
+
+/** The hyperparameters that size a run (llama.cpp's defaults where the header is silent). */
+export interface HParams {
+  layers: number;
+  embedding_length: number;
+  heads: number;
+  /** KV heads per layer (GQA); most models repeat one value. */
+  kv_heads: number[];
+  key_length: number;
+  value_length: number;
+  feed_forward_length: number | null;
+  /** The context the model was trained for. */
+  context_length: number;
+  vocab_size: number;
+  /** Sliding-window attention size, when the model uses it. */
+  sliding_window: number | null;
+  /** Indices of the layers that attend only over the window. */
+  sliding_window_layers: number[];
+  rope_freq_base: number | null;
+}
+
+/** What `inspect` returns (= `quantweb inspect --json`). */
+export interface ModelInfo {
+  /** `general.name`, when present. */
+  name: string | null;
+  /** `general.architecture`: "llama", "gemma3", "qwen2", … */
+  architecture: string;
+  layout: 'single' | 'shards' | 'chunks';
+  parts: PartInfo[];
+  gguf_version: number;
+  /** Sum of the part sizes: what a download costs. */
+  file_bytes: number;
+  /** Sum of the tensor data sizes: what the weights take in GPU memory. */
+  tensor_bytes: number;
+  tensor_count: number;
+  /** Total elements of all tensors, as llama.cpp counts parameters. */
+  parameters: number;
+  /** `general.file_type` as llama.cpp names it ("Q4_K_M"), when recorded. */
+  file_type: string | null;
+  /** Largest share first. */
+  type_mix: TypeShare[];
+  unsupported_types: UnsupportedType[];
+  hparams: HParams;
+  tensors: TensorSummary[];
+  /** Requests (or local reads) made to read the header(s). */
+  header_reads: number;
+  /** All metadata; long arrays are summarized as `{type, len}`. */
+  metadata: Record<string, unknown>;
+}
+
+export type KvType = 'f16' | 'f32' | 'q8_0';
+
+export interface EstimateOptions {
+  /** Tokens of context the KV cache holds (default 4096). */
+  contextLength?: number;
+  /** KV cache element type (default 'f16'). */
+  kvType?: KvType;
+  /** Tokens per prefill step (default 512): sizes activations and sliding-window caches. */
+  batch?: number;
+}
+
+export interface LargestTensor {
+  name: string;
+  bytes: number;
+}
+
+/** How the KV cache figure was computed. */
+export interface KvBreakdown {
+  /** Layers attending over the whole context, and their cells (= context_length). */
+  full_layers: number;
+  full_cells: number;
+  /** Sliding-window layers and their cells (window + batch, at most the context). */
+  sliding_layers: number;
+  sliding_cells: number;
+  /** K + V bytes of one cell in one layer (GQA: kv_heads × (key + value length) × element size). */
+  bytes_per_cell_per_layer: number;
+}
+
+export interface ScratchBreakdown {
+  /** One batch of f32 activations. */
+  activations_bytes: number;
+  /** Logits for the one sampled position (vocab × 4 B). */
+  logits_bytes: number;
+}
+
+/** The same model quantized to another level by llama.cpp's `llama-quantize` (what-if). */
+export interface QuantRow {
+  /** "F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K". */
+  quant: string;
+  /** Nominal bits the rule of thumb uses for it. */
+  rule_bits: number;
+  weights_bytes: number;
+  /** weights + the same KV cache and scratch as the file. */
+  total_bytes: number;
+  rule_of_thumb_bytes: number;
+  largest_tensor: LargestTensor;
+}
+
+/** What `estimateMemory` returns (= `quantweb fit --json` without `verdicts`). */
+export interface MemoryEstimate {
+  model: string | null;
+  architecture: string;
+  parameters: number;
+  context_length: number;
+  model_context_length: number;
+  kv_type: KvType;
+  batch: number;
+  /** Exact tensor bytes from the header. */
+  weights_bytes: number;
+  kv_cache_bytes: number;
+  scratch_bytes: number;
+  /** weights + KV cache + scratch. */
+  total_bytes: number;
+  /** parameters × rule_bits / 8 × 1.2. */
+  rule_of_thumb_bytes: number;
+  /** Nominal bits of this file's quantization (4 for Q4_K_M). */
+  rule_bits: number;
+  kv_cache: KvBreakdown;
+  scratch: ScratchBreakdown;
+  largest_tensor: LargestTensor;
+  by_quant: QuantRow[];
+  warnings: string[];
+}
+
+/** A device as `judgeFit` sees it. The browser does not expose GPU memory: the user enters it. */
+export interface DeviceBudget {
+  gpuMemoryBytes: number;
+  /** The adapter's limits; null when unknown (not checked). */
+  maxStorageBufferBindingSize: number | null;
+  maxBufferSize: number | null;
+  /** Free storage for the offline cache (quota − usage); null when unknown. */
+  storageAvailableBytes: number | null;
+}
+
+export interface FitQuery {
+  /** A `total_bytes` from `MemoryEstimate` or one of its `by_quant` rows. */
+  totalBytes: number;
+  largestTensor: LargestTensor;
+  /** Bytes to download and cache (the file size, or a row's weights). */
+  downloadBytes: number;
+  device: DeviceBudget;
+}
+
+export type FitLevel = 'fits' | 'tight' | 'does_not_fit';
+
+export interface Verdict {
+  level: FitLevel;
+  /** Why it does not fit or is tight (empty when it fits). */
+  reasons: string[];
+}
+
+/** One row of the quick rule table. */
+export interface RuleRow {
+  /** 16, 8 or 4. */
+  bits: number;
+  /** bits / 8. */
+  bytes_per_weight: number;
+  /** parameters × bytes_per_weight. */
+  weights_bytes: number;
+  /** weights × 1.2 (20 % for the KV cache at ~4K context). */
+  rule_of_thumb_bytes: number;
+}
+
+export interface RuleTable {
+  parameters: number;
+  /** 16-, 8- and 4-bit rows. */
+  rows: RuleRow[];
+}
+
+/** Synchronous calculator functions, available once the wasm module is initialized. */
+export interface QuantwebSync {
+  /** Throws an Error on bad options (context 0, unknown KV type, …). */
+  estimateMemory(info: ModelInfo, options?: EstimateOptions): MemoryEstimate;
+  judgeFit(query: FitQuery): Verdict;
+  /** "8B", "1.5b", "135M", "7e9" → the table. Throws on text it cannot read. */
+  ruleOfThumb(params: string): RuleTable;
+}
+
+/** Initializes the wasm module once; resolves to the synchronous functions. */
+export function ready(): Promise<QuantwebSync>;
+
+/**
+ * Reads only the header (HTTP Range for URLs, local slices for Files: nothing is uploaded).
+ * Rejects with an Error whose message names the problem: HTTP status (404 …), network/CORS
+ * failure, "not a GGUF file", a server without Range support, a truncated header.
+ */
+export function inspect(source: ModelSource): Promise<ModelInfo>;
+export function estimateMemory(info: ModelInfo, options?: EstimateOptions): Promise<MemoryEstimate>;
+export function judgeFit(query: FitQuery): Promise<Verdict>;
+export function ruleOfThumb(params: string): Promise<RuleTable>;
+
+/** The WebGPU adapter's limits quantweb cares about (plus any other numeric limit present). */
+export interface AdapterLimits {
+  maxStorageBufferBindingSize: number;
+  maxBufferSize: number;
+  maxUniformBufferBindingSize?: number;
+  maxComputeWorkgroupStorageSize?: number;
+  maxComputeInvocationsPerWorkgroup?: number;
+  maxComputeWorkgroupSizeX?: number;
+  maxComputeWorkgroupSizeY?: number;
+  maxComputeWorkgroupSizeZ?: number;
+  maxComputeWorkgroupsPerDimension?: number;
+  maxStorageBuffersPerShaderStage?: number;
+  maxBindGroups?: number;
+  minStorageBufferOffsetAlignment?: number;
+  minUniformBufferOffsetAlignment?: number;
+  [limit: string]: number | undefined;
+}
+
+export interface DeviceInfoAvailable {
+  available: true;
+  /** From GPUAdapterInfo; empty strings when the browser hides them. */
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  /** A software or fallback adapter (slow). */
+  isFallbackAdapter: boolean;
+  /** Whether 'shader-f16' is among the features (f16 arithmetic in shaders). */
+  shaderF16: boolean;
+  /** Sorted feature names. */
+  features: string[];
+  limits: AdapterLimits;
+}
+
+export interface Unavailable {
+  available: false;
+  /** What is missing and what the user can do. */
+  reason: string;
+}
+
+export type DeviceInfo = DeviceInfoAvailable | Unavailable;
+
+/** WebGPU adapter info, limits and features (requests an adapter, never a device). */
+export function deviceInfo(): Promise<DeviceInfo>;
+
+export interface StorageEstimateAvailable {
+  available: true;
+  quota: number;
+  usage: number;
+  /** quota − usage (at least 0). */
+  free: number;
+}
+
+export type StorageInfo = StorageEstimateAvailable | Unavailable;
+
+/** navigator.storage.estimate(), for the offline model cache. */
+export function storageEstimate(): Promise<StorageInfo>;
+
+/** Builds the `device` of a FitQuery from a GPU memory size and what the browser reported. */
+export function deviceBudget(gpuMemoryBytes: number, device?: DeviceInfo | null, storage?: StorageInfo | null): DeviceBudget;
