@@ -7,9 +7,21 @@
 
 pub mod shader;
 
+mod act;
 mod add;
+mod argmax;
+mod attention;
+mod matmul;
+mod rmsnorm;
+mod rope;
 
-pub use add::Add;
+pub use act::*;
+pub use add::*;
+pub use argmax::*;
+pub use attention::*;
+pub use matmul::*;
+pub use rmsnorm::*;
+pub use rope::*;
 
 use crate::error::{Error, Result};
 use shader::Defines;
