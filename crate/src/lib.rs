@@ -11,6 +11,7 @@ pub mod gpu;
 pub mod inspect;
 pub mod memory;
 pub mod quant;
+pub mod sample;
 pub mod source;
 
 #[cfg(target_arch = "wasm32")]
