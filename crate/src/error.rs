@@ -138,6 +138,14 @@ pub enum Error {
         block_bytes: u64,
     },
 
+    // ---- running a model ----
+    #[error("architecture {arch:?} is not supported; supported: {supported}")]
+    UnsupportedArchitecture { arch: String, supported: String },
+    #[error("context full: {needed} tokens needed but the context holds {n_ctx}; start a new conversation or load with a longer context")]
+    ContextFull { n_ctx: u32, needed: u64 },
+    #[error("token id {token} is outside the vocabulary of {n_vocab}")]
+    BadToken { token: u32, n_vocab: u32 },
+
     // ---- GPU ----
     #[error("GPU: {0}")]
     Gpu(String),

@@ -1,0 +1,295 @@
+//! The forward pass: llama (SmolLM2, Llama, Mistral) and gemma3, on the GPU.
+//!
+//! Weights stay quantized ([`QMatrix`]); every buffer is allocated once for a context length and
+//! a batch size; a batch of tokens is recorded into one command encoder and submitted once, and
+//! only what the caller wants comes back (a token id, one row of logits, or all rows).
+
+mod config;
+
+pub use config::{Arch, Config, SUPPORTED_ARCHITECTURES};
+
+use crate::error::{Error, Result};
+use crate::gguf::GgufModel;
+use crate::gpu::{Add, Argmax, Attention, GatedAct, Gpu, KvCache, QMatrix, RmsNorm, Rope};
+use crate::inspect::ModelInfo;
+use crate::quant::{dequantize, GgmlType};
+
+/// Tokens per prefill step. Sizes the activation buffers and the sliding-window caches.
+pub const BATCH: u32 = 64;
+
+/// One transformer block, fields named by their GGUF tensors (`blk.N.<name>`).
+pub struct Layer {
+    pub attn_norm: wgpu::Buffer,                  // f32 [n_embd]
+    pub attn_q: QMatrix,                          // [n_embd] -> [n_head · head_dim]
+    pub attn_k: QMatrix,                          // [n_embd] -> [n_head_kv · head_dim]
+    pub attn_v: QMatrix,                          // [n_embd] -> [n_head_kv · head_dim]
+    pub attn_q_norm: Option<wgpu::Buffer>,        // f32 [head_dim] (gemma3)
+    pub attn_k_norm: Option<wgpu::Buffer>,        // f32 [head_dim] (gemma3)
+    pub attn_output: QMatrix,                     // [n_head · head_dim] -> [n_embd]
+    pub post_attention_norm: Option<wgpu::Buffer>, // f32 [n_embd] (gemma3)
+    pub ffn_norm: wgpu::Buffer,                   // f32 [n_embd]
+    pub ffn_gate: QMatrix,                        // [n_embd] -> [n_ff]
+    pub ffn_up: QMatrix,                          // [n_embd] -> [n_ff]
+    pub ffn_down: QMatrix,                        // [n_ff] -> [n_embd]
+    pub post_ffw_norm: Option<wgpu::Buffer>,      // f32 [n_embd] (gemma3)
+    pub kv: KvCache,                              // cells × n_head_kv × head_dim, K and V
+}
+
+/// Activations for one batch, allocated once.
+struct RunState {
+    ids: wgpu::Buffer,    // u32 [BATCH]
+    x: wgpu::Buffer,      // f32 [BATCH, n_embd]   the residual stream
+    xb: wgpu::Buffer,     // f32 [BATCH, n_embd]   normed input of a sublayer
+    o: wgpu::Buffer,      // f32 [BATCH, n_embd]   output of a sublayer
+    q: wgpu::Buffer,      // f32 [BATCH, n_head, head_dim]
+    k: wgpu::Buffer,      // f32 [BATCH, n_head_kv, head_dim]
+    v: wgpu::Buffer,      // f32 [BATCH, n_head_kv, head_dim]
+    att: wgpu::Buffer,    // f32 [BATCH, n_head, head_dim]
+    gate: wgpu::Buffer,   // f32 [BATCH, n_ff]
+    up: wgpu::Buffer,     // f32 [BATCH, n_ff]
+    last: wgpu::Buffer,   // f32 [n_embd]          the normed last position
+    logits: wgpu::Buffer, // f32 [n_vocab]
+    token: wgpu::Buffer,  // u32 [1]               argmax of logits
+    /// f32 [BATCH, n_vocab], only for scoring every position.
+    all_logits: Option<wgpu::Buffer>,
+}
+
+/// What a call to [`Model::eval`] returns for its last token(s).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// The greedy next token (4 bytes read back).
+    Argmax,
+    /// The logits of the last position.
+    Logits,
+    /// The logits of every position evaluated.
+    AllLogits,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Output {
+    Token(u32),
+    Logits(Vec<f32>),
+    /// Row-major [n_tokens, n_vocab].
+    AllLogits(Vec<f32>),
+}
+
+pub struct Model {
+    pub config: Config,
+    pub gpu: Gpu,
+    pub token_embd: QMatrix,         // [n_vocab rows of n_embd]
+    pub output_norm: wgpu::Buffer,   // f32 [n_embd]
+    /// `None` when tied to `token_embd`.
+    pub output: Option<QMatrix>,     // [n_embd] -> [n_vocab]
+    pub layers: Vec<Layer>,
+    /// Context length the KV caches hold.
+    pub n_ctx: u32,
+    /// Tokens evaluated so far (the position of the next one).
+    pub pos: u32,
+    state: RunState,
+}
+
+impl Model {
+    /// Uploads the weights of `gguf` and allocates a KV cache of `n_ctx` tokens (capped at the
+    /// trained context).
+    pub async fn load(gpu: Gpu, gguf: &GgufModel, n_ctx: u32) -> Result<Model> {
+        let info = ModelInfo::from_model(gguf)?;
+        info.check_supported()?;
+        let config = Config::from_info(&info)?;
+        let n_ctx = n_ctx.clamp(1, config.n_ctx_train);
+        let c = &config;
+
+        let matrix = |name: String| {
+            let gpu = &gpu;
+            async move {
+                let t = gguf.tensor(&name).ok_or_else(|| Error::NoSuchTensor(name.clone()))?;
+                let data = gguf.read_tensor(&name).await?;
+                QMatrix::upload(gpu, &name, t.info.ty, &t.info.dims, &data)
+            }
+        };
+        let vector = |name: String| {
+            let gpu = &gpu;
+            async move {
+                let t = gguf.tensor(&name).ok_or_else(|| Error::NoSuchTensor(name.clone()))?;
+                let data = gguf.read_tensor(&name).await?;
+                let values = match t.info.ty {
+                    GgmlType::F32 => data,
+                    ty => bytemuck::cast_slice(&dequantize(ty, &data)?).to_vec(),
+                };
+                Ok::<_, Error>(gpu.upload(&name, &values))
+            }
+        };
+        let optional = |name: String| {
+            let present = gguf.tensor(&name).is_some();
+            let v = vector(name);
+            async move { if present { v.await.map(Some) } else { Ok(None) } }
+        };
+
+        let mut layers = Vec::with_capacity(c.n_layer as usize);
+        for il in 0..c.n_layer as usize {
+            let n = |s: &str| format!("blk.{il}.{s}");
+            let cells = if c.sliding[il] { n_ctx.min(c.window + BATCH) } else { n_ctx };
+            layers.push(Layer {
+                attn_norm: vector(n("attn_norm.weight")).await?,
+                attn_q: matrix(n("attn_q.weight")).await?,
+                attn_k: matrix(n("attn_k.weight")).await?,
+                attn_v: matrix(n("attn_v.weight")).await?,
+                attn_q_norm: optional(n("attn_q_norm.weight")).await?,
+                attn_k_norm: optional(n("attn_k_norm.weight")).await?,
+                attn_output: matrix(n("attn_output.weight")).await?,
+                post_attention_norm: optional(n("post_attention_norm.weight")).await?,
+                ffn_norm: vector(n("ffn_norm.weight")).await?,
+                ffn_gate: matrix(n("ffn_gate.weight")).await?,
+                ffn_up: matrix(n("ffn_up.weight")).await?,
+                ffn_down: matrix(n("ffn_down.weight")).await?,
+                post_ffw_norm: optional(n("post_ffw_norm.weight")).await?,
+                kv: KvCache::new(&gpu, &n("kv"), cells, c.n_head_kv, c.head_dim),
+            });
+        }
+        let token_embd = matrix("token_embd.weight".into()).await?;
+        let output = match gguf.tensor("output.weight") {
+            Some(_) => Some(matrix("output.weight".into()).await?),
+            None => None,
+        };
+        let output_norm = vector("output_norm.weight".into()).await?;
+
+        let f32s = |label: &str, n: u32| gpu.storage(label, n as u64 * 4);
+        let b = BATCH;
+        let state = RunState {
+            ids: f32s("ids", b),
+            x: f32s("x", b * c.n_embd),
+            xb: f32s("xb", b * c.n_embd),
+            o: f32s("o", b * c.n_embd),
+            q: f32s("q", b * c.n_head * c.head_dim),
+            k: f32s("k", b * c.n_head_kv * c.head_dim),
+            v: f32s("v", b * c.n_head_kv * c.head_dim),
+            att: f32s("att", b * c.n_head * c.head_dim),
+            gate: f32s("gate", b * c.n_ff),
+            up: f32s("up", b * c.n_ff),
+            last: f32s("last", c.n_embd),
+            logits: f32s("logits", c.n_vocab),
+            token: f32s("token", 1),
+            all_logits: None,
+        };
+        Ok(Model { config, gpu, token_embd, output_norm, output, layers, n_ctx, pos: 0, state })
+    }
+
+    /// Forgets the conversation: the next token is at position 0.
+    pub fn reset(&mut self) {
+        self.pos = 0;
+    }
+
+    /// Evaluates `tokens` at the current position, in batches, and returns `want` for them.
+    pub async fn eval(&mut self, tokens: &[u32], want: Want) -> Result<Output> {
+        if tokens.is_empty() {
+            return Err(Error::BadOption { name: "tokens", value: "[]".into(), reason: "nothing to evaluate" });
+        }
+        let needed = self.pos as u64 + tokens.len() as u64;
+        if needed > self.n_ctx as u64 {
+            return Err(Error::ContextFull { n_ctx: self.n_ctx, needed });
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t >= self.config.n_vocab) {
+            return Err(Error::BadToken { token: bad, n_vocab: self.config.n_vocab });
+        }
+        if want == Want::AllLogits && self.state.all_logits.is_none() {
+            self.state.all_logits = Some(self.gpu.storage("all_logits", BATCH as u64 * self.config.n_vocab as u64 * 4));
+        }
+        let mut all = Vec::new();
+        let chunks: Vec<&[u32]> = tokens.chunks(BATCH as usize).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let last_chunk = i + 1 == chunks.len();
+            let out = self.eval_batch(chunk, if last_chunk || want == Want::AllLogits { Some(want) } else { None }).await?;
+            match out {
+                Some(Output::AllLogits(rows)) => all.extend(rows),
+                Some(o) if last_chunk => return Ok(o),
+                _ => {}
+            }
+        }
+        Ok(Output::AllLogits(all))
+    }
+
+    /// One batch of at most BATCH tokens, recorded into one command buffer.
+    async fn eval_batch(&mut self, tokens: &[u32], want: Option<Want>) -> Result<Option<Output>> {
+        let (c, s, gpu) = (&self.config, &self.state, &self.gpu);
+        let n = tokens.len() as u32;
+        let pos0 = self.pos;
+        gpu.queue.write_buffer(&s.ids, 0, bytemuck::cast_slice(tokens));
+        let mut enc = gpu.encoder();
+        let e = &mut enc;
+        let (d, hd, eps) = (c.n_embd, c.head_dim, c.rms_eps);
+
+        self.token_embd.record_embed(gpu, e, &s.ids, &s.x, n, c.embed_scale)?;
+        for (il, l) in self.layers.iter().enumerate() {
+            // Attention.
+            RmsNorm::record(gpu, e, &s.x, &l.attn_norm, &s.xb, n, d, eps)?;
+            l.attn_q.record_matmul(gpu, e, &s.xb, &s.q, n)?;
+            l.attn_k.record_matmul(gpu, e, &s.xb, &s.k, n)?;
+            l.attn_v.record_matmul(gpu, e, &s.xb, &s.v, n)?;
+            if let (Some(qn), Some(kn)) = (&l.attn_q_norm, &l.attn_k_norm) {
+                RmsNorm::record_in_place(gpu, e, &s.q, qn, n * c.n_head, hd, eps)?;
+                RmsNorm::record_in_place(gpu, e, &s.k, kn, n * c.n_head_kv, hd, eps)?;
+            }
+            let (base, scale) = c.rope_for_layer(il);
+            Rope::record(gpu, e, &s.q, n, c.n_head, hd, c.n_rot, pos0, base, scale, c.rope_mode, None)?;
+            Rope::record(gpu, e, &s.k, n, c.n_head_kv, hd, c.n_rot, pos0, base, scale, c.rope_mode, None)?;
+            l.kv.record_store(gpu, e, &s.k, &s.v, n, pos0)?;
+            let window = if c.sliding[il] { c.window } else { 0 };
+            Attention::record(gpu, e, &s.q, &l.kv, &s.att, n, pos0, c.n_head, c.attn_scale, window)?;
+            l.attn_output.record_matmul(gpu, e, &s.att, &s.o, n)?;
+            if let Some(pn) = &l.post_attention_norm {
+                RmsNorm::record_in_place(gpu, e, &s.o, pn, n, d, eps)?;
+            }
+            Add::record(gpu, e, &s.x, &s.o, n * d)?;
+
+            // Feed-forward.
+            RmsNorm::record(gpu, e, &s.x, &l.ffn_norm, &s.xb, n, d, eps)?;
+            l.ffn_gate.record_matmul(gpu, e, &s.xb, &s.gate, n)?;
+            l.ffn_up.record_matmul(gpu, e, &s.xb, &s.up, n)?;
+            GatedAct::record(gpu, e, &s.gate, &s.up, n * c.n_ff, c.activation)?;
+            l.ffn_down.record_matmul(gpu, e, &s.gate, &s.o, n)?;
+            if let Some(pn) = &l.post_ffw_norm {
+                RmsNorm::record_in_place(gpu, e, &s.o, pn, n, d, eps)?;
+            }
+            Add::record(gpu, e, &s.x, &s.o, n * d)?;
+        }
+
+        let output = self.output.as_ref().unwrap_or(&self.token_embd);
+        let result = match want {
+            None => {
+                gpu.queue.submit([enc.finish()]);
+                None
+            }
+            Some(Want::AllLogits) => {
+                let all = s.all_logits.as_ref().expect("allocated in eval");
+                RmsNorm::record(gpu, e, &s.x, &self.output_norm, &s.xb, n, d, eps)?;
+                output.record_matmul(gpu, e, &s.xb, all, n)?;
+                gpu.queue.submit([enc.finish()]);
+                Some(Output::AllLogits(gpu.read_f32(all, (n * c.n_vocab) as usize).await?))
+            }
+            Some(w) => {
+                // Only the last position is normed and projected to the vocabulary.
+                e.copy_buffer_to_buffer(&s.x, ((n - 1) * d * 4) as u64, &s.last, 0, d as u64 * 4);
+                RmsNorm::record_in_place(gpu, e, &s.last, &self.output_norm, 1, d, eps)?;
+                output.record_matmul(gpu, e, &s.last, &s.logits, 1)?;
+                if w == Want::Argmax {
+                    Argmax::record(gpu, e, &s.logits, c.n_vocab, &s.token)?;
+                    gpu.queue.submit([enc.finish()]);
+                    let id = gpu.read(&s.token, 4).await?;
+                    Some(Output::Token(u32::from_le_bytes([id[0], id[1], id[2], id[3]])))
+                } else {
+                    gpu.queue.submit([enc.finish()]);
+                    Some(Output::Logits(gpu.read_f32(&s.logits, c.n_vocab as usize).await?))
+                }
+            }
+        };
+        self.pos += n;
+        Ok(result)
+    }
+
+    /// GPU bytes held by the weights (for the memory report).
+    pub fn weight_bytes(&self) -> u64 {
+        let layer = |l: &Layer| {
+            [&l.attn_q, &l.attn_k, &l.attn_v, &l.attn_output, &l.ffn_gate, &l.ffn_up, &l.ffn_down].iter().map(|m| m.gpu_bytes()).sum::<u64>()
+        };
+        self.layers.iter().map(layer).sum::<u64>() + self.token_embd.gpu_bytes() + self.output.as_ref().map_or(0, |o| o.gpu_bytes())
+    }
+}
