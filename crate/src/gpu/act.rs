@@ -1,1 +1,135 @@
-//! (being written)
+//! Gated activations of the feed-forward block, in place on the gate: `gate = act(gate) · up`.
+//! SwiGLU (llama, qwen) and GeGLU with the tanh GELU (gemma).
+
+use super::{grid, params, shader::defines, Gpu};
+use crate::error::Result;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// `x / (1 + exp(-x))`, ggml's `ggml_silu_f32`.
+    Silu,
+    /// `0.5·x·(1 + tanh(sqrt(2/π)·x·(1 + 0.044715·x²)))`, ggml's `ggml_gelu_f32`, evaluated in
+    /// f32. Note: llama.cpp's CPU backend defines `GGML_GELU_FP16`, so its f32 GEGLU rounds x to
+    /// f16, looks GELU up in an f16 table and multiplies the f16 result (for |x| < 10); this is
+    /// the exact f32 formula instead (they differ by up to 2^-11 relative per element).
+    GeluTanh,
+}
+
+pub struct GatedAct;
+
+const WG_SIZE: u32 = 256;
+
+impl GatedAct {
+    /// Records `gate[i] = act(gate[i]) · up[i]` for `i < n`.
+    pub fn record(
+        gpu: &Gpu,
+        enc: &mut wgpu::CommandEncoder,
+        gate: &wgpu::Buffer,
+        up: &wgpu::Buffer,
+        n: u32,
+        act: Activation,
+    ) -> Result<()> {
+        let which = match act {
+            Activation::Silu => "ACT_SILU",
+            Activation::GeluTanh => "ACT_GELU_TANH",
+        };
+        let pipeline = gpu.pipeline(
+            "act.wgsl",
+            &defines(&[("WG_SIZE", &WG_SIZE.to_string()), (which, "")]),
+        )?;
+        let p = params(gpu, &[n]);
+        let bind = gpu.bind(
+            &pipeline,
+            &[
+                gate.as_entire_binding(),
+                up.as_entire_binding(),
+                p.as_entire_binding(),
+            ],
+        );
+        gpu.dispatch(enc, &pipeline, &bind, grid(n.div_ceil(WG_SIZE)));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::{nmse, test_gpu};
+
+    /// Uniform values in [-scale, scale) from a fixed seed (splitmix64).
+    fn random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = s;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                z ^= z >> 31;
+                ((z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+            })
+            .collect()
+    }
+
+    /// ggml's f32 formulas, in the same operation order.
+    fn reference(x: f32, act: Activation) -> f32 {
+        match act {
+            Activation::Silu => x / (1.0 + (-x).exp()),
+            Activation::GeluTanh => {
+                let sqrt_2_over_pi = (2.0 / std::f64::consts::PI).sqrt() as f32;
+                0.5 * x * (1.0 + (sqrt_2_over_pi * x * (1.0 + 0.044715 * x * x)).tanh())
+            }
+        }
+    }
+
+    fn run(gpu: &Gpu, g: &[f32], u: &[f32], act: Activation) -> Vec<f32> {
+        let gate = gpu.upload("gate", bytemuck::cast_slice(g));
+        let up = gpu.upload("up", bytemuck::cast_slice(u));
+        let mut enc = gpu.encoder();
+        GatedAct::record(gpu, &mut enc, &gate, &up, g.len() as u32, act).unwrap();
+        gpu.queue.submit([enc.finish()]);
+        pollster::block_on(gpu.read_f32(&gate, g.len())).unwrap()
+    }
+
+    #[test]
+    fn gated_activations_match_ggml_formulas() {
+        let Some(gpu) = test_gpu() else { return };
+        for act in [Activation::Silu, Activation::GeluTanh] {
+            for (n, scale) in [(1usize, 3.0), (255, 3.0), (257, 8.0), (70_000, 12.0)] {
+                let g = random(n, 1 + n as u64, scale);
+                let u = random(n, 2 + n as u64, 2.0);
+                let got = run(&gpu, &g, &u, act);
+                let want: Vec<f32> = g
+                    .iter()
+                    .zip(&u)
+                    .map(|(&x, &u)| reference(x, act) * u)
+                    .collect();
+                let e = nmse(&got, &want);
+                eprintln!("{act:?} n = {n} scale = {scale}: nmse {e:.2e}");
+                assert!(e < 1e-12, "{act:?} n = {n}: nmse {e}");
+            }
+        }
+    }
+
+    /// Large |x|: no NaN from exp/tanh overflow, and the limits are right (act(x) → x for large
+    /// positive x, → 0 for large negative x).
+    #[test]
+    fn large_inputs_stay_finite() {
+        let Some(gpu) = test_gpu() else { return };
+        let g = [
+            -1e30f32, -1000.0, -100.0, -89.0, -20.0, 0.0, 20.0, 89.0, 100.0, 1000.0, 1e30,
+        ];
+        let u = [1.0f32; 11];
+        for act in [Activation::Silu, Activation::GeluTanh] {
+            let got = run(&gpu, &g, &u, act);
+            for (&x, &y) in g.iter().zip(&got) {
+                assert!(y.is_finite(), "{act:?}({x}) = {y}");
+                if x >= 20.0 {
+                    assert_eq!(y, x, "{act:?}({x})");
+                } else if x <= -20.0 {
+                    assert!(y.abs() < 1e-6, "{act:?}({x}) = {y}");
+                }
+            }
+        }
+    }
+}

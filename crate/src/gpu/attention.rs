@@ -1,1 +1,419 @@
-//! (being written)
+//! The KV cache of a layer and causal attention over it (GQA, sliding window, online softmax).
+
+use super::{grid, params, shader::defines, Gpu};
+use crate::error::{Error, Result};
+
+/// KV cache of one layer: `cells` slots of `n_kv × head_dim` values each for K and for V, stored
+/// as f16 pairs in u32 words (low half = even element), so it works without `shader-f16`.
+/// Position p lives in cell `p % cells`: a ring for sliding-window layers (cells ≥ window +
+/// batch − 1), `cells = n_ctx` for global layers.
+pub struct KvCache {
+    /// f16 [cells, n_kv, head_dim], packed in pairs.
+    pub k: wgpu::Buffer,
+    /// f16 [cells, n_kv, head_dim], packed in pairs.
+    pub v: wgpu::Buffer,
+    pub cells: u32,
+    pub n_kv: u32,
+    pub head_dim: u32,
+}
+
+const STORE_WG: u32 = 256;
+const ATTN_WG: u32 = 64;
+
+impl KvCache {
+    /// A zeroed cache. Panics unless `head_dim` is even (every model's is): a head row must be
+    /// whole u32 words.
+    pub fn new(gpu: &Gpu, label: &str, cells: u32, n_kv: u32, head_dim: u32) -> KvCache {
+        assert!(
+            head_dim.is_multiple_of(2),
+            "KvCache {label}: head_dim = {head_dim} must be even (f16 pairs in u32 words)"
+        );
+        let bytes = cells as u64 * n_kv as u64 * head_dim as u64 * 2;
+        KvCache {
+            k: gpu.storage(&format!("{label}.k"), bytes),
+            v: gpu.storage(&format!("{label}.v"), bytes),
+            cells,
+            n_kv,
+            head_dim,
+        }
+    }
+
+    /// Stores k, v: f32 [n_tokens, n_kv, head_dim] for positions pos0.. into their cells,
+    /// rounded to f16 to nearest even (as ggml's f32 → f16).
+    pub fn record_store(
+        &self,
+        gpu: &Gpu,
+        enc: &mut wgpu::CommandEncoder,
+        k: &wgpu::Buffer,
+        v: &wgpu::Buffer,
+        n_tokens: u32,
+        pos0: u32,
+    ) -> Result<()> {
+        if n_tokens > self.cells {
+            return Err(Error::Gpu(format!(
+                "KV store: {n_tokens} tokens do not fit in a cache of {} cells",
+                self.cells
+            )));
+        }
+        let pipeline = gpu.pipeline(
+            "kv_store.wgsl",
+            &defines(&[("WG_SIZE", &STORE_WG.to_string())]),
+        )?;
+        let row_words = self.n_kv * self.head_dim / 2;
+        let p = params(gpu, &[row_words, n_tokens, pos0, self.cells]);
+        let bind = gpu.bind(
+            &pipeline,
+            &[
+                k.as_entire_binding(),
+                v.as_entire_binding(),
+                self.k.as_entire_binding(),
+                self.v.as_entire_binding(),
+                p.as_entire_binding(),
+            ],
+        );
+        let threads = n_tokens * row_words;
+        gpu.dispatch(enc, &pipeline, &bind, grid(threads.div_ceil(STORE_WG)));
+        Ok(())
+    }
+}
+
+pub struct Attention;
+
+impl Attention {
+    /// `out[t, h, :] = softmax_j(scale · q[t, h, :]·K[j, h/(n_head/n_kv), :]) · V[j, …]` over
+    /// positions j ≤ p = pos0 + t with `window == 0 || p − j < window` (causal, GQA, sliding
+    /// window as llama.cpp masks it). q, out: f32 [n_tokens, n_head, head_dim]. The positions
+    /// pos0..pos0+n_tokens must already be stored; every key a query needs must still be in the
+    /// cache (for a ring: cells ≥ window + n_tokens − 1).
+    ///
+    /// f32 math throughout (llama.cpp's CPU path rounds q, and in flash attention the V
+    /// accumulator, to f16; we do not). One workgroup per (token, head) walks its keys in tiles
+    /// of 64 with an online softmax.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record(
+        gpu: &Gpu,
+        enc: &mut wgpu::CommandEncoder,
+        q: &wgpu::Buffer,
+        cache: &KvCache,
+        out: &wgpu::Buffer,
+        n_tokens: u32,
+        pos0: u32,
+        n_head: u32,
+        scale: f32,
+        window: u32,
+    ) -> Result<()> {
+        if cache.n_kv == 0 || !n_head.is_multiple_of(cache.n_kv) {
+            return Err(Error::Gpu(format!(
+                "attention: {n_head} query heads are not a multiple of {} KV heads",
+                cache.n_kv
+            )));
+        }
+        if n_tokens == 0 {
+            return Ok(());
+        }
+        // The oldest key of the first query, against the newest position stored.
+        let oldest = if window > 0 {
+            (pos0 + 1).saturating_sub(window)
+        } else {
+            0
+        };
+        if (oldest as u64) + (cache.cells as u64) < pos0 as u64 + n_tokens as u64 {
+            return Err(Error::Gpu(format!(
+                "attention: positions {oldest}..{} are needed but a cache of {} cells keeps only the last {} (window {window}, {n_tokens} tokens from {pos0})",
+                pos0 + n_tokens,
+                cache.cells,
+                cache.cells
+            )));
+        }
+        let pipeline = gpu.pipeline(
+            "attention.wgsl",
+            &defines(&[
+                ("WG_SIZE", &ATTN_WG.to_string()),
+                ("HEAD_DIM", &cache.head_dim.to_string()),
+            ]),
+        )?;
+        let p = params(
+            gpu,
+            &[
+                n_tokens,
+                pos0,
+                n_head,
+                cache.n_kv,
+                cache.cells,
+                window,
+                scale.to_bits(),
+                n_head / cache.n_kv,
+            ],
+        );
+        let bind = gpu.bind(
+            &pipeline,
+            &[
+                q.as_entire_binding(),
+                cache.k.as_entire_binding(),
+                cache.v.as_entire_binding(),
+                out.as_entire_binding(),
+                p.as_entire_binding(),
+            ],
+        );
+        gpu.dispatch(enc, &pipeline, &bind, grid(n_tokens * n_head));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::{nmse, test_gpu};
+    use half::f16;
+
+    /// Uniform values in [-scale, scale) from a fixed seed (splitmix64).
+    fn random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = s;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                z ^= z >> 31;
+                ((z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+            })
+            .collect()
+    }
+
+    /// A layer's shape and the K/V of every position so far (f32, as the model produced them).
+    struct Layer {
+        n_head: usize,
+        n_kv: usize,
+        head_dim: usize,
+        window: usize,
+        scale: f32,
+        k: Vec<f32>,
+        v: Vec<f32>,
+    }
+
+    impl Layer {
+        /// Attention for queries q of positions pos0.., in f64 over K/V rounded through f16.
+        fn reference(&self, q: &[f32], pos0: usize) -> Vec<f32> {
+            let (hd, row) = (self.head_dim, self.n_kv * self.head_dim);
+            let h16 = |x: f32| f16::from_f32(x).to_f64();
+            let mut out = vec![0f32; q.len()];
+            for (i, (qh, o)) in q.chunks(hd).zip(out.chunks_mut(hd)).enumerate() {
+                let (t, h) = (i / self.n_head, i % self.n_head);
+                let kvh = h / (self.n_head / self.n_kv);
+                let p = pos0 + t;
+                let lo = if self.window > 0 {
+                    (p + 1).saturating_sub(self.window)
+                } else {
+                    0
+                };
+                let keys = lo..=p;
+                let s: Vec<f64> = keys
+                    .clone()
+                    .map(|j| {
+                        let kj = &self.k[j * row + kvh * hd..][..hd];
+                        let dot: f64 = qh.iter().zip(kj).map(|(&a, &b)| a as f64 * h16(b)).sum();
+                        dot * self.scale as f64
+                    })
+                    .collect();
+                let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = s.iter().map(|x| (x - max).exp()).collect();
+                let sum: f64 = e.iter().sum();
+                for (d, o) in o.iter_mut().enumerate() {
+                    let acc: f64 = keys
+                        .clone()
+                        .zip(&e)
+                        .map(|(j, w)| w * h16(self.v[j * row + kvh * hd + d]))
+                        .sum();
+                    *o = (acc / sum) as f32;
+                }
+            }
+            out
+        }
+    }
+
+    /// Runs the layer through `batches` (token counts) with a cache of `cells`, storing each
+    /// batch's K/V then attending, and checks every batch against the reference.
+    fn check(gpu: &Gpu, name: &str, mut layer: Layer, cells: usize, batches: &[usize]) {
+        let (hd, row) = (layer.head_dim, layer.n_kv * layer.head_dim);
+        let cache = KvCache::new(gpu, name, cells as u32, layer.n_kv as u32, hd as u32);
+        let mut pos0 = 0;
+        let mut worst = 0f64;
+        for (b, &n) in batches.iter().enumerate() {
+            let seed = (b as u64 + 1) * 1000 + hd as u64;
+            let q = random(n * layer.n_head * hd, seed, 1.0);
+            let k = random(n * row, seed + 1, 1.0);
+            // V of a wide range, including values that are not exact in f16.
+            let v = random(n * row, seed + 2, 3.0);
+            layer.k.extend_from_slice(&k);
+            layer.v.extend_from_slice(&v);
+            let qb = gpu.upload("q", bytemuck::cast_slice(&q));
+            let kb = gpu.upload("k", bytemuck::cast_slice(&k));
+            let vb = gpu.upload("v", bytemuck::cast_slice(&v));
+            let out = gpu.storage("out", q.len() as u64 * 4);
+            let mut enc = gpu.encoder();
+            cache
+                .record_store(gpu, &mut enc, &kb, &vb, n as u32, pos0 as u32)
+                .unwrap();
+            Attention::record(
+                gpu,
+                &mut enc,
+                &qb,
+                &cache,
+                &out,
+                n as u32,
+                pos0 as u32,
+                layer.n_head as u32,
+                layer.scale,
+                layer.window as u32,
+            )
+            .unwrap();
+            gpu.queue.submit([enc.finish()]);
+            let got = pollster::block_on(gpu.read_f32(&out, q.len())).unwrap();
+            let want = layer.reference(&q, pos0);
+            let e = nmse(&got, &want);
+            assert!(
+                e < 1e-10,
+                "{name}: batch {b} ({n} tokens from {pos0}): nmse {e}"
+            );
+            worst = worst.max(e);
+            pos0 += n;
+        }
+        eprintln!(
+            "attention {name}: worst nmse {worst:.2e} over {} batches",
+            batches.len()
+        );
+    }
+
+    fn layer(n_head: usize, n_kv: usize, head_dim: usize, window: usize) -> Layer {
+        Layer {
+            n_head,
+            n_kv,
+            head_dim,
+            window,
+            // Sharper than 1/sqrt(d) so the softmax is far from uniform.
+            scale: 4.0 / (head_dim as f32).sqrt(),
+            k: vec![],
+            v: vec![],
+        }
+    }
+
+    #[test]
+    fn prefill_then_decode_gqa_9_3() {
+        let Some(gpu) = test_gpu() else { return };
+        // SmolLM2-135M's shape: prefill 37 tokens, then single-token decode steps.
+        check(&gpu, "smollm2", layer(9, 3, 64, 0), 128, &[37, 1, 1, 1]);
+    }
+
+    #[test]
+    fn many_tiles_gqa_4_1_head_dim_256() {
+        let Some(gpu) = test_gpu() else { return };
+        // gemma3-like global layer: 150 tokens (three key tiles), then decode.
+        check(&gpu, "global256", layer(4, 1, 256, 0), 160, &[150, 1, 2]);
+    }
+
+    #[test]
+    fn single_token_from_zero() {
+        let Some(gpu) = test_gpu() else { return };
+        check(&gpu, "one", layer(2, 2, 64, 0), 4, &[1, 1]);
+    }
+
+    #[test]
+    fn sliding_window_ring_wraps() {
+        let Some(gpu) = test_gpu() else { return };
+        // Window 16 in a ring of 16 + 8 − 1 = 23 cells, fed in batches of up to 8 then decode
+        // steps: positions run to 110, wrapping the ring several times; the first batches see
+        // fewer keys than the window.
+        let batches = [8, 8, 8, 5, 8, 1, 1, 8, 8, 8, 8, 8, 8, 8, 8, 1, 1, 1, 1];
+        check(&gpu, "ring", layer(4, 2, 64, 16), 23, &batches);
+        // A window wider than one tile (64) in a ring, head_dim 256, GQA 4/1.
+        check(
+            &gpu,
+            "ring256",
+            layer(4, 1, 256, 80),
+            80 + 32 - 1,
+            &[32, 32, 32, 1, 32, 1],
+        );
+    }
+
+    #[test]
+    fn store_rounds_to_nearest_even_f16() {
+        let Some(gpu) = test_gpu() else { return };
+        let mut xs = vec![
+            0.0f32,
+            -0.0,
+            1.0,
+            -2.5,
+            65504.0,
+            65519.0,
+            65520.0,
+            -70000.0,
+            1e10,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            6.1035156e-5,
+            6.0e-5,
+            5.9604645e-8,
+            2.9802322e-8,
+            2.9802326e-8,
+            4.4703484e-8,
+            8.940697e-8,
+            1e-9,
+            1e-40,
+            1.0 + 1.0 / 2048.0,
+            1.0 + 3.0 / 2048.0,
+            1.0 + 1.0 / 4096.0,
+        ];
+        // Ties at every binade and random values across the whole f16 range.
+        xs.extend((-24..16).map(|e| 2f32.powi(e) * (1.0 + 1.0 / 2048.0)));
+        xs.extend(
+            random(4000, 5, 1.0)
+                .iter()
+                .enumerate()
+                .map(|(i, &r)| r * 2f32.powi(i as i32 % 40 - 25)),
+        );
+        xs.push(f32::NAN);
+        if xs.len() % 2 == 1 {
+            xs.push(0.5);
+        }
+        let n = xs.len() as u32;
+        let cache = KvCache::new(&gpu, "bits", 1, 1, n);
+        let x = gpu.upload("x", bytemuck::cast_slice(&xs));
+        let mut enc = gpu.encoder();
+        cache.record_store(&gpu, &mut enc, &x, &x, 1, 0).unwrap();
+        gpu.queue.submit([enc.finish()]);
+        let words = pollster::block_on(gpu.read(&cache.k, n as u64 * 2)).unwrap();
+        let got: &[u16] = bytemuck::cast_slice(&words);
+        for (&x, &h) in xs.iter().zip(got) {
+            let want = f16::from_f32(x);
+            if x.is_nan() {
+                assert!(f16::from_bits(h).is_nan(), "NaN stored as {h:#06x}");
+            } else {
+                assert_eq!(
+                    h,
+                    want.to_bits(),
+                    "{x:e}: got {h:#06x}, want {:#06x}",
+                    want.to_bits()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_bad_shapes() {
+        let Some(gpu) = test_gpu() else { return };
+        let cache = KvCache::new(&gpu, "small", 8, 2, 64);
+        let (q, out) = (
+            gpu.storage("q", 64 * 4 * 16),
+            gpu.storage("out", 64 * 4 * 16),
+        );
+        let mut enc = gpu.encoder();
+        // 5 query heads over 2 KV heads.
+        assert!(Attention::record(&gpu, &mut enc, &q, &cache, &out, 1, 0, 5, 1.0, 0).is_err());
+        // A global layer past its cells, and a ring too small for window + batch.
+        assert!(Attention::record(&gpu, &mut enc, &q, &cache, &out, 1, 8, 2, 1.0, 0).is_err());
+        assert!(Attention::record(&gpu, &mut enc, &q, &cache, &out, 4, 20, 2, 1.0, 6).is_err());
+        assert!(Attention::record(&gpu, &mut enc, &q, &cache, &out, 3, 20, 2, 1.0, 6).is_ok());
+        assert!(cache.record_store(&gpu, &mut enc, &q, &q, 9, 0).is_err());
+    }
+}

@@ -1,1 +1,754 @@
-//! (being written)
+//! Weight matrices on the GPU, still quantized: matrix × vector (decode), matrix × matrix
+//! (prefill) and row lookup (token embeddings), for F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+//! Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL and IQ4_XS.
+//!
+//! **Layout.** WGSL reads storage as `array<u32>`, so every block body must start on a word.
+//! Blocks of 20, 24, 84, 144, 136 or 176 bytes already do and are uploaded as they are. Blocks
+//! of 18, 22, 34 and 110/210 bytes (Q4_0, IQ4_NL, Q5_0, Q8_0; Q3_K, Q6_K) are 2 bytes off: their
+//! f16 `d` (first in the legacy blocks, last in Q3_K/Q6_K) is moved at upload into an array of
+//! f16 pairs after all the bodies, and the bodies (16, 20, 32, 108, 208 bytes) are packed
+//! back to back. Nothing is padded or dequantized: a buffer holds exactly the tensor's bytes
+//! (plus at most 2 bytes to end on a word), so `gpu_bytes() ≤ tensor bytes + 4 × buffers`.
+//! F32/F16/BF16 are seen by the shaders as "blocks" of 4 elements, so their row length must be a
+//! multiple of 4.
+//!
+//! **Split buffers.** A matrix larger than the device's storage binding limit is split by rows
+//! into several buffers, each with its own d array; every kernel is dispatched once per buffer
+//! and writes its rows (the embedding lookup skips ids outside a buffer's rows).
+//!
+//! **Kernels** (`shaders/`): one dequantization function per type (`dequant.wgsl`, returning a
+//! "unit" of 16 consecutive weights sharing their scales, 4 for plain floats), included by
+//! - `matvec.wgsl` (n_tokens = 1): a workgroup of 64 threads computes 4 rows; threads split K by
+//!   units, hold their slice of x in registers for the 4 rows, and reduce through workgroup
+//!   memory (no subgroups);
+//! - `matmul.wgsl` (n_tokens > 1): 64 threads per 32 rows × 32 tokens tile, K in steps of 32;
+//!   the W tile is dequantized once into workgroup memory, each thread accumulates 4 × 4;
+//! - `embed.wgsl`: one thread per (token, unit).
+//!
+//! All arithmetic is f32, in the order of `quant::dequantize`, so dequantized weights equal the
+//! CPU's bit for bit and products differ from a CPU f32 matmul only by summation order.
+
+use super::{grid, params, shader::defines, Gpu};
+use crate::error::{Error, Result};
+use crate::quant::GgmlType;
+
+/// Threads per workgroup of the matvec and embedding kernels.
+const WG_SIZE: u32 = 64;
+/// Rows per matvec workgroup (`ROWS` in matvec.wgsl).
+const MATVEC_ROWS: u32 = 4;
+/// Rows and tokens per matmul tile (`TM`, `TN` in matmul.wgsl).
+const TILE: u32 = 32;
+
+/// A weight matrix on the GPU, still quantized. GGUF dims: dims[0] = cols (input features, row
+/// length), dims[1] = rows (output features).
+pub struct QMatrix {
+    pub ty: GgmlType,
+    pub rows: u32,
+    pub cols: u32,
+    /// Consecutive row ranges, each in its own buffer (one unless the matrix exceeds the
+    /// storage binding limit).
+    parts: Vec<Part>,
+}
+
+/// Rows `row0 .. row0 + rows` in one buffer: block bodies, then (for d-separated types) the
+/// f16 d array at word `d_off`.
+struct Part {
+    buf: wgpu::Buffer,
+    row0: u32,
+    rows: u32,
+    d_off: u32,
+}
+
+/// Where a type's blocks keep a 2-byte f16 `d` that breaks word alignment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SplitD {
+    /// The block is a whole number of words: uploaded as it is.
+    No,
+    /// `d` is the first 2 bytes (Q4_0, Q5_0, Q8_0, IQ4_NL).
+    First,
+    /// `d` is the last 2 bytes (Q3_K, Q6_K).
+    Last,
+}
+
+/// The upload layout of `ty`, `None` when the GPU kernels do not know it.
+fn split_d(ty: GgmlType) -> Option<SplitD> {
+    use GgmlType::*;
+    Some(match ty {
+        F32 | F16 | BF16 | Q4_1 | Q5_1 | Q2_K | Q4_K | Q5_K | IQ4_XS => SplitD::No,
+        Q4_0 | Q5_0 | Q8_0 | IQ4_NL => SplitD::First,
+        Q3_K | Q6_K => SplitD::Last,
+        _ => return None,
+    })
+}
+
+/// Elements per block as the shaders see them (`BLOCK` in dequant.wgsl).
+fn shader_block(ty: GgmlType) -> u64 {
+    ty.block_size().max(4)
+}
+
+/// Elements per unit (`4 * UNIT_V4` in dequant.wgsl).
+fn unit_elements(ty: GgmlType) -> u32 {
+    if ty.block_size() == 1 {
+        4
+    } else {
+        16
+    }
+}
+
+/// `blocks` (whole ggml blocks of `ty`) in the upload layout, and the word offset of the
+/// separated d array (0 when there is none).
+fn repack(ty: GgmlType, blocks: &[u8]) -> (Vec<u8>, u32) {
+    let split = split_d(ty).expect("repack of a supported type");
+    if split == SplitD::No {
+        return (blocks.to_vec(), 0);
+    }
+    let size = ty.type_size() as usize;
+    let n = blocks.len() / size;
+    let body = size - 2;
+    let d_start = n * body;
+    let mut out = vec![0u8; (d_start + 2 * n).next_multiple_of(4)];
+    let (bodies, ds) = out.split_at_mut(d_start);
+    for (i, b) in blocks.chunks_exact(size).enumerate() {
+        let (d, rest) = match split {
+            SplitD::First => b.split_at(2),
+            _ => {
+                let (rest, d) = b.split_at(body);
+                (d, rest)
+            }
+        };
+        bodies[i * body..][..body].copy_from_slice(rest);
+        ds[2 * i..][..2].copy_from_slice(d);
+    }
+    (out, (d_start / 4) as u32)
+}
+
+impl QMatrix {
+    /// Uploads the raw GGUF blocks (repacked once as the module documentation says; never a
+    /// dequantized copy). Unsupported type -> [`Error::UnsupportedType`].
+    pub fn upload(
+        gpu: &Gpu,
+        name: &str,
+        ty: GgmlType,
+        dims: &[u64],
+        data: &[u8],
+    ) -> Result<QMatrix> {
+        let limit = gpu
+            .limits
+            .max_storage_buffer_binding_size
+            .min(gpu.limits.max_buffer_size);
+        Self::upload_limited(gpu, name, ty, dims, data, limit)
+    }
+
+    /// [`upload`](Self::upload) with buffers of at most `limit` bytes (tests pass a tiny one).
+    fn upload_limited(
+        gpu: &Gpu,
+        name: &str,
+        ty: GgmlType,
+        dims: &[u64],
+        data: &[u8],
+        limit: u64,
+    ) -> Result<QMatrix> {
+        if split_d(ty).is_none() {
+            return Err(Error::UnsupportedType {
+                ty,
+                tensors: name.to_string(),
+            });
+        }
+        let bad = |reason: String| Error::Gpu(format!("{name}: {ty} matrix {dims:?}: {reason}"));
+        if dims.is_empty() || dims.len() > 4 || dims[2.min(dims.len())..].iter().any(|&d| d != 1) {
+            return Err(bad("not a matrix (dims beyond the second must be 1)".into()));
+        }
+        let (cols, rows) = (dims[0], dims.get(1).copied().unwrap_or(1));
+        if cols == 0 || rows == 0 || cols > u32::MAX as u64 || rows > u32::MAX as u64 {
+            return Err(bad("empty, or a dimension does not fit in 32 bits".into()));
+        }
+        if cols % shader_block(ty) != 0 {
+            return Err(bad(format!(
+                "row length {cols} is not a multiple of {}",
+                shader_block(ty)
+            )));
+        }
+        let row_bytes = cols / ty.block_size() * ty.type_size();
+        if data.len() as u64 != rows * row_bytes {
+            return Err(bad(format!(
+                "{} bytes of data, expected {rows} rows × {row_bytes} bytes",
+                data.len()
+            )));
+        }
+        // Each buffer may round up by 2 bytes (the d array) plus 2 (the word).
+        let rows_per_part = (limit.saturating_sub(4) / row_bytes).min(rows);
+        if rows_per_part == 0 {
+            return Err(bad(format!(
+                "one row takes {row_bytes} bytes, more than a storage buffer binding may hold ({limit})"
+            )));
+        }
+        let mut parts = vec![];
+        for (i, chunk) in data
+            .chunks((rows_per_part * row_bytes) as usize)
+            .enumerate()
+        {
+            let (bytes, d_off) = repack(ty, chunk);
+            parts.push(Part {
+                buf: gpu.upload(&format!("{name} [{i}]"), &bytes),
+                row0: (i as u64 * rows_per_part) as u32,
+                rows: (chunk.len() as u64 / row_bytes) as u32,
+                d_off,
+            });
+        }
+        Ok(QMatrix {
+            ty,
+            rows: rows as u32,
+            cols: cols as u32,
+            parts,
+        })
+    }
+
+    /// Bytes of the GPU buffers holding the matrix.
+    pub fn gpu_bytes(&self) -> u64 {
+        self.parts.iter().map(|p| p.buf.size()).sum()
+    }
+
+    /// Units per row (`units_per_row` in the shaders).
+    fn units_per_row(&self) -> u32 {
+        self.cols / unit_elements(self.ty)
+    }
+
+    fn defines(&self) -> super::shader::Defines {
+        defines(&[
+            (&format!("TYPE_{}", self.ty.name()), "1"),
+            ("WG_SIZE", &WG_SIZE.to_string()),
+        ])
+    }
+
+    /// Fails unless `buf` holds at least `len` f32 or u32 values.
+    fn check_len(&self, what: &str, buf: &wgpu::Buffer, len: u64) -> Result<()> {
+        if buf.size() < len * 4 {
+            return Err(Error::Gpu(format!(
+                "{} matrix [{} x {}]: {what} buffer has {} bytes, needs {}",
+                self.ty,
+                self.cols,
+                self.rows,
+                buf.size(),
+                len * 4
+            )));
+        }
+        Ok(())
+    }
+
+    /// y[t, r] = Σ_k W[r, k] · x[t, k] for t < n_tokens. x: f32 [n_tokens, cols], y: f32
+    /// [n_tokens, rows] (row-major, contiguous from offset 0). Uses a matrix×vector kernel when
+    /// n_tokens == 1 (decode) and a tiled matrix×matrix kernel otherwise (prefill).
+    pub fn record_matmul(
+        &self,
+        gpu: &Gpu,
+        enc: &mut wgpu::CommandEncoder,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        n_tokens: u32,
+    ) -> Result<()> {
+        if n_tokens == 0 {
+            return Ok(());
+        }
+        self.check_len("x", x, n_tokens as u64 * self.cols as u64)?;
+        self.check_len("y", y, n_tokens as u64 * self.rows as u64)?;
+        let token_tiles = n_tokens.div_ceil(TILE);
+        if token_tiles > gpu.limits.max_compute_workgroups_per_dimension {
+            return Err(Error::Gpu(format!(
+                "matmul of {n_tokens} tokens at once: split the batch"
+            )));
+        }
+        let shader = if n_tokens == 1 {
+            "matvec.wgsl"
+        } else {
+            "matmul.wgsl"
+        };
+        let pipeline = gpu.pipeline(shader, &self.defines())?;
+        for part in &self.parts {
+            let common = [part.rows, self.units_per_row(), part.row0, part.d_off];
+            let (p, groups) = if n_tokens == 1 {
+                (params(gpu, &common), grid(part.rows.div_ceil(MATVEC_ROWS)))
+            } else {
+                let (gx, gy, _) = grid(part.rows.div_ceil(TILE));
+                (
+                    params(gpu, &[&common[..], &[n_tokens, self.rows]].concat()),
+                    (gx, gy, token_tiles),
+                )
+            };
+            let bind = gpu.bind(
+                &pipeline,
+                &[
+                    part.buf.as_entire_binding(),
+                    x.as_entire_binding(),
+                    y.as_entire_binding(),
+                    p.as_entire_binding(),
+                ],
+            );
+            gpu.dispatch(enc, &pipeline, &bind, groups);
+        }
+        Ok(())
+    }
+
+    /// out[t, :] = scale · W[ids[t], :] (dequantized row lookup, for token embeddings). ids: u32
+    /// [n], out: f32 [n, cols]. Rows of ids ≥ rows are left unwritten.
+    pub fn record_embed(
+        &self,
+        gpu: &Gpu,
+        enc: &mut wgpu::CommandEncoder,
+        ids: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        n: u32,
+        scale: f32,
+    ) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        self.check_len("ids", ids, n as u64)?;
+        self.check_len("out", out, n as u64 * self.cols as u64)?;
+        let threads = n.checked_mul(self.units_per_row()).ok_or_else(|| {
+            Error::Gpu(format!(
+                "embedding lookup of {n} tokens at once: split the batch"
+            ))
+        })?;
+        let pipeline = gpu.pipeline("embed.wgsl", &self.defines())?;
+        for part in &self.parts {
+            let p = params(
+                gpu,
+                &[
+                    part.rows,
+                    self.units_per_row(),
+                    part.row0,
+                    part.d_off,
+                    n,
+                    scale.to_bits(),
+                ],
+            );
+            let bind = gpu.bind(
+                &pipeline,
+                &[
+                    part.buf.as_entire_binding(),
+                    ids.as_entire_binding(),
+                    out.as_entire_binding(),
+                    p.as_entire_binding(),
+                ],
+            );
+            gpu.dispatch(enc, &pipeline, &bind, grid(threads.div_ceil(WG_SIZE)));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+    use crate::gpu::{nmse, test_gpu};
+    use crate::quant::dequantize;
+
+    /// Every type the kernels know.
+    const TYPES: [GgmlType; 15] = {
+        use GgmlType::*;
+        [
+            F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL,
+            IQ4_XS,
+        ]
+    };
+
+    /// xorshift64*: reproducible test data without a dependency.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        /// Uniform in [-1, 1).
+        fn f32(&mut self) -> f32 {
+            (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        }
+    }
+
+    /// Byte offsets of the f16 fields (d, dmin, m) in a block of `ty`.
+    fn f16_fields(ty: GgmlType) -> &'static [usize] {
+        use GgmlType::*;
+        match ty {
+            Q4_0 | Q5_0 | Q8_0 | IQ4_NL | IQ4_XS => &[0],
+            Q4_1 | Q5_1 | Q4_K | Q5_K => &[0, 2],
+            Q2_K => &[80, 82],
+            Q3_K => &[108],
+            Q6_K => &[208],
+            _ => &[],
+        }
+    }
+
+    /// `n` elements of `ty` as GGUF bytes: random bits with every f16 scale finite (normal or
+    /// subnormal, any sign) for quantized types, values in [-2, 2) for plain ones.
+    fn random_data(rng: &mut Rng, ty: GgmlType, n: usize) -> Vec<u8> {
+        let floats = |rng: &mut Rng| (0..n).map(|_| 2.0 * rng.f32()).collect::<Vec<f32>>();
+        match ty {
+            GgmlType::F32 => bytemuck::cast_slice(&floats(rng)).to_vec(),
+            GgmlType::F16 => floats(rng)
+                .iter()
+                .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                .collect(),
+            GgmlType::BF16 => floats(rng)
+                .iter()
+                .flat_map(|&v| ((v.to_bits() >> 16) as u16).to_le_bytes())
+                .collect(),
+            _ => {
+                let size = ty.type_size() as usize;
+                let mut data: Vec<u8> = (0..n / ty.block_size() as usize * size)
+                    .map(|_| rng.next() as u8)
+                    .collect();
+                for block in data.chunks_exact_mut(size) {
+                    for &at in f16_fields(ty) {
+                        if block[at + 1] & 0x7C == 0x7C {
+                            block[at + 1] &= !0x40; // exponent 31 (inf, NaN) -> 15
+                        }
+                    }
+                }
+                data
+            }
+        }
+    }
+
+    /// y[t, r] = Σ_k W[r, k] · x[t, k] with W from `quant::dequantize`, summed in f64.
+    fn reference(w: &[f32], x: &[f32], rows: usize, cols: usize, n: usize) -> Vec<f32> {
+        let mut y = vec![0f32; n * rows];
+        for t in 0..n {
+            for r in 0..rows {
+                let (wr, xt) = (&w[r * cols..][..cols], &x[t * cols..][..cols]);
+                y[t * rows + r] = wr
+                    .iter()
+                    .zip(xt)
+                    .map(|(&a, &b)| a as f64 * b as f64)
+                    .sum::<f64>() as f32;
+            }
+        }
+        y
+    }
+
+    /// Runs `m` on `n` random tokens, returns (GPU, reference).
+    fn run_matmul(
+        gpu: &Gpu,
+        m: &QMatrix,
+        w: &[f32],
+        n: u32,
+        rng: &mut Rng,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let (rows, cols) = (m.rows as usize, m.cols as usize);
+        let x: Vec<f32> = (0..n as usize * cols).map(|_| rng.f32()).collect();
+        let xb = gpu.upload("x", bytemuck::cast_slice(&x));
+        let yb = gpu.storage("y", n as u64 * rows as u64 * 4);
+        let mut enc = gpu.encoder();
+        m.record_matmul(gpu, &mut enc, &xb, &yb, n).unwrap();
+        gpu.queue.submit([enc.finish()]);
+        let got = pollster::block_on(gpu.read_f32(&yb, n as usize * rows)).unwrap();
+        (got, reference(w, &x, rows, cols, n as usize))
+    }
+
+    /// Embeds `ids` with `scale`; returns (GPU, expected) where expected is `scale ·` the CPU
+    /// dequantized rows.
+    fn run_embed(
+        gpu: &Gpu,
+        m: &QMatrix,
+        w_rows: impl Fn(u32) -> Vec<f32>,
+        ids: &[u32],
+        scale: f32,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let cols = m.cols as usize;
+        let idb = gpu.upload("ids", bytemuck::cast_slice(ids));
+        let out = gpu.storage("out", (ids.len() * cols * 4) as u64);
+        let mut enc = gpu.encoder();
+        m.record_embed(gpu, &mut enc, &idb, &out, ids.len() as u32, scale)
+            .unwrap();
+        gpu.queue.submit([enc.finish()]);
+        let got = pollster::block_on(gpu.read_f32(&out, ids.len() * cols)).unwrap();
+        let want = ids
+            .iter()
+            .flat_map(|&id| w_rows(id).into_iter().map(|v| scale * v))
+            .collect();
+        (got, want)
+    }
+
+    fn assert_bits_eq(got: &[f32], want: &[f32], what: &str) {
+        let bad = got
+            .iter()
+            .zip(want)
+            .position(|(a, b)| a.to_bits() != b.to_bits());
+        if let Some(i) = bad {
+            panic!("{what}: element {i}: GPU {} != CPU {}", got[i], want[i]);
+        }
+    }
+
+    /// Column counts: several block multiples per type.
+    fn col_choices(ty: GgmlType) -> [u64; 2] {
+        match ty.block_size() {
+            1 => [12, 100],
+            32 => [64, 352],
+            _ => [256, 768],
+        }
+    }
+
+    #[test]
+    fn matmul_every_type_against_cpu() {
+        let Some(gpu) = test_gpu() else { return };
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        for ty in TYPES {
+            for (rows, cols) in [37u64, 67].into_iter().zip(col_choices(ty)) {
+                let data = random_data(&mut rng, ty, (rows * cols) as usize);
+                let w = dequantize(ty, &data).unwrap();
+                let m = QMatrix::upload(&gpu, "w", ty, &[cols, rows], &data).unwrap();
+                assert!(
+                    m.gpu_bytes() <= data.len() as u64 + 4,
+                    "{ty}: {} GPU bytes for {} tensor bytes",
+                    m.gpu_bytes(),
+                    data.len()
+                );
+                for n in [1, 7, 64] {
+                    let (got, want) = run_matmul(&gpu, &m, &w, n, &mut rng);
+                    let e = nmse(&got, &want);
+                    eprintln!("{ty:>6} rows {rows} cols {cols} n {n:>2}: nmse {e:.1e}");
+                    assert!(
+                        e < 1e-10,
+                        "{ty} rows {rows} cols {cols} n_tokens {n}: nmse {e}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn matmul_embed_every_type_exact() {
+        let Some(gpu) = test_gpu() else { return };
+        let mut rng = Rng(7);
+        for ty in TYPES {
+            let (rows, cols) = (29u64, col_choices(ty)[1]);
+            let data = random_data(&mut rng, ty, (rows * cols) as usize);
+            let w = dequantize(ty, &data).unwrap();
+            let m = QMatrix::upload(&gpu, "emb", ty, &[cols, rows], &data).unwrap();
+            let row = |id: u32| w[id as usize * cols as usize..][..cols as usize].to_vec();
+            let ids = [0, 28, 5, 5, 17, 1];
+            for scale in [1.0, 0.3] {
+                let (got, want) = run_embed(&gpu, &m, row, &ids, scale);
+                assert_bits_eq(&got, &want, &format!("{ty} embed scale {scale}"));
+            }
+        }
+    }
+
+    /// A tiny binding limit splits matrices into buffers of a few rows; results must not change.
+    #[test]
+    fn matmul_split_buffers() {
+        let Some(gpu) = test_gpu() else { return };
+        let mut rng = Rng(99);
+        for (ty, cols) in [
+            (GgmlType::Q6_K, 512u64),
+            (GgmlType::Q8_0, 96),
+            (GgmlType::Q4_K, 256),
+            (GgmlType::F16, 20),
+        ] {
+            let rows = 45u64;
+            let data = random_data(&mut rng, ty, (rows * cols) as usize);
+            let w = dequantize(ty, &data).unwrap();
+            let row_bytes = data.len() as u64 / rows;
+            let m =
+                QMatrix::upload_limited(&gpu, "split", ty, &[cols, rows], &data, 4 * row_bytes + 7)
+                    .unwrap();
+            assert_eq!(m.parts.len(), 12, "{ty}: 45 rows in buffers of 4");
+            assert!(m.parts.iter().all(|p| p.buf.size() <= 4 * row_bytes + 7));
+            assert_eq!(m.parts.last().unwrap().rows, 1);
+            for n in [1, 7, 33] {
+                let (got, want) = run_matmul(&gpu, &m, &w, n, &mut rng);
+                let e = nmse(&got, &want);
+                assert!(e < 1e-10, "{ty} split, n_tokens {n}: nmse {e}");
+            }
+            let row = |id: u32| w[id as usize * cols as usize..][..cols as usize].to_vec();
+            let (got, want) = run_embed(&gpu, &m, row, &[44, 0, 3, 4, 43, 20], 1.0);
+            assert_bits_eq(&got, &want, &format!("{ty} split embed"));
+        }
+        let err =
+            QMatrix::upload_limited(&gpu, "huge rows", GgmlType::Q8_0, &[64, 2], &[0; 136], 40);
+        assert!(
+            matches!(err, Err(Error::Gpu(m)) if m.contains("more than a storage buffer binding"))
+        );
+    }
+
+    /// 262 147 rows need 65 537 matvec workgroups: more than one grid dimension allows.
+    #[test]
+    fn matmul_workgroups_over_65535() {
+        let Some(gpu) = test_gpu() else { return };
+        let mut rng = Rng(3);
+        let (rows, cols) = (4 * 65536 + 3, 32u64);
+        let data = random_data(&mut rng, GgmlType::Q4_0, (rows * cols) as usize);
+        let w = dequantize(GgmlType::Q4_0, &data).unwrap();
+        let m = QMatrix::upload(&gpu, "tall", GgmlType::Q4_0, &[cols, rows], &data).unwrap();
+        let (got, want) = run_matmul(&gpu, &m, &w, 1, &mut rng);
+        let e = nmse(&got, &want);
+        assert!(e < 1e-10, "nmse {e}");
+        let row = |id: u32| w[id as usize * cols as usize..][..cols as usize].to_vec();
+        let (got, want) = run_embed(&gpu, &m, row, &[rows as u32 - 1, 65536 * 4, 0], 1.0);
+        assert_bits_eq(&got, &want, "tall embed");
+    }
+
+    #[test]
+    fn matmul_rejects_what_it_cannot_run() {
+        let Some(gpu) = test_gpu() else { return };
+        let e = QMatrix::upload(&gpu, "t", GgmlType::Q8_K, &[256, 1], &[0; 292]);
+        assert!(matches!(
+            e,
+            Err(Error::UnsupportedType {
+                ty: GgmlType::Q8_K,
+                ..
+            })
+        ));
+        for (ty, dims, len) in [
+            (GgmlType::Q4_0, vec![32u64, 2], 35usize), // wrong length
+            (GgmlType::Q4_K, vec![128, 2], 144),       // row not whole blocks
+            (GgmlType::F32, vec![6, 2], 48),           // plain rows must be multiples of 4
+            (GgmlType::F32, vec![4, 2, 2], 64),        // not a matrix
+        ] {
+            let e = QMatrix::upload(&gpu, "t", ty, &dims, &vec![0; len]);
+            assert!(matches!(e, Err(Error::Gpu(_))), "{ty} {dims:?} {len}");
+        }
+        let m = QMatrix::upload(&gpu, "t", GgmlType::F32, &[4, 3], &[0; 48]).unwrap();
+        let small = gpu.storage("small", 8);
+        let mut enc = gpu.encoder();
+        assert!(m.record_matmul(&gpu, &mut enc, &small, &small, 1).is_err());
+    }
+
+    /// The model of `files` in models/, or `None` (skip) when a file is missing and
+    /// QUANTWEB_REQUIRE_MODELS is not 1.
+    fn model(files: &[&str]) -> Option<crate::gguf::GgufModel> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+        let paths: Vec<String> = files
+            .iter()
+            .map(|f| dir.join(f).display().to_string())
+            .collect();
+        if let Some(missing) = paths.iter().find(|p| !std::path::Path::new(p).exists()) {
+            if std::env::var("QUANTWEB_REQUIRE_MODELS").as_deref() == Ok("1") {
+                panic!("{missing} is missing: run `cargo xtask fetch-models --all`");
+            }
+            eprintln!("skipping: {missing} missing (run `cargo xtask fetch-models --all`)");
+            return None;
+        }
+        let parts = crate::source::open_args(&paths).unwrap();
+        Some(pollster::block_on(crate::gguf::GgufModel::open(parts)).unwrap())
+    }
+
+    const SMOLLM2: [&str; 1] = ["SmolLM2-135M-Instruct.Q4_1.gguf"];
+    const GEMMA: [&str; 4] = [
+        "gemma-3-270m-q4_k_m.gguf.part00",
+        "gemma-3-270m-q4_k_m.gguf.part01",
+        "gemma-3-270m-q4_k_m.gguf.part02",
+        "gemma-3-270m-q4_k_m.gguf.part03",
+    ];
+
+    /// Uploads tensor `name` of `m` (checking it has type `ty`); returns it with its bytes.
+    fn real(gpu: &Gpu, m: &crate::gguf::GgufModel, name: &str, ty: GgmlType) -> (QMatrix, Vec<u8>) {
+        let t = &m.tensor(name).unwrap().info;
+        assert_eq!(t.ty, ty, "{name}");
+        let data = pollster::block_on(m.read_tensor(name)).unwrap();
+        let q = QMatrix::upload(gpu, name, t.ty, &t.dims, &data).unwrap();
+        assert!(q.gpu_bytes() <= t.n_bytes + 4 * q.parts.len() as u64);
+        (q, data)
+    }
+
+    #[test]
+    fn matmul_real_tensors() {
+        let Some(gpu) = test_gpu() else { return };
+        let (Some(smol), Some(gemma)) = (model(&SMOLLM2), model(&GEMMA)) else {
+            return;
+        };
+        let mut rng = Rng(11);
+        use GgmlType::*;
+        for (m, name, ty) in [
+            (&smol, "blk.0.ffn_down.weight", Q4_1),
+            (&gemma, "blk.0.attn_v.weight", Q8_0),
+            (&gemma, "blk.0.attn_k.weight", Q5_0),
+            (&gemma, "blk.0.attn_output.weight", Q4_K),
+            (&gemma, "blk.0.ffn_down.weight", Q6_K),
+        ] {
+            let (q, data) = real(&gpu, m, name, ty);
+            let w = dequantize(ty, &data).unwrap();
+            for n in [1, 7] {
+                let (got, want) = run_matmul(&gpu, &q, &w, n, &mut rng);
+                let e = nmse(&got, &want);
+                eprintln!("{name} {ty} [{} x {}] n {n}: nmse {e:.1e}", q.cols, q.rows);
+                assert!(e < 1e-10, "{name}: n_tokens {n}: nmse {e}");
+            }
+        }
+    }
+
+    /// Token embeddings of both models, exact; gemma's (Q8_0, 262 144 rows, 178 MB) is larger
+    /// than llvmpipe's 128 MiB binding limit and is split.
+    #[test]
+    fn matmul_real_embeddings() {
+        let Some(gpu) = test_gpu() else { return };
+        let (Some(smol), Some(gemma)) = (model(&SMOLLM2), model(&GEMMA)) else {
+            return;
+        };
+        for (m, ty, ids) in [
+            (&smol, GgmlType::Q8_0, vec![0u32, 1, 49151, 12345, 1]),
+            (&gemma, GgmlType::Q8_0, vec![2, 262143, 131072, 100000, 0]),
+        ] {
+            let (q, data) = real(&gpu, m, "token_embd.weight", ty);
+            let row_bytes = data.len() / q.rows as usize;
+            let row =
+                |id: u32| dequantize(ty, &data[id as usize * row_bytes..][..row_bytes]).unwrap();
+            let (got, want) = run_embed(&gpu, &q, row, &ids, 1.0);
+            assert_bits_eq(&got, &want, &format!("{ty} token_embd"));
+            eprintln!(
+                "token_embd {ty} [{} x {}]: {} buffers, {} GPU bytes for {} tensor bytes",
+                q.cols,
+                q.rows,
+                q.parts.len(),
+                q.gpu_bytes(),
+                data.len()
+            );
+        }
+    }
+
+    /// Informational: decode matvec time of SmolLM2's ffn_down on this adapter.
+    #[test]
+    fn matmul_time_smollm2_ffn_down() {
+        let Some(gpu) = test_gpu() else { return };
+        let Some(smol) = model(&SMOLLM2) else { return };
+        let (q, _) = real(&gpu, &smol, "blk.0.ffn_down.weight", GgmlType::Q4_1);
+        let x = gpu.upload("x", bytemuck::cast_slice(&vec![0.5f32; q.cols as usize]));
+        let y = gpu.storage("y", q.rows as u64 * 4);
+        let run = |reps: u32| {
+            let mut enc = gpu.encoder();
+            for _ in 0..reps {
+                q.record_matmul(&gpu, &mut enc, &x, &y, 1).unwrap();
+            }
+            gpu.queue.submit([enc.finish()]);
+            pollster::block_on(gpu.read(&y, 4)).unwrap();
+        };
+        run(1);
+        let t = std::time::Instant::now();
+        run(20);
+        eprintln!(
+            "ffn_down matvec [{} x {}] Q4_1 on {}: {:.0} µs per dispatch",
+            q.cols,
+            q.rows,
+            gpu.adapter_info.name,
+            t.elapsed().as_secs_f64() * 1e6 / 20.0
+        );
+    }
+
+    #[test]
+    fn repack_moves_d_out_of_the_blocks() {
+        // Two Q6_K blocks: bodies back to back, then both d (last 2 bytes of each block).
+        let data: Vec<u8> = (0..420).map(|i| i as u8).collect();
+        let (out, d_off) = repack(GgmlType::Q6_K, &data);
+        assert_eq!((out.len(), d_off), (420, 104));
+        assert_eq!(out[..208], data[..208]);
+        assert_eq!(out[208..416], data[210..418]);
+        assert_eq!(out[416..], [data[208], data[209], data[418], data[419]]);
+        // Three Q8_0 blocks: d first in ggml; the d array is padded to a word.
+        let data: Vec<u8> = (0..102).map(|i| i as u8).collect();
+        let (out, d_off) = repack(GgmlType::Q8_0, &data);
+        assert_eq!((out.len(), d_off), (104, 24));
+        assert_eq!(out[32..64], data[36..68]);
+        assert_eq!(out[96..102], [0, 1, 34, 35, 68, 69]);
+    }
+}

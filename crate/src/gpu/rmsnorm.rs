@@ -1,1 +1,141 @@
-//! (being written)
+//! RMSNorm over rows: the block input norms, the final norm, per-head q/k norms (qwen3, gemma3)
+//! and gemma3's post-norms.
+
+use super::{grid, params, shader::defines, Gpu};
+use crate::error::Result;
+
+pub struct RmsNorm;
+
+impl RmsNorm {
+    /// `out[r, :] = x[r, :] / sqrt(mean(x[r, :]²) + eps) · w[:]` for `r < rows`; x, out:
+    /// f32 [rows, d], w: f32 [d]. `x` and `out` must be distinct buffers (see `record_in_place`).
+    /// Like ggml: `scale = 1/sqrt(mean + eps)`, then `(x·scale)·w`; the weight is used as stored
+    /// (gemma's `1 + w` is already folded in by llama.cpp's converter).
+    #[allow(clippy::too_many_arguments)]
+    pub fn record(
+        gpu: &Gpu,
+        enc: &mut wgpu::CommandEncoder,
+        x: &wgpu::Buffer,
+        w: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        rows: u32,
+        d: u32,
+        eps: f32,
+    ) -> Result<()> {
+        Self::dispatch(gpu, enc, x, w, Some(out), rows, d, eps)
+    }
+
+    /// `x[r, :] = norm(x[r, :]) · w[:]` in place; for per-head norms `rows` = tokens × heads and
+    /// `d` = head_dim.
+    pub fn record_in_place(
+        gpu: &Gpu,
+        enc: &mut wgpu::CommandEncoder,
+        x: &wgpu::Buffer,
+        w: &wgpu::Buffer,
+        rows: u32,
+        d: u32,
+        eps: f32,
+    ) -> Result<()> {
+        Self::dispatch(gpu, enc, x, w, None, rows, d, eps)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch(
+        gpu: &Gpu,
+        enc: &mut wgpu::CommandEncoder,
+        x: &wgpu::Buffer,
+        w: &wgpu::Buffer,
+        out: Option<&wgpu::Buffer>,
+        rows: u32,
+        d: u32,
+        eps: f32,
+    ) -> Result<()> {
+        // Short rows (per-head norms: 64..256) would leave most of a 256-wide workgroup idle.
+        let wg: u32 = if d <= 256 { 64 } else { 256 };
+        let mut defs = vec![("WG_SIZE", wg.to_string())];
+        if out.is_none() {
+            defs.push(("IN_PLACE", String::new()));
+        }
+        let defs: Vec<(&str, &str)> = defs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let pipeline = gpu.pipeline("rmsnorm.wgsl", &defines(&defs))?;
+        let p = params(gpu, &[rows, d, eps.to_bits()]);
+        let mut buffers = vec![x.as_entire_binding(), w.as_entire_binding()];
+        if let Some(out) = out {
+            buffers.push(out.as_entire_binding());
+        }
+        buffers.push(p.as_entire_binding());
+        let bind = gpu.bind(&pipeline, &buffers);
+        gpu.dispatch(enc, &pipeline, &bind, grid(rows));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::{nmse, test_gpu};
+
+    /// Uniform values in [-scale, scale) from a fixed seed (splitmix64).
+    fn random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = s;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                z ^= z >> 31;
+                ((z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+            })
+            .collect()
+    }
+
+    /// ggml's `rms_norm` (sum of squares in double, mean, f32 scale) followed by `mul` with w.
+    fn reference(x: &[f32], w: &[f32], d: usize, eps: f32) -> Vec<f32> {
+        x.chunks(d)
+            .flat_map(|row| {
+                let sum: f64 = row.iter().map(|&v| (v * v) as f64).sum();
+                let mean = (sum / d as f64) as f32;
+                let scale = 1.0 / (mean + eps).sqrt();
+                row.iter().zip(w).map(move |(&v, &w)| (v * scale) * w)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rmsnorm_matches_reference() {
+        let Some(gpu) = test_gpu() else { return };
+        // (rows, d, eps): model widths, per-head widths, a width not a multiple of the workgroup,
+        // a 1-element row and more rows than one grid dimension holds.
+        for (rows, d, eps) in [
+            (1u32, 576u32, 1e-5f32),
+            (7, 640, 1e-6),
+            (3, 1000, 1e-5),
+            (40, 64, 1e-6),
+            (9, 256, 1e-6),
+            (5, 1, 1e-5),
+            (70_000, 2, 1e-5),
+        ] {
+            let n = (rows * d) as usize;
+            let xs = random(n, rows as u64 * 31 + d as u64, 3.0);
+            let ws = random(d as usize, 7 + d as u64, 1.5);
+            let want = reference(&xs, &ws, d as usize, eps);
+            let x = gpu.upload("x", bytemuck::cast_slice(&xs));
+            let w = gpu.upload("w", bytemuck::cast_slice(&ws));
+            let out = gpu.storage("out", n as u64 * 4);
+            let mut enc = gpu.encoder();
+            RmsNorm::record(&gpu, &mut enc, &x, &w, &out, rows, d, eps).unwrap();
+            gpu.queue.submit([enc.finish()]);
+            let got = pollster::block_on(gpu.read_f32(&out, n)).unwrap();
+            let e = nmse(&got, &want);
+            eprintln!("rmsnorm rows {rows} d {d}: nmse {e:.2e}");
+            assert!(e < 1e-12, "rows {rows} d {d}: nmse {e}");
+
+            let mut enc = gpu.encoder();
+            RmsNorm::record_in_place(&gpu, &mut enc, &x, &w, rows, d, eps).unwrap();
+            gpu.queue.submit([enc.finish()]);
+            let got_in_place = pollster::block_on(gpu.read_f32(&x, n)).unwrap();
+            assert_eq!(got_in_place, got, "in place differs, rows {rows} d {d}");
+        }
+    }
+}

@@ -1,1 +1,254 @@
-//! (being written)
+//! Rotary position embedding (RoPE), in place on q or k.
+
+use super::{grid, params, shader::defines, Gpu};
+use crate::error::{Error, Result};
+
+/// Which dimensions of a head rotate together. A silent mistake here garbles every token
+/// without any error, so the model must pick this from its architecture (llama.cpp's
+/// `llama_model_rope_type`), never guess it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeMode {
+    /// Adjacent pairs (2i, 2i+1): llama, mistral, SmolLM2 (ggml mode 0; the GGUF converter
+    /// already permuted their Q/K weights into this order).
+    Normal,
+    /// Halves (i, i + n_rot/2): qwen2/3, gemma3, phi3 (ggml mode 2, `GGML_ROPE_TYPE_NEOX`).
+    Neox,
+}
+
+pub struct Rope;
+
+const WG_SIZE: u32 = 64;
+
+impl Rope {
+    /// Rotates x: f32 [n_tokens, n_heads, head_dim] in place; token t has position pos0 + t.
+    /// The first `n_rot` dims of each head rotate (even, ≤ head_dim), the rest stay. Pair i turns
+    /// by `theta_i = freq_scale · (pos · theta_scale^i) / ff[i]`, `theta_scale =
+    /// base^(-2/n_rot)`, computed as ggml-cpu does (f32, repeated products; YaRN off:
+    /// ext_factor 0, attn_factor 1). `freq_factors`: f32 [n_rot/2] (llama3 / phi3 rope factors).
+    /// Angles are accurate for positions·freq_scale below 2e5.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record(
+        gpu: &Gpu,
+        enc: &mut wgpu::CommandEncoder,
+        x: &wgpu::Buffer,
+        n_tokens: u32,
+        n_heads: u32,
+        head_dim: u32,
+        n_rot: u32,
+        pos0: u32,
+        base: f32,
+        freq_scale: f32,
+        mode: RopeMode,
+        freq_factors: Option<&wgpu::Buffer>,
+    ) -> Result<()> {
+        if n_rot == 0 || n_rot % 2 != 0 || n_rot > head_dim {
+            return Err(Error::Gpu(format!(
+                "rope: n_rot = {n_rot} must be even, positive and at most head_dim = {head_dim}"
+            )));
+        }
+        let mut defs = vec![("WG_SIZE", WG_SIZE.to_string())];
+        if mode == RopeMode::Neox {
+            defs.push(("NEOX", String::new()));
+        }
+        if freq_factors.is_some() {
+            defs.push(("FREQ_FACTORS", String::new()));
+        }
+        let defs: Vec<(&str, &str)> = defs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let pipeline = gpu.pipeline("rope.wgsl", &defines(&defs))?;
+        // ggml: powf(freq_base, -2.0f/n_dims), in f32 (Rust's powf is the C library's powf).
+        let theta_scale = base.powf(-2.0 / n_rot as f32);
+        let p = params(
+            gpu,
+            &[
+                n_tokens,
+                n_heads,
+                head_dim,
+                n_rot,
+                pos0,
+                theta_scale.to_bits(),
+                freq_scale.to_bits(),
+            ],
+        );
+        let mut buffers = vec![x.as_entire_binding()];
+        if let Some(ff) = freq_factors {
+            buffers.push(ff.as_entire_binding());
+        }
+        buffers.push(p.as_entire_binding());
+        let bind = gpu.bind(&pipeline, &buffers);
+        let threads = n_tokens * n_heads * (n_rot / 2);
+        gpu.dispatch(enc, &pipeline, &bind, grid(threads.div_ceil(WG_SIZE)));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::{nmse, test_gpu};
+
+    /// Uniform values in [-scale, scale) from a fixed seed (splitmix64).
+    fn random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = s;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                z ^= z >> 31;
+                ((z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+            })
+            .collect()
+    }
+
+    struct Case {
+        n_tokens: usize,
+        n_heads: usize,
+        head_dim: usize,
+        n_rot: usize,
+        pos0: usize,
+        base: f32,
+        freq_scale: f32,
+        mode: RopeMode,
+        factors: Option<Vec<f32>>,
+    }
+
+    /// ggml-cpu's rope (ggml_rope_cache_init + rotate_pairs), written out plainly.
+    fn reference(c: &Case, x: &[f32]) -> Vec<f32> {
+        let mut y = x.to_vec();
+        let theta_scale = c.base.powf(-2.0 / c.n_rot as f32);
+        for t in 0..c.n_tokens {
+            // The cache of (cos, sin) per pair for this token's position.
+            let mut theta = (c.pos0 + t) as f32;
+            let cache: Vec<(f32, f32)> = (0..c.n_rot / 2)
+                .map(|i| {
+                    let ff = c.factors.as_ref().map_or(1.0, |f| f[i]);
+                    let th = c.freq_scale * (theta / ff);
+                    theta *= theta_scale;
+                    (th.cos(), th.sin())
+                })
+                .collect();
+            for h in 0..c.n_heads {
+                let row = &mut y[(t * c.n_heads + h) * c.head_dim..][..c.head_dim];
+                for (i, &(cos, sin)) in cache.iter().enumerate() {
+                    let (i0, i1) = match c.mode {
+                        RopeMode::Normal => (2 * i, 2 * i + 1),
+                        RopeMode::Neox => (i, i + c.n_rot / 2),
+                    };
+                    let (x0, x1) = (row[i0], row[i1]);
+                    row[i0] = x0 * cos - x1 * sin;
+                    row[i1] = x0 * sin + x1 * cos;
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn rope_matches_ggml() {
+        let Some(gpu) = test_gpu() else { return };
+        let llama3_factors: Vec<f32> = (0..32).map(|i| 1.0 + (i as f32) * 0.25).collect();
+        use RopeMode::{Neox, Normal};
+        let llama3 = Some(llama3_factors);
+        // (tokens, heads, head_dim, n_rot, pos0, base, freq_scale, mode, factors)
+        let cases = [
+            // SmolLM2-like decode step: normal mode, 1 token deep into the context.
+            (1, 9, 64, 64, 1000, 10000.0, 1.0, Normal, None),
+            // Prefill of many tokens from 0.
+            (37, 3, 64, 64, 0, 100000.0, 1.0, Normal, None),
+            // gemma3-like: neox, head_dim 256, global base 1e6 with a linear scale.
+            (5, 4, 256, 256, 4090, 1_000_000.0, 0.125, Neox, None),
+            // Partial rotation (phi-like): n_rot < head_dim, both modes.
+            (6, 2, 96, 32, 17, 10000.0, 1.0, Neox, None),
+            (6, 2, 96, 32, 17, 10000.0, 1.0, Normal, None),
+            // llama3 rope factors.
+            (4, 8, 64, 64, 8000, 500000.0, 1.0, Normal, llama3),
+            // Long context: angles near 1.3e5 rad.
+            (2, 2, 128, 128, 131_000, 10000.0, 1.0, Neox, None),
+        ]
+        .map(
+            |(n_tokens, n_heads, head_dim, n_rot, pos0, base, freq_scale, mode, factors)| Case {
+                n_tokens,
+                n_heads,
+                head_dim,
+                n_rot,
+                pos0,
+                base,
+                freq_scale,
+                mode,
+                factors,
+            },
+        );
+        for c in &cases {
+            let n = c.n_tokens * c.n_heads * c.head_dim;
+            let xs = random(n, (c.pos0 + c.head_dim) as u64, 2.0);
+            let want = reference(c, &xs);
+            let x = gpu.upload("x", bytemuck::cast_slice(&xs));
+            let ff = c
+                .factors
+                .as_ref()
+                .map(|f| gpu.upload("ff", bytemuck::cast_slice(f)));
+            let mut enc = gpu.encoder();
+            Rope::record(
+                &gpu,
+                &mut enc,
+                &x,
+                c.n_tokens as u32,
+                c.n_heads as u32,
+                c.head_dim as u32,
+                c.n_rot as u32,
+                c.pos0 as u32,
+                c.base,
+                c.freq_scale,
+                c.mode,
+                ff.as_ref(),
+            )
+            .unwrap();
+            gpu.queue.submit([enc.finish()]);
+            let got = pollster::block_on(gpu.read_f32(&x, n)).unwrap();
+            let e = nmse(&got, &want);
+            let max = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            eprintln!(
+                "rope {:?} tokens {} heads {} head_dim {} n_rot {} pos0 {}: nmse {e:.2e}, max abs diff {max:.1e}",
+                c.mode, c.n_tokens, c.n_heads, c.head_dim, c.n_rot, c.pos0
+            );
+            assert!(e < 1e-12, "nmse {e}");
+            // Dims past n_rot are untouched, bit for bit.
+            for row in 0..c.n_tokens * c.n_heads {
+                let r = row * c.head_dim;
+                assert_eq!(
+                    got[r + c.n_rot..r + c.head_dim],
+                    xs[r + c.n_rot..r + c.head_dim]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_bad_n_rot() {
+        let Some(gpu) = test_gpu() else { return };
+        let x = gpu.storage("x", 256);
+        let mut enc = gpu.encoder();
+        for n_rot in [0, 3, 66] {
+            assert!(Rope::record(
+                &gpu,
+                &mut enc,
+                &x,
+                1,
+                1,
+                64,
+                n_rot,
+                0,
+                1e4,
+                1.0,
+                RopeMode::Normal,
+                None
+            )
+            .is_err());
+        }
+    }
+}

@@ -1,0 +1,92 @@
+// Prefill matrix × matrix: y[t, row0 + r] = Σ_k W[r, k] · x[t, k] for the rows r < p.rows of one
+// buffer of a QMatrix and the tokens t < p.n_tokens. Each workgroup of 64 threads (8 × 8)
+// computes a tile of 32 rows × 32 tokens, walking K in steps of 32: the W tile is dequantized
+// once into workgroup memory (one unit per thread for quantized types), the x tile copied
+// beside it, then each thread accumulates 4 rows × 4 tokens (strided by 8) in f32.
+#include "dequant.wgsl"
+
+struct Params {
+    rows: u32,            // rows in this buffer
+    units_per_row: u32,   // cols / (4 * UNIT_V4)
+    row0: u32,            // first row of this buffer in the whole matrix
+    d_off: u32,           // word offset of the separated f16 d array
+    n_tokens: u32,
+    y_stride: u32,        // rows of the whole matrix: y is [n_tokens, y_stride]
+}
+
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<uniform> p: Params;
+
+const TM: u32 = 32u;           // rows per tile
+const TN: u32 = 32u;           // tokens per tile
+const TK4: u32 = 8u;           // vec4s of K per step (32 elements)
+const UNITS_PER_STEP: u32 = TK4 / UNIT_V4;
+const UNITS_PER_BLOCK: u32 = BLOCK / (4u * UNIT_V4);
+
+var<workgroup> ws: array<vec4<f32>, TM * TK4>;   // [row][k4]
+var<workgroup> xs: array<vec4<f32>, TN * TK4>;   // [token][k4]
+
+@compute @workgroup_size(64)
+fn main(@builtin(local_invocation_index) lid: u32,
+        @builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(num_workgroups) nwg: vec3<u32>) {
+    d_off = p.d_off;
+    let tile_r = (wid.x + wid.y * nwg.x) * TM;
+    if (tile_r >= p.rows) {
+        return;
+    }
+    let tile_t = wid.z * TN;
+    let cols4 = p.units_per_row * UNIT_V4;
+    let tr = lid / 8u;
+    let tt = lid % 8u;
+    var acc: array<vec4<f32>, 4>;   // acc[i][j]: row tr + 8i, token tt + 8j
+    for (var k4 = 0u; k4 < cols4; k4 += TK4) {
+        let u0 = k4 / UNIT_V4;
+        for (var idx = lid; idx < TM * UNITS_PER_STEP; idx += 64u) {
+            let rr = idx / UNITS_PER_STEP;
+            let uk = idx % UNITS_PER_STEP;
+            var wv: array<vec4<f32>, UNIT_V4>;
+            if (u0 + uk < p.units_per_row) {
+                // Rows past the end repeat the last row; their sums are not written.
+                let unit = min(tile_r + rr, p.rows - 1u) * p.units_per_row + u0 + uk;
+                wv = dequant_unit(unit / UNITS_PER_BLOCK, unit % UNITS_PER_BLOCK);
+            }
+            for (var i = 0u; i < UNIT_V4; i++) {
+                ws[rr * TK4 + uk * UNIT_V4 + i] = wv[i];
+            }
+        }
+        for (var idx = lid; idx < TN * TK4; idx += 64u) {
+            let t = tile_t + idx / TK4;
+            let kk = k4 + idx % TK4;
+            var v = vec4<f32>(0.0);
+            if (t < p.n_tokens && kk < cols4) {
+                v = x[t * cols4 + kk];
+            }
+            xs[idx] = v;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK4; kk++) {
+            var wr: array<vec4<f32>, 4>;
+            for (var i = 0u; i < 4u; i++) {
+                wr[i] = ws[(tr + 8u * i) * TK4 + kk];
+            }
+            for (var j = 0u; j < 4u; j++) {
+                let xv = xs[(tt + 8u * j) * TK4 + kk];
+                for (var i = 0u; i < 4u; i++) {
+                    acc[i][j] += dot(wr[i], xv);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let r = tile_r + tr + 8u * i;
+        for (var j = 0u; j < 4u; j++) {
+            let t = tile_t + tt + 8u * j;
+            if (r < p.rows && t < p.n_tokens) {
+                y[t * p.y_stride + p.row0 + r] = acc[i][j];
+            }
+        }
+    }
+}

@@ -1,0 +1,50 @@
+// RMSNorm of rows: out[r, :] = x[r, :] · (1 / sqrt(mean(x[r, :]²) + eps)) · w[:], one workgroup
+// per row. IN_PLACE writes the result over x (a buffer cannot be bound twice for writing).
+// Operation order as ggml: scale = 1/sqrt(mean + eps), then (x·scale)·w.
+struct Params { rows: u32, d: u32, eps: u32 }
+
+#ifdef IN_PLACE
+@group(0) @binding(0) var<storage, read_write> x: array<f32>;
+@group(0) @binding(1) var<storage, read> w: array<f32>;
+@group(0) @binding(2) var<uniform> p: Params;
+#else
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> w: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<uniform> p: Params;
+#endif
+
+var<workgroup> partial: array<f32, WG_SIZE>;
+
+@compute @workgroup_size(WG_SIZE)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) tid: u32) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= p.rows) {
+        return; // uniform: the whole workgroup leaves
+    }
+    let base = row * p.d;
+    var sum = 0.0;
+    for (var i = tid; i < p.d; i += WG_SIZE) {
+        let v = x[base + i];
+        sum += v * v;
+    }
+    partial[tid] = sum;
+    workgroupBarrier();
+    for (var s = WG_SIZE / 2u; s > 0u; s >>= 1u) {
+        if (tid < s) {
+            partial[tid] += partial[tid + s];
+        }
+        workgroupBarrier();
+    }
+    let mean = partial[0] / f32(p.d);
+    let scale = 1.0 / sqrt(mean + bitcast<f32>(p.eps));
+    // Each thread rewrites only the elements it read itself, so IN_PLACE needs no extra barrier.
+    for (var i = tid; i < p.d; i += WG_SIZE) {
+#ifdef IN_PLACE
+        x[base + i] = (x[base + i] * scale) * w[i];
+#else
+        out[base + i] = (x[base + i] * scale) * w[i];
+#endif
+    }
+}
