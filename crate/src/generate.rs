@@ -1,0 +1,107 @@
+//! Running a model over tokens: generation (prefill, then decode one token at a time), scoring
+//! (one teacher-forced pass) and the timings both report.
+
+use crate::error::Result;
+use crate::model::{Model, Output, Want};
+use crate::sample::{log_prob, Sampler};
+use serde::Serialize;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Timings {
+    pub prefill_ms: f64,
+    pub decode_ms: f64,
+    pub prefill_tok_s: f64,
+    pub decode_tok_s: f64,
+}
+
+impl Timings {
+    fn new(prefill_ms: f64, prefill_tokens: usize, decode_ms: f64, decode_tokens: usize) -> Self {
+        let rate = |n: usize, ms: f64| if ms > 0.0 { n as f64 * 1000.0 / ms } else { 0.0 };
+        Timings { prefill_ms, decode_ms, prefill_tok_s: rate(prefill_tokens, prefill_ms), decode_tok_s: rate(decode_tokens, decode_ms) }
+    }
+}
+
+/// Milliseconds from an arbitrary origin.
+pub fn now_ms() -> f64 {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use std::sync::OnceLock;
+        static START: OnceLock<std::time::Instant> = OnceLock::new();
+        START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64() * 1000.0
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        js_sys::Date::now()
+    }
+}
+
+/// Generates up to `max_tokens` after `prompt` (the model continues from its current position),
+/// calling `on_token` for each new id; stops early at a token for which `is_end` holds (that
+/// token is returned but not evaluated).
+pub async fn generate(
+    model: &mut Model,
+    prompt: &[u32],
+    max_tokens: usize,
+    sampler: &mut Sampler,
+    is_end: impl Fn(u32) -> bool,
+    mut on_token: impl FnMut(u32),
+) -> Result<(Vec<u32>, Timings)> {
+    let greedy = sampler.config().is_greedy();
+    let want = if greedy { Want::Argmax } else { Want::Logits };
+    for &t in prompt {
+        sampler.accept(t);
+    }
+    let t0 = now_ms();
+    let mut out = model.eval(prompt, want).await?;
+    let prefill_ms = now_ms() - t0;
+    let t1 = now_ms();
+    let mut tokens = Vec::new();
+    while tokens.len() < max_tokens {
+        let next = match &out {
+            Output::Token(t) => *t,
+            Output::Logits(l) => sampler.sample(l),
+            Output::AllLogits(_) => unreachable!("not requested"),
+        };
+        sampler.accept(next);
+        tokens.push(next);
+        on_token(next);
+        if is_end(next) || tokens.len() == max_tokens {
+            break;
+        }
+        out = model.eval(&[next], want).await?;
+    }
+    let decode_ms = now_ms() - t1;
+    // The first token comes out of the prefill; decode time covers the rest.
+    let timings = Timings::new(prefill_ms, prompt.len(), decode_ms, tokens.len().saturating_sub(1));
+    Ok((tokens, timings))
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Position {
+    /// The model's top token after reading ids 0..=i.
+    pub argmax: u32,
+    /// log P(id i+1 | ids 0..=i); `None` for the last position.
+    pub logprob: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Score {
+    pub positions: Vec<Position>,
+    /// exp(−mean logprob) over the positions that have a next id.
+    pub perplexity: Option<f64>,
+}
+
+/// One teacher-forced pass over `tokens` from position 0.
+pub async fn score(model: &mut Model, tokens: &[u32]) -> Result<Score> {
+    model.reset();
+    let Output::AllLogits(all) = model.eval(tokens, Want::AllLogits).await? else { unreachable!("AllLogits requested") };
+    let n_vocab = model.config.n_vocab as usize;
+    let positions: Vec<Position> = all
+        .chunks(n_vocab)
+        .enumerate()
+        .map(|(i, row)| Position { argmax: crate::sample::argmax(row), logprob: tokens.get(i + 1).map(|&next| log_prob(row, next)) })
+        .collect();
+    let lps: Vec<f64> = positions.iter().filter_map(|p| p.logprob).collect();
+    let perplexity = (!lps.is_empty()).then(|| (-lps.iter().sum::<f64>() / lps.len() as f64).exp());
+    Ok(Score { positions, perplexity })
+}
