@@ -2,6 +2,7 @@
 // general category classes as llama.cpp's pre-tokenizer uses them. Do not edit by hand.
 //
 // (first code point of a run, class); a run lasts until the next entry.
+#[rustfmt::skip]
 pub(super) static CLASS_RUNS: [(u32, u8); 2272] = [
     (0x0, 7), (0x20, 3), (0x21, 5), (0x24, 6), (0x25, 5), (0x2B, 6), (0x2C, 5), (0x30, 1),
     (0x3A, 5), (0x3C, 6), (0x3F, 5), (0x41, 2), (0x5B, 5), (0x5E, 6), (0x5F, 5), (0x60, 6),
