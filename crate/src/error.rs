@@ -143,8 +143,24 @@ pub enum Error {
     UnsupportedArchitecture { arch: String, supported: String },
     #[error("context full: {needed} tokens needed but the context holds {n_ctx}; start a new conversation or load with a longer context")]
     ContextFull { n_ctx: u32, needed: u64 },
-    #[error("token id {token} is outside the vocabulary of {n_vocab}")]
-    BadToken { token: u32, n_vocab: u32 },
+
+    // ---- tokenizer and chat template ----
+    #[error("{source_name}: tokenizer model {model:?} (tokenizer.ggml.model) is not supported; supported: \"gpt2\" (byte-level BPE), \"llama\" (SentencePiece)")]
+    UnsupportedTokenizer { source_name: String, model: String },
+    #[error("{source_name}: pre-tokenizer {pre:?} (tokenizer.ggml.pre) is not supported; supported: {supported}")]
+    UnsupportedPreTokenizer {
+        source_name: String,
+        pre: String,
+        supported: String,
+    },
+    #[error("pre-tokenizer regex {regex:?}: {reason}")]
+    BadRegex { regex: String, reason: String },
+    #[error("token id {id} is out of range (the vocabulary has {n_vocab} tokens)")]
+    TokenOutOfRange { id: u32, n_vocab: usize },
+    #[error("{source_name}: the model has no chat template (tokenizer.chat_template); choose one explicitly, e.g. ChatTemplate::chatml()")]
+    NoChatTemplate { source_name: String },
+    #[error("chat template: {message}")]
+    ChatTemplate { message: String },
 
     // ---- GPU ----
     #[error("GPU: {0}")]

@@ -4,7 +4,10 @@
 //! or a browser Blob; [`gguf`] parses a model's header from such sources (one file, llama.cpp
 //! shards or raw byte chunks) without reading tensor data; [`memory`] turns the header into the
 //! memory a run needs; [`quant`] knows every GGUF block format and dequantizes them on the CPU.
+//! [`tokenizer`] turns text into token ids and back exactly as llama.cpp; [`chat`] renders a
+//! model's chat template.
 
+pub mod chat;
 pub mod error;
 pub mod gguf;
 pub mod gpu;
@@ -15,6 +18,7 @@ pub mod model;
 pub mod quant;
 pub mod sample;
 pub mod source;
+pub mod tokenizer;
 
 #[cfg(target_arch = "wasm32")]
 mod wasm;

@@ -188,7 +188,7 @@ impl Model {
             return Err(Error::ContextFull { n_ctx: self.n_ctx, needed });
         }
         if let Some(&bad) = tokens.iter().find(|&&t| t >= self.config.n_vocab) {
-            return Err(Error::BadToken { token: bad, n_vocab: self.config.n_vocab });
+            return Err(Error::TokenOutOfRange { id: bad, n_vocab: self.config.n_vocab as usize });
         }
         if want == Want::AllLogits && self.state.all_logits.is_none() {
             self.state.all_logits = Some(self.gpu.storage("all_logits", BATCH as u64 * self.config.n_vocab as u64 * 4));

@@ -1,0 +1,253 @@
+//! Chat templates: the Jinja template a model ships in `tokenizer.chat_template` turns a
+//! conversation into the prompt text it was trained on.
+//!
+//! Rendered with minijinja configured as Hugging Face's `apply_chat_template` configures Jinja2:
+//! `trim_blocks` and `lstrip_blocks` on, loop controls, a `raise_exception(message)` function,
+//! and Python's string and dict methods (`.strip()`, `.startswith()`, `.items()` …) through
+//! minijinja-contrib's `pycompat`. The variables are `messages` (a list of `{role, content}`),
+//! `add_generation_prompt`, `bos_token` and `eos_token`.
+//!
+//! The rendered text contains special-token texts (`<|im_start|>`, `<start_of_turn>`, often
+//! the BOS text): tokenize it with `parse_special = true` and, when the template writes
+//! `bos_token` itself, `add_special = false`, or BOS appears twice.
+//!
+//! A model without a template is an error ([`Error::NoChatTemplate`]); there is no silent
+//! fallback. A caller that wants one picks it explicitly: [`ChatTemplate::chatml`] or
+//! [`ChatTemplate::gemma`].
+
+use crate::error::{Error, Result};
+use crate::gguf::GgufModel;
+use crate::tokenizer::Tokenizer;
+use minijinja::syntax::SyntaxConfig;
+use minijinja::{Environment, ErrorKind, Value};
+use serde::{Deserialize, Serialize};
+
+/// One turn of a conversation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// "system", "user" or "assistant" (some templates know others, e.g. "tool").
+    pub role: String,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// ChatML (`<|im_start|>role\n…<|im_end|>\n`), the format of Qwen, SmolLM and many others.
+pub const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+/// Gemma's turn format (`<start_of_turn>user\n…<end_of_turn>\n`, the assistant is "model", a
+/// system message is prepended to the first user turn), as in Gemma 3's instruction-tuned
+/// models.
+pub const GEMMA: &str = r#"{{ bos_token }}
+{%- if messages[0]['role'] == 'system' -%}
+    {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}
+    {%- set loop_messages = messages[1:] -%}
+{%- else -%}
+    {%- set first_user_prefix = "" -%}
+    {%- set loop_messages = messages -%}
+{%- endif -%}
+{%- for message in loop_messages -%}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
+        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}
+    {%- endif -%}
+    {%- if message['role'] == 'assistant' -%}
+        {%- set role = "model" -%}
+    {%- else -%}
+        {%- set role = message['role'] -%}
+    {%- endif -%}
+    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else "") }}
+    {{- message['content'] | trim }}
+    {{- '<end_of_turn>\n' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+    {{ '<start_of_turn>model\n' }}
+{%- endif -%}
+"#;
+
+/// A compiled chat template with the model's BOS and EOS texts.
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    source: String,
+    bos_token: String,
+    eos_token: String,
+}
+
+const NAME: &str = "chat_template";
+
+impl ChatTemplate {
+    /// The model's own template (`tokenizer.chat_template`), with BOS/EOS texts from its
+    /// vocabulary.
+    pub fn from_model(model: &GgufModel, tokenizer: &Tokenizer) -> Result<Self> {
+        let source_name = model.parts.first().map(|p| p.0.as_str()).unwrap_or("model");
+        match model.metadata.get("tokenizer.chat_template") {
+            None => Err(Error::NoChatTemplate {
+                source_name: source_name.to_string(),
+            }),
+            Some(v) => {
+                let src = v.as_str().ok_or_else(|| Error::WrongValueType {
+                    source_name: source_name.to_string(),
+                    key: "tokenizer.chat_template".into(),
+                    expected: "string",
+                    found: v.describe(),
+                })?;
+                Self::with_tokenizer(src, tokenizer)
+            }
+        }
+    }
+
+    /// [`CHATML`] with BOS/EOS texts from `tokenizer`.
+    pub fn chatml(tokenizer: &Tokenizer) -> Result<Self> {
+        Self::with_tokenizer(CHATML, tokenizer)
+    }
+
+    /// [`GEMMA`] with BOS/EOS texts from `tokenizer`.
+    pub fn gemma(tokenizer: &Tokenizer) -> Result<Self> {
+        Self::with_tokenizer(GEMMA, tokenizer)
+    }
+
+    /// A template source with BOS/EOS texts from `tokenizer` ("" for a missing token).
+    pub fn with_tokenizer(source: &str, tokenizer: &Tokenizer) -> Result<Self> {
+        let text = |id: Option<u32>| {
+            id.and_then(|i| tokenizer.token_text(i).ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        Self::new(source, &text(tokenizer.bos()), &text(tokenizer.eos()))
+    }
+
+    /// Compiles a template source; syntax errors are reported here, not at render time.
+    pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self> {
+        let mut env = Environment::new();
+        let syntax = SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build()
+            .map_err(template_error)?;
+        env.set_syntax(syntax);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function(
+            "raise_exception",
+            |message: String| -> std::result::Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(ErrorKind::InvalidOperation, message))
+            },
+        );
+        env.add_template_owned(NAME, source.to_string())
+            .map_err(template_error)?;
+        Ok(Self {
+            env,
+            source: source.to_string(),
+            bos_token: bos_token.to_string(),
+            eos_token: eos_token.to_string(),
+        })
+    }
+
+    /// The prompt text for a conversation; with `add_generation_prompt` it ends with the
+    /// opening of the assistant's turn.
+    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        let tmpl = self.env.get_template(NAME).map_err(template_error)?;
+        let messages: Value = messages
+            .iter()
+            .map(|m| {
+                Value::from_pairs([("role", m.role.as_str()), ("content", m.content.as_str())])
+            })
+            .collect();
+        tmpl.render(minijinja::context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => &self.bos_token,
+            eos_token => &self.eos_token,
+        })
+        .map_err(template_error)
+    }
+
+    /// The template's Jinja source.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+}
+
+fn template_error(e: minijinja::Error) -> Error {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        message.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    Error::ChatTemplate { message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conv() -> Vec<ChatMessage> {
+        vec![
+            ChatMessage::new("system", "Be brief."),
+            ChatMessage::new("user", "Hi!"),
+            ChatMessage::new("assistant", "Hello. "),
+            ChatMessage::new("user", "2+2?"),
+        ]
+    }
+
+    #[test]
+    fn chatml_format() {
+        let t = ChatTemplate::new(CHATML, "", "").unwrap();
+        assert_eq!(
+            t.render(&conv(), true).unwrap(),
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n\
+             <|im_start|>assistant\nHello. <|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n\
+             <|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn gemma_format() {
+        let t = ChatTemplate::new(GEMMA, "<bos>", "<eos>").unwrap();
+        assert_eq!(
+            t.render(&conv(), true).unwrap(),
+            "<bos><start_of_turn>user\nBe brief.\n\nHi!<end_of_turn>\n\
+             <start_of_turn>model\nHello.<end_of_turn>\n\
+             <start_of_turn>user\n2+2?<end_of_turn>\n<start_of_turn>model\n"
+        );
+        assert_eq!(
+            t.render(&conv()[1..2], false).unwrap(),
+            "<bos><start_of_turn>user\nHi!<end_of_turn>\n"
+        );
+    }
+
+    #[test]
+    fn raise_exception_is_an_error_with_its_message() {
+        let t = ChatTemplate::new(GEMMA, "<bos>", "<eos>").unwrap();
+        let msgs = [ChatMessage::new("assistant", "first")];
+        let e = t.render(&msgs, false).unwrap_err().to_string();
+        assert!(e.contains("Conversation roles must alternate"), "{e}");
+    }
+
+    #[test]
+    fn python_methods_and_blocks_trimmed() {
+        let src = "{% for m in messages %}\n  {{ m.content.strip().upper() }}{% if m.role.startswith('us') %}!{% endif %}\n{% endfor %}";
+        let t = ChatTemplate::new(src, "", "").unwrap();
+        let msgs = [
+            ChatMessage::new("user", "  a "),
+            ChatMessage::new("assistant", "b"),
+        ];
+        // trim_blocks eats the newline after each block tag; "  " before `{{` is no block.
+        assert_eq!(t.render(&msgs, false).unwrap(), "  A!  B");
+    }
+
+    #[test]
+    fn syntax_error_names_the_problem() {
+        let e = ChatTemplate::new("{% for x in %}", "", "")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.starts_with("chat template: "), "{e}");
+    }
+}
