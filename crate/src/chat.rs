@@ -8,8 +8,9 @@
 //! `add_generation_prompt`, `bos_token` and `eos_token`.
 //!
 //! The rendered text contains special-token texts (`<|im_start|>`, `<start_of_turn>`, often
-//! the BOS text): tokenize it with `parse_special = true` and, when the template writes
-//! `bos_token` itself, `add_special = false`, or BOS appears twice.
+//! the BOS text): [`ChatTemplate::encode`] tokenizes it as llama.cpp's chat path does (a BOS
+//! text the template wrote is dropped when the tokenizer adds BOS itself, then special tokens
+//! are parsed), so BOS appears once.
 //!
 //! A model without a template is an error ([`Error::NoChatTemplate`]); there is no silent
 //! fallback. A caller that wants one picks it explicitly: [`ChatTemplate::chatml`] or
@@ -72,6 +73,7 @@ pub const GEMMA: &str = r#"{{ bos_token }}
 "#;
 
 /// A compiled chat template with the model's BOS and EOS texts.
+#[derive(Debug)]
 pub struct ChatTemplate {
     env: Environment<'static>,
     source: String,
@@ -112,12 +114,13 @@ impl ChatTemplate {
         Self::with_tokenizer(GEMMA, tokenizer)
     }
 
-    /// A template source with BOS/EOS texts from `tokenizer` ("" for a missing token).
+    /// A template source with BOS/EOS texts from `tokenizer` (their pieces with special
+    /// tokens rendered, as llama.cpp; "" for a missing token).
     pub fn with_tokenizer(source: &str, tokenizer: &Tokenizer) -> Result<Self> {
         let text = |id: Option<u32>| {
-            id.and_then(|i| tokenizer.token_text(i).ok())
-                .unwrap_or("")
-                .to_string()
+            id.and_then(|i| tokenizer.token_piece(i, true).ok())
+                .map(|p| String::from_utf8_lossy(&p).into_owned())
+                .unwrap_or_default()
         };
         Self::new(source, &text(tokenizer.bos()), &text(tokenizer.eos()))
     }
@@ -165,6 +168,26 @@ impl ChatTemplate {
             eos_token => &self.eos_token,
         })
         .map_err(template_error)
+    }
+
+    /// Token ids of the rendered conversation, as llama.cpp's chat path makes them: when the
+    /// tokenizer adds BOS (EOS) itself, a BOS (EOS) text the template wrote at the start (end)
+    /// is dropped; then the text is tokenized with `add_special` and `parse_special`.
+    pub fn encode(
+        &self,
+        tokenizer: &Tokenizer,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<Vec<u32>> {
+        let rendered = self.render(messages, add_generation_prompt)?;
+        let mut text = rendered.as_str();
+        if tokenizer.add_bos() && !self.bos_token.is_empty() {
+            text = text.strip_prefix(self.bos_token.as_str()).unwrap_or(text);
+        }
+        if tokenizer.add_eos() && !self.eos_token.is_empty() {
+            text = text.strip_suffix(self.eos_token.as_str()).unwrap_or(text);
+        }
+        Ok(tokenizer.encode(text, true, true))
     }
 
     /// The template's Jinja source.

@@ -210,6 +210,15 @@ fn check_model(names: &[&str], golden_name: &str) {
             .unwrap();
         assert_eq!(rendered, c.rendered, "{} #{}", c.template, c.conversation);
         assert_eq!(tok.encode(&rendered, false, true), c.ids);
+        // The chat path: BOS once, whether the template writes it or the tokenizer adds it.
+        let ids = t
+            .encode(
+                &tok,
+                &conversations[c.conversation],
+                c.add_generation_prompt,
+            )
+            .unwrap();
+        assert_eq!(ids, c.ids, "{} #{}", c.template, c.conversation);
     }
 }
 
