@@ -127,7 +127,12 @@ function materializeModel(spec) {
     } finally {
       fs.closeSync(fd);
     }
-    cleanup = () => fs.rmSync(dir, { recursive: true, force: true });
+    const onSignal = (sig) => { fs.rmSync(dir, { recursive: true, force: true }); process.exit(sig === "SIGINT" ? 130 : 143); };
+    process.once("SIGINT", onSignal).once("SIGTERM", onSignal);
+    cleanup = () => {
+      process.off("SIGINT", onSignal).off("SIGTERM", onSignal);
+      fs.rmSync(dir, { recursive: true, force: true });
+    };
   }
   const sha256 = hash.digest("hex");
   if (sha256 !== spec.sha256) {
