@@ -1,0 +1,429 @@
+// Golden files for the engine's end-to-end fidelity tests, produced by the llama.cpp oracle
+// (node-llama-cpp 3.21.1, prebuilt linux-x64 CPU build): greedy generations for the two real
+// test models. See tests/oracle/README.md for setup, the choices made here and timings.
+//
+//   node tests/oracle/make_model_goldens.mjs                 # writes tests/golden/generate-*.json
+//   node tests/oracle/make_model_goldens.mjs --out DIR       # writes DIR/generate-*.json instead
+//   node tests/oracle/make_model_goldens.mjs --only gemma3   # one model (smollm2 | gemma3)
+//   node tests/oracle/make_model_goldens.mjs --bench         # prefill/decode tok/s, writes nothing
+//   ... --threads N   # llama.cpp threads (default 2); the generated ids do not depend on it
+//   ... --runs N      # --bench: timed runs per model after the warm-up (default 3)
+//
+// The output is a pure function of the models and the oracle build: no timestamps, no timings.
+
+import { createHash } from "node:crypto";
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { createRequire } from "node:module";
+import { getLlama } from "node-llama-cpp";
+// A dependency of node-llama-cpp itself (it uses it for JinjaTemplateChatWrapper).
+import { Template } from "@huggingface/jinja";
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.resolve(HERE, "..", "..");
+const require = createRequire(import.meta.url);
+
+// The folder of an installed package (their exports maps hide package.json).
+function packageDir(name) {
+  let dir = path.dirname(require.resolve(name));
+  while (!fs.existsSync(path.join(dir, "package.json")) ||
+         JSON.parse(fs.readFileSync(path.join(dir, "package.json"), "utf8")).name !== name) {
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error(`no package.json for ${name}`);
+    dir = up;
+  }
+  return dir;
+}
+
+const MAX_NEW_TOKENS = 64;
+const CONTEXT_SIZE = 512;
+const TOP_K_DEBUG = 5;
+
+const RAW_PROMPTS = [
+  "The capital of France is",
+  "def fibonacci(n):",
+  "Once upon a time, in a small village,",
+  "1, 2, 3, 4, 5,",
+];
+const CHAT_MESSAGES = [
+  [{ role: "user", content: "What is the capital of France?" }],
+  [{ role: "user", content: "Write a haiku about the sea." }],
+];
+
+// Gemma 3 turn format for a single user message plus the generation prompt. It is what llama.cpp's
+// built-in "gemma" template (llama_chat_apply_template / --chat-template gemma) and node-llama-cpp's
+// GemmaChatWrapper produce; used only because the gemma-3-270m base GGUF has no
+// tokenizer.chat_template. The leading <bos> is not part of the text: it is prepended as a token.
+function renderGemmaTurns(messages) {
+  let out = "";
+  for (const m of messages) {
+    const role = m.role === "assistant" ? "model" : m.role;
+    if (role !== "user" && role !== "model") throw new Error(`gemma turns: unsupported role ${m.role}`);
+    out += `<start_of_turn>${role}\n${m.content.trim()}<end_of_turn>\n`;
+  }
+  return out + "<start_of_turn>model\n";
+}
+
+const MODELS = {
+  smollm2: {
+    out: "generate-smollm2.json",
+    file: "SmolLM2-135M-Instruct.Q4_1.gguf",
+    parts: ["models/SmolLM2-135M-Instruct.Q4_1.gguf"],
+    sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+  },
+  gemma3: {
+    out: "generate-gemma3.json",
+    file: "gemma-3-270m-q4_k_m.gguf",
+    parts: [0, 1, 2, 3].map((i) => `models/gemma-3-270m-q4_k_m.gguf.part0${i}`),
+    sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+  },
+};
+
+function parseArgs(argv) {
+  const args = { out: path.join(ROOT, "tests", "golden"), only: null, bench: false, threads: 2, runs: 3 };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === "--out") args.out = path.resolve(argv[++i]);
+    else if (a === "--only") args.only = argv[++i];
+    else if (a === "--bench") args.bench = true;
+    else if (a === "--threads") args.threads = Number(argv[++i]);
+    else if (a === "--runs") args.runs = Number(argv[++i]);
+    else throw new Error(`unknown argument ${a}`);
+  }
+  for (const k of ["threads", "runs"])
+    if (!(Number.isInteger(args[k]) && args[k] >= 1)) throw new Error(`--${k}: a positive integer`);
+  if (args.only && !MODELS[args.only]) throw new Error(`--only: one of ${Object.keys(MODELS).join(", ")}`);
+  return args;
+}
+
+// Returns {path, sha256, size, cleanup}. A single file is used in place; byte chunks are
+// concatenated into a temp file (node-llama-cpp loads split models only in llama.cpp's shard
+// format, not raw byte chunks), which cleanup() removes.
+function materializeModel(spec) {
+  const hash = createHash("sha256");
+  let size = 0;
+  const files = spec.parts.map((p) => path.join(ROOT, p));
+  for (const f of files) if (!fs.existsSync(f)) throw new Error(`missing ${f} (see models/README.md)`);
+  let modelPath = files[0];
+  let cleanup = () => {};
+  if (files.length === 1) {
+    const buf = fs.readFileSync(files[0]);
+    hash.update(buf);
+    size = buf.length;
+  } else {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "quantweb-oracle-"));
+    modelPath = path.join(dir, spec.file);
+    const fd = fs.openSync(modelPath, "w");
+    try {
+      for (const f of files) {
+        const buf = fs.readFileSync(f);
+        hash.update(buf);
+        fs.writeSync(fd, buf);
+        size += buf.length;
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+    const onSignal = (sig) => { fs.rmSync(dir, { recursive: true, force: true }); process.exit(sig === "SIGINT" ? 130 : 143); };
+    process.once("SIGINT", onSignal).once("SIGTERM", onSignal);
+    cleanup = () => {
+      process.off("SIGINT", onSignal).off("SIGTERM", onSignal);
+      fs.rmSync(dir, { recursive: true, force: true });
+    };
+  }
+  const sha256 = hash.digest("hex");
+  if (sha256 !== spec.sha256) {
+    cleanup();
+    throw new Error(`${spec.file}: sha256 ${sha256}, expected ${spec.sha256}`);
+  }
+  return { path: modelPath, sha256, size, cleanup };
+}
+
+// llama.cpp's build commit as compiled into the prebuilt binary (LLAMA_COMMIT in
+// libllama-common.so). Read with python3 ctypes when available; null otherwise.
+function llamaCppCommit() {
+  try {
+    const binDir = path.join(packageDir("@node-llama-cpp/linux-x64"), "bins", "linux-x64");
+    const r = spawnSync("python3", ["-c",
+      "import ctypes;l=ctypes.CDLL('./libllama-common.so');" +
+      "print(ctypes.c_char_p.in_dll(l,'LLAMA_COMMIT').value.decode())"],
+      { cwd: binDir, env: { ...process.env, LD_LIBRARY_PATH: binDir }, encoding: "utf8" });
+    return r.status === 0 ? r.stdout.trim() || null : null;
+  } catch {
+    return null;
+  }
+}
+
+function oracleInfo(llama) {
+  const nlc = JSON.parse(fs.readFileSync(path.join(packageDir("node-llama-cpp"), "package.json"), "utf8"));
+  return {
+    node_llama_cpp: nlc.version,
+    llama_cpp_release: llama.llamaCppRelease.release,
+    llama_cpp_repo: llama.llamaCppRelease.repo,
+    llama_cpp_commit: llamaCppCommit(),
+    build: `${llama.buildType} ${process.platform}-${process.arch} ${llama.gpu === false ? "CPU" : llama.gpu}`,
+  };
+}
+
+// The prompt text exactly as it is tokenized, and how it was rendered.
+function renderChat(model, messages) {
+  const tpl = model.fileInfo.metadata?.tokenizer?.chat_template;
+  const bosString = model.tokens.bosString ?? "";
+  if (typeof tpl === "string" && tpl.length > 0) {
+    let text = new Template(tpl).render({
+      messages,
+      add_generation_prompt: true,
+      bos_token: bosString,
+      eos_token: model.tokens.eosString ?? "",
+    });
+    // Like llama.cpp (common/chat.cpp): when the vocab adds BOS itself, a BOS the template
+    // rendered at the start is stripped so it is not doubled.
+    if (model.tokens.shouldPrependBosToken && bosString && text.startsWith(bosString))
+      text = text.slice(bosString.length);
+    return { text, source: "gguf tokenizer.chat_template (rendered with @huggingface/jinja)" };
+  }
+  if (model.fileInfo.metadata?.general?.architecture === "gemma3")
+    return {
+      text: renderGemmaTurns(messages),
+      source: "none in the GGUF; Gemma turn format (llama.cpp built-in 'gemma' template)",
+    };
+  throw new Error("model has no chat template and no fallback is defined");
+}
+
+function promptTokens(model, text, special) {
+  const ids = Array.from(model.tokenize(text, special));
+  if (model.tokens.shouldPrependBosToken && model.tokens.bos != null) ids.unshift(model.tokens.bos);
+  return ids;
+}
+
+// Greedy generation: up to MAX_NEW_TOKENS ids; an EOG id ends it and is kept as the last id.
+async function generate(sequence, model, prompt) {
+  await sequence.clearHistory();
+  const tokens = [];
+  let stop = "max_tokens";
+  for await (const t of sequence.evaluate(prompt, { temperature: 0, yieldEogToken: true })) {
+    tokens.push(t);
+    if (model.isEogToken(t)) { stop = "eog"; break; }
+    if (tokens.length >= MAX_NEW_TOKENS) break;
+  }
+  return { tokens, stop };
+}
+
+// A second greedy pass over the same prompt, with the next-token distribution at every step:
+// top-5 at the first generated position and, per generated token, the margin ln p(top1) - ln p(top2)
+// (= logit(top1) - logit(top2)), so a test can tell a real mismatch from a near-tie flip.
+// node-llama-cpp reports softmax probabilities of the raw logits over the whole vocabulary (the
+// greedy chain leaves the logits as they are), sorted highest first; ln(p) = logit - logsumexp.
+// The pass must choose the same ids as generate(); it throws otherwise.
+async function probePass(sequence, model, prompt, expect) {
+  await sequence.clearHistory();
+  const it = sequence.evaluateWithMetadata(prompt, { probabilities: true }, { temperature: 0, yieldEogToken: true });
+  const top5 = [];
+  const margins = [];
+  try {
+    for (let i = 0; i < expect.length; i++) {
+      const { value, done } = await it.next();
+      if (done) throw new Error(`probe pass ended after ${i} tokens, expected ${expect.length}`);
+      if (value.token !== expect[i])
+        throw new Error(`probe pass chose ${value.token} at step ${i}, generate() chose ${expect[i]}`);
+      const entries = value.probabilities.entries();
+      const first = entries.next().value, second = entries.next().value;
+      if (first[0] !== value.token) throw new Error(`step ${i}: top-1 ${first[0]} is not the chosen ${value.token}`);
+      const m = Math.log(first[1]) - Math.log(second[1]);
+      margins.push(Number.isFinite(m) ? round(m, 4) : null);
+      if (i === 0) {
+        for (const [id, p] of value.probabilities) {
+          top5.push({ id, logprob: round(Math.log(p), 4), piece: model.detokenize([id], true) });
+          if (top5.length >= TOP_K_DEBUG) break;
+        }
+      }
+    }
+  } finally {
+    await it.return();
+  }
+  return { top5, margins };
+}
+
+function round(x, digits) {
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}
+
+// Pretty JSON: arrays and objects holding only scalars go on one line.
+function formatJson(value) {
+  const isScalar = (v) => v === null || typeof v !== "object";
+  const fmt = (v, indent) => {
+    if (isScalar(v)) return JSON.stringify(v);
+    const inner = indent + "  ";
+    if (Array.isArray(v)) {
+      if (v.length === 0) return "[]";
+      if (v.every(isScalar)) return `[${v.map((x) => JSON.stringify(x)).join(", ")}]`;
+      return `[\n${v.map((x) => inner + fmt(x, inner)).join(",\n")}\n${indent}]`;
+    }
+    const entries = Object.entries(v).filter(([, x]) => x !== undefined);
+    if (entries.length === 0) return "{}";
+    if (entries.every(([, x]) => isScalar(x)))
+      return `{${entries.map(([k, x]) => `${JSON.stringify(k)}: ${JSON.stringify(x)}`).join(", ")}}`;
+    return `{\n${entries.map(([k, x]) => `${inner}${JSON.stringify(k)}: ${fmt(x, inner)}`).join(",\n")}\n${indent}}`;
+  };
+  const out = fmt(value, "") + "\n";
+  if (JSON.stringify(JSON.parse(out)) !== JSON.stringify(value)) throw new Error("formatJson: round trip failed");
+  return out;
+}
+
+async function makeGolden(llama, key, spec, outDir, threads) {
+  const t0 = performance.now();
+  const file = materializeModel(spec);
+  try {
+    const model = await llama.loadModel({ modelPath: file.path });
+    const context = await model.createContext({ contextSize: CONTEXT_SIZE, threads });
+    const sequence = context.getSequence();
+    const md = model.fileInfo.metadata;
+
+    const cases = [];
+    const inputs = [
+      ...RAW_PROMPTS.map((p) => ({ chat: false, prompt: p })),
+      ...CHAT_MESSAGES.map((messages) => {
+        const r = renderChat(model, messages);
+        return { chat: true, prompt: r.text, messages, template_source: r.source };
+      }),
+    ];
+    for (const [i, inp] of inputs.entries()) {
+      const tc = performance.now();
+      const prompt_tokens = promptTokens(model, inp.prompt, inp.chat);
+      const { tokens, stop } = await generate(sequence, model, prompt_tokens);
+      const probe = await probePass(sequence, model, prompt_tokens, tokens);
+      const c = { name: `${inp.chat ? "chat" : "raw"}_${i}`, chat: inp.chat, prompt: inp.prompt };
+      if (inp.chat) { c.messages = inp.messages; c.template_source = inp.template_source; }
+      Object.assign(c, {
+        prompt_tokens,
+        tokens,
+        stop,
+        text: model.detokenize(tokens, true),
+        first_top5: probe.top5,
+        margins: probe.margins,
+        min_margin: Math.min(...probe.margins.filter((m) => m !== null)),
+      });
+      cases.push(c);
+      console.log(`${key} ${c.name}: ${prompt_tokens.length} prompt tokens -> ${tokens.length} (${stop}) ` +
+        `${JSON.stringify(c.text.slice(0, 60))} [${((performance.now() - tc) / 1000).toFixed(1)} s]`);
+    }
+
+    const golden = {
+      about: "Greedy generations from the llama.cpp oracle; made by tests/oracle/make_model_goldens.mjs (see tests/oracle/README.md)",
+      oracle: oracleInfo(llama),
+      settings: {
+        context_size: CONTEXT_SIZE,
+        threads,
+        sampling: "greedy (temperature 0, no penalties), KV cache cleared between prompts",
+        max_new_tokens: MAX_NEW_TOKENS,
+        tokens: "generated ids; ends early only at an end-of-generation id, which is kept as the last id (stop: 'eog')",
+        text: "detokenize(tokens, specialTokens = true): special tokens rendered as their text",
+        prompt_tokens: "model.tokenize(prompt, specialTokens = chat), with BOS prepended when should_prepend_bos",
+        margins: "per generated token: ln p(top1) - ln p(top2) = logit(top1) - logit(top2) at that step (null: top2 underflowed); small values mark near-ties where another correct engine may pick differently",
+        first_top5: "highest 5 of the next-token distribution at the first generated position: ln softmax of the raw logits (logprob differences = logit differences)",
+      },
+      model: {
+        file: spec.file,
+        from: spec.parts,
+        sha256: file.sha256,
+        size: file.size,
+        architecture: md.general.architecture,
+        n_vocab: llamaVocabSize(model),
+        bos_id: model.tokens.bos,
+        eos_id: model.tokens.eos,
+        eot_id: model.tokens.eot,
+        eog_ids: eogIds(model),
+        bos_string: model.tokens.bosString,
+        eos_string: model.tokens.eosString,
+        should_prepend_bos: model.tokens.shouldPrependBosToken,
+        has_chat_template: typeof md.tokenizer?.chat_template === "string",
+      },
+      cases,
+    };
+
+    await context.dispose();
+    await model.dispose();
+    fs.mkdirSync(outDir, { recursive: true });
+    const outPath = path.join(outDir, spec.out);
+    fs.writeFileSync(outPath, formatJson(golden));
+    console.log(`${key}: wrote ${outPath} (${fs.statSync(outPath).size} B) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  } finally {
+    file.cleanup();
+  }
+}
+
+// Every id llama.cpp treats as end of generation (llama_vocab_is_eog).
+function eogIds(model) {
+  const ids = [];
+  for (let id = 0; id < llamaVocabSize(model); id++) if (model.isEogToken(id)) ids.push(id);
+  return ids;
+}
+
+function llamaVocabSize(model) {
+  const n = model.fileInfo.metadata?.tokenizer?.ggml?.tokens?.length;
+  if (typeof n !== "number") throw new Error("no tokenizer.ggml.tokens in the GGUF");
+  return n;
+}
+
+// Prefill and decode speed: a 128-token prompt, 64 generated tokens, `runs` runs after a warm-up.
+// prefill = 128 / (time to the first sampled token); decode = 63 / (time from the first to the
+// 64th sampled token), i.e. one token evaluated per step.
+async function bench(llama, key, spec, threads, RUNS) {
+  const PROMPT_LEN = 128, GEN = 64;
+  const file = materializeModel(spec);
+  try {
+    const model = await llama.loadModel({ modelPath: file.path });
+    const context = await model.createContext({ contextSize: CONTEXT_SIZE, threads });
+    const sequence = context.getSequence();
+    const text = "The history of the printing press begins in the fifteenth century, when Johannes " +
+      "Gutenberg combined movable metal type, oil-based inks and a wooden screw press into a system " +
+      "that could produce books quickly and cheaply. Within a few decades printing shops had spread " +
+      "across Europe, and the number of books in circulation grew from thousands to millions. " +
+      "Scholars, merchants and religious reformers all used the new technology to spread their " +
+      "ideas, and the consequences for science, politics and education were profound. In this essay " +
+      "we look at how the press changed the way people read, wrote and thought, and why its effects " +
+      "are still felt today, more than five hundred years after the first printed Bible appeared in " +
+      "the German city of Mainz.";
+    let prompt = promptTokens(model, text, false);
+    if (prompt.length < PROMPT_LEN) throw new Error(`bench prompt has only ${prompt.length} tokens`);
+    prompt = prompt.slice(0, PROMPT_LEN);
+    const runs = [];
+    for (let r = 0; r <= RUNS; r++) {
+      await sequence.clearHistory();
+      const start = performance.now();
+      let first = 0, last = 0, n = 0;
+      for await (const _t of sequence.evaluate(prompt, { temperature: 0 })) {
+        n++;
+        if (n === 1) first = performance.now();
+        last = performance.now();
+        if (n >= GEN) break;
+      }
+      if (n !== GEN) throw new Error(`bench: generated ${n} tokens, wanted ${GEN}`);
+      const res = { prefill_tok_s: PROMPT_LEN / ((first - start) / 1000), decode_tok_s: (GEN - 1) / ((last - first) / 1000) };
+      if (r > 0) runs.push(res); // run 0 is the warm-up
+    }
+    const med = (xs) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+    const p = runs.map((r) => r.prefill_tok_s), d = runs.map((r) => r.decode_tok_s);
+    const f = (xs) => xs.map((x) => x.toFixed(1)).join(", ");
+    console.log(`bench ${key}: prompt ${PROMPT_LEN}, gen ${GEN}, threads ${threads}, batch ${context.batchSize}: ` +
+      `prefill median ${med(p).toFixed(1)} tok/s [${f(p)}], decode median ${med(d).toFixed(1)} tok/s [${f(d)}]`);
+    await context.dispose();
+    await model.dispose();
+  } finally {
+    file.cleanup();
+  }
+}
+
+const args = parseArgs(process.argv.slice(2));
+// build: "never": use the prebuilt binary only; never try to download or compile llama.cpp.
+const llama = await getLlama({ gpu: false, build: "never" });
+const keys = args.only ? [args.only] : Object.keys(MODELS);
+for (const key of keys) {
+  if (args.bench) await bench(llama, key, MODELS[key], args.threads, args.runs);
+  else await makeGolden(llama, key, MODELS[key], args.out, args.threads);
+}
+await llama.dispose();
