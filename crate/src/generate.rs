@@ -16,8 +16,19 @@ pub struct Timings {
 
 impl Timings {
     fn new(prefill_ms: f64, prefill_tokens: usize, decode_ms: f64, decode_tokens: usize) -> Self {
-        let rate = |n: usize, ms: f64| if ms > 0.0 { n as f64 * 1000.0 / ms } else { 0.0 };
-        Timings { prefill_ms, decode_ms, prefill_tok_s: rate(prefill_tokens, prefill_ms), decode_tok_s: rate(decode_tokens, decode_ms) }
+        let rate = |n: usize, ms: f64| {
+            if ms > 0.0 {
+                n as f64 * 1000.0 / ms
+            } else {
+                0.0
+            }
+        };
+        Timings {
+            prefill_ms,
+            decode_ms,
+            prefill_tok_s: rate(prefill_tokens, prefill_ms),
+            decode_tok_s: rate(decode_tokens, decode_ms),
+        }
     }
 }
 
@@ -27,7 +38,11 @@ pub fn now_ms() -> f64 {
     {
         use std::sync::OnceLock;
         static START: OnceLock<std::time::Instant> = OnceLock::new();
-        START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64() * 1000.0
+        START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_secs_f64()
+            * 1000.0
     }
     #[cfg(target_arch = "wasm32")]
     {
@@ -72,7 +87,12 @@ pub async fn generate(
     }
     let decode_ms = now_ms() - t1;
     // The first token comes out of the prefill; decode time covers the rest.
-    let timings = Timings::new(prefill_ms, prompt.len(), decode_ms, tokens.len().saturating_sub(1));
+    let timings = Timings::new(
+        prefill_ms,
+        prompt.len(),
+        decode_ms,
+        tokens.len().saturating_sub(1),
+    );
     Ok((tokens, timings))
 }
 
@@ -94,14 +114,22 @@ pub struct Score {
 /// One teacher-forced pass over `tokens` from position 0.
 pub async fn score(model: &mut Model, tokens: &[u32]) -> Result<Score> {
     model.reset();
-    let Output::AllLogits(all) = model.eval(tokens, Want::AllLogits).await? else { unreachable!("AllLogits requested") };
+    let Output::AllLogits(all) = model.eval(tokens, Want::AllLogits).await? else {
+        unreachable!("AllLogits requested")
+    };
     let n_vocab = model.config.n_vocab as usize;
     let positions: Vec<Position> = all
         .chunks(n_vocab)
         .enumerate()
-        .map(|(i, row)| Position { argmax: crate::sample::argmax(row), logprob: tokens.get(i + 1).map(|&next| log_prob(row, next)) })
+        .map(|(i, row)| Position {
+            argmax: crate::sample::argmax(row),
+            logprob: tokens.get(i + 1).map(|&next| log_prob(row, next)),
+        })
         .collect();
     let lps: Vec<f64> = positions.iter().filter_map(|p| p.logprob).collect();
     let perplexity = (!lps.is_empty()).then(|| (-lps.iter().sum::<f64>() / lps.len() as f64).exp());
-    Ok(Score { positions, perplexity })
+    Ok(Score {
+        positions,
+        perplexity,
+    })
 }

@@ -9,10 +9,10 @@
 
 pub mod chat;
 pub mod error;
+pub mod generate;
 pub mod gguf;
 pub mod gpu;
 pub mod inspect;
-pub mod generate;
 pub mod memory;
 pub mod model;
 pub mod quant;

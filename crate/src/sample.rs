@@ -24,7 +24,15 @@ pub struct SamplerConfig {
 
 impl Default for SamplerConfig {
     fn default() -> Self {
-        SamplerConfig { temperature: 0.0, top_k: 40, top_p: 0.95, min_p: 0.05, repeat_penalty: 1.0, repeat_last_n: 64, seed: 0 }
+        SamplerConfig {
+            temperature: 0.0,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            seed: 0,
+        }
     }
 }
 
@@ -42,7 +50,11 @@ pub struct Sampler {
 
 impl Sampler {
     pub fn new(cfg: SamplerConfig) -> Self {
-        Sampler { rng: SplitMix64(cfg.seed), cfg, recent: vec![] }
+        Sampler {
+            rng: SplitMix64(cfg.seed),
+            cfg,
+            recent: vec![],
+        }
     }
 
     pub fn config(&self) -> &SamplerConfig {
@@ -61,11 +73,19 @@ impl Sampler {
 
     /// The next token from a row of logits.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
-        let mut cand: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l)).collect();
+        let mut cand: Vec<(u32, f32)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i as u32, l))
+            .collect();
         if self.cfg.repeat_penalty != 1.0 {
             for &t in &self.recent {
                 if let Some(c) = cand.get_mut(t as usize) {
-                    c.1 = if c.1 > 0.0 { c.1 / self.cfg.repeat_penalty } else { c.1 * self.cfg.repeat_penalty };
+                    c.1 = if c.1 > 0.0 {
+                        c.1 / self.cfg.repeat_penalty
+                    } else {
+                        c.1 * self.cfg.repeat_penalty
+                    };
                 }
             }
         }
@@ -117,13 +137,28 @@ fn softmax(cand: &[(u32, f32)]) -> Vec<f32> {
 /// log-softmax of one entry: the log-probability the model gave `token`.
 pub fn log_prob(logits: &[f32], token: u32) -> f64 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let lse = logits.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln() + max;
+    let lse = logits
+        .iter()
+        .map(|&l| (l as f64 - max).exp())
+        .sum::<f64>()
+        .ln()
+        + max;
     logits[token as usize] as f64 - lse
 }
 
 /// Index of the largest logit, first on ties.
 pub fn argmax(logits: &[f32]) -> u32 {
-    logits.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &l)| if l > best.1 { (i, l) } else { best }).0 as u32
+    logits
+        .iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &l)| {
+            if l > best.1 {
+                (i, l)
+            } else {
+                best
+            }
+        })
+        .0 as u32
 }
 
 /// A small deterministic generator: the same seed gives the same tokens on every platform.
@@ -148,7 +183,9 @@ mod tests {
     use super::*;
 
     fn logits() -> Vec<f32> {
-        (0..100).map(|i| ((i * 37 % 101) as f32 * 0.13).sin() * 5.0).collect()
+        (0..100)
+            .map(|i| ((i * 37 % 101) as f32 * 0.13).sin() * 5.0)
+            .collect()
     }
 
     #[test]
@@ -161,14 +198,34 @@ mod tests {
 
     #[test]
     fn same_seed_same_tokens_other_seed_other_tokens() {
-        let cfg = SamplerConfig { temperature: 1.5, top_k: 0, top_p: 1.0, min_p: 0.0, seed: 42, ..Default::default() };
+        let cfg = SamplerConfig {
+            temperature: 1.5,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            seed: 42,
+            ..Default::default()
+        };
         let run = |cfg: &SamplerConfig| {
             let mut s = Sampler::new(cfg.clone());
             (0..50).map(|_| s.sample(&logits())).collect::<Vec<_>>()
         };
         assert_eq!(run(&cfg), run(&cfg));
-        assert_ne!(run(&cfg), run(&SamplerConfig { seed: 43, ..cfg.clone() }));
-        assert!(run(&cfg).iter().collect::<std::collections::HashSet<_>>().len() > 5, "high temperature spreads");
+        assert_ne!(
+            run(&cfg),
+            run(&SamplerConfig {
+                seed: 43,
+                ..cfg.clone()
+            })
+        );
+        assert!(
+            run(&cfg)
+                .iter()
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+                > 5,
+            "high temperature spreads"
+        );
     }
 
     #[test]
@@ -178,32 +235,66 @@ mod tests {
         order.sort_by(|&a, &b| l[b as usize].total_cmp(&l[a as usize]));
         let draw = |cfg: SamplerConfig| {
             let mut s = Sampler::new(cfg);
-            (0..200).map(|_| s.sample(&l)).collect::<std::collections::HashSet<_>>()
+            (0..200)
+                .map(|_| s.sample(&l))
+                .collect::<std::collections::HashSet<_>>()
         };
-        let base = SamplerConfig { temperature: 5.0, top_k: 0, top_p: 1.0, min_p: 0.0, seed: 7, ..Default::default() };
-        let k3 = draw(SamplerConfig { top_k: 3, ..base.clone() });
+        let base = SamplerConfig {
+            temperature: 5.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            seed: 7,
+            ..Default::default()
+        };
+        let k3 = draw(SamplerConfig {
+            top_k: 3,
+            ..base.clone()
+        });
         assert!(k3.iter().all(|t| order[..3].contains(t)) && k3.len() == 3);
         // top_p: the smallest head whose mass reaches p (computed here from the definition).
-        let p = softmax(&order.iter().map(|&t| (t, l[t as usize])).collect::<Vec<_>>());
+        let p = softmax(
+            &order
+                .iter()
+                .map(|&t| (t, l[t as usize]))
+                .collect::<Vec<_>>(),
+        );
         let need = p.iter().scan(0.0, |a, x| {
             *a += x;
             Some(*a)
         });
         let n = need.take_while(|&a| a < 0.5).count() + 1;
-        let tp = draw(SamplerConfig { top_p: 0.5, ..base.clone() });
-        assert!(tp.iter().all(|t| order[..n].contains(t)), "{tp:?} outside the first {n}");
+        let tp = draw(SamplerConfig {
+            top_p: 0.5,
+            ..base.clone()
+        });
+        assert!(
+            tp.iter().all(|t| order[..n].contains(t)),
+            "{tp:?} outside the first {n}"
+        );
         // min_p: tokens with probability ≥ min_p × the top one's.
-        let mp = draw(SamplerConfig { min_p: 0.5, ..base.clone() });
-        assert!(mp.iter().all(|&t| l[t as usize] >= l[order[0] as usize] + 0.5f32.ln()));
+        let mp = draw(SamplerConfig {
+            min_p: 0.5,
+            ..base.clone()
+        });
+        assert!(mp
+            .iter()
+            .all(|&t| l[t as usize] >= l[order[0] as usize] + 0.5f32.ln()));
     }
 
     #[test]
     fn repetition_penalty_follows_llama_cpp() {
-        let mut s = Sampler::new(SamplerConfig { repeat_penalty: 2.0, ..Default::default() });
+        let mut s = Sampler::new(SamplerConfig {
+            repeat_penalty: 2.0,
+            ..Default::default()
+        });
         s.accept(0);
         // 4.0 / 2 = 2.0 < 3.0: token 1 wins; a negative logit gets more negative.
         assert_eq!(s.sample(&[4.0, 3.0]), 1);
-        let mut s = Sampler::new(SamplerConfig { repeat_penalty: 2.0, ..Default::default() });
+        let mut s = Sampler::new(SamplerConfig {
+            repeat_penalty: 2.0,
+            ..Default::default()
+        });
         s.accept(1);
         assert_eq!(s.sample(&[-1.0, -0.6]), 0);
     }

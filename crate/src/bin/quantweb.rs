@@ -1,11 +1,18 @@
 //! The `quantweb` command line: the same engine as the page, natively.
 
 use clap::{Parser, Subcommand};
+use quantweb::chat::{ChatMessage, ChatTemplate};
 use quantweb::error::Result;
+use quantweb::generate::{generate, score};
 use quantweb::gguf::GgufModel;
+use quantweb::gpu::Gpu;
 use quantweb::inspect::ModelInfo;
 use quantweb::memory::{self, DeviceBudget, FitOptions, KvType, MemoryEstimate};
+use quantweb::model::Model;
+use quantweb::sample::{Sampler, SamplerConfig};
 use quantweb::source::open_args;
+use quantweb::tokenizer::Tokenizer;
+use std::io::Write;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -48,6 +55,71 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Generate text on the GPU, streaming it as it comes.
+    Generate {
+        #[arg(required = true)]
+        model: Vec<String>,
+        #[arg(long)]
+        prompt: String,
+        /// Wrap the prompt as one user message in the model's chat template.
+        #[arg(long)]
+        chat: bool,
+        /// Parse special-token text (e.g. <|im_start|>) in a raw prompt.
+        #[arg(long)]
+        special: bool,
+        #[arg(long, default_value_t = 128)]
+        max_tokens: usize,
+        #[command(flatten)]
+        sampling: Sampling,
+        /// Context length (KV cache) in tokens.
+        #[arg(long, default_value_t = 4096)]
+        ctx: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One teacher-forced pass over token ids: each position's top token and the log-probability
+    /// of the next id.
+    Score {
+        #[arg(required = true)]
+        model: Vec<String>,
+        /// Comma-separated token ids.
+        #[arg(long, value_delimiter = ',', required = true)]
+        tokens: Vec<u32>,
+        #[arg(long, default_value_t = 4096)]
+        ctx: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prefill and decode speed.
+    Bench {
+        #[arg(required = true)]
+        model: Vec<String>,
+        /// Prompt tokens.
+        #[arg(short = 'p', default_value_t = 128)]
+        prompt_tokens: u32,
+        /// Generated tokens.
+        #[arg(short = 'n', default_value_t = 64)]
+        gen_tokens: u32,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct Sampling {
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    #[arg(long, default_value_t = 40)]
+    top_k: u32,
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0.05)]
+    min_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    repeat_penalty: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 fn main() -> ExitCode {
@@ -63,6 +135,14 @@ fn main() -> ExitCode {
 fn open(model: &[String]) -> Result<ModelInfo> {
     let m = pollster::block_on(GgufModel::open(open_args(model)?))?;
     ModelInfo::from_model(&m)
+}
+
+/// Opens the GGUF, the GPU and uploads the weights.
+fn load(model: &[String], ctx: u32) -> Result<(GgufModel, Model)> {
+    let gguf = pollster::block_on(GgufModel::open(open_args(model)?))?;
+    let gpu = pollster::block_on(Gpu::new())?;
+    let m = pollster::block_on(Model::load(gpu, &gguf, ctx))?;
+    Ok((gguf, m))
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -106,6 +186,146 @@ fn run(cli: Cli) -> Result<()> {
                 );
             } else {
                 print_fit(&est, &info, gpu);
+            }
+        }
+        Cmd::Generate {
+            model,
+            prompt,
+            chat,
+            special,
+            max_tokens,
+            sampling,
+            ctx,
+            json,
+        } => {
+            let (gguf, mut m) = load(&model, ctx)?;
+            let tok = Tokenizer::from_model(&gguf)?;
+            let text = if chat {
+                ChatTemplate::from_model(&gguf, &tok)?
+                    .render(&[ChatMessage::new("user", prompt)], true)?
+            } else {
+                prompt
+            };
+            // A rendered template carries special tokens as text; a raw prompt only with --special.
+            let prompt_tokens = tok.encode(&text, true, chat || special);
+            let mut sampler = Sampler::new(SamplerConfig {
+                temperature: sampling.temperature,
+                top_k: sampling.top_k,
+                top_p: sampling.top_p,
+                min_p: sampling.min_p,
+                repeat_penalty: sampling.repeat_penalty,
+                repeat_last_n: 64,
+                seed: sampling.seed,
+            });
+            let mut stream = tok.stream_decoder(false);
+            let mut failed = None;
+            let (tokens, timings) = pollster::block_on(generate(
+                &mut m,
+                &prompt_tokens,
+                max_tokens,
+                &mut sampler,
+                |t| tok.is_eog(t),
+                |t| {
+                    if json || tok.is_eog(t) {
+                        return;
+                    }
+                    match stream.push(t) {
+                        Ok(piece) => {
+                            print!("{piece}");
+                            let _ = std::io::stdout().flush();
+                        }
+                        Err(e) => failed = Some(e),
+                    }
+                },
+            ))?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            let shown: Vec<u32> = tokens.iter().copied().filter(|&t| !tok.is_eog(t)).collect();
+            if json {
+                let out = serde_json::json!({
+                    "prompt_tokens": prompt_tokens,
+                    "tokens": tokens,
+                    "text": tok.decode(&shown, false)?,
+                    "timings": timings,
+                });
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&out).expect("serializable")
+                );
+            } else {
+                println!("{}", stream.finish());
+                eprintln!(
+                    "\n{} prompt tokens at {:.1} tok/s, {} generated at {:.1} tok/s",
+                    prompt_tokens.len(),
+                    timings.prefill_tok_s,
+                    tokens.len(),
+                    timings.decode_tok_s
+                );
+            }
+        }
+        Cmd::Score {
+            model,
+            tokens,
+            ctx,
+            json,
+        } => {
+            let (_, mut m) = load(&model, ctx.max(tokens.len() as u32))?;
+            let s = pollster::block_on(score(&mut m, &tokens))?;
+            if json {
+                println!("{}", serde_json::to_string(&s).expect("serializable"));
+            } else {
+                for (i, p) in s.positions.iter().enumerate() {
+                    let lp = p.logprob.map_or("-".to_string(), |l| format!("{l:.4}"));
+                    println!(
+                        "{i:>5} id {:>7} -> top {:>7}  logprob(next) {lp}",
+                        tokens[i], p.argmax
+                    );
+                }
+                if let Some(ppl) = s.perplexity {
+                    println!("perplexity {ppl:.4}");
+                }
+            }
+        }
+        Cmd::Bench {
+            model,
+            prompt_tokens,
+            gen_tokens,
+            json,
+        } => {
+            let (_, mut m) = load(&model, prompt_tokens + gen_tokens + 1)?;
+            // A fixed, ordinary stretch of ids: the speed does not depend on which.
+            let prompt: Vec<u32> = (0..prompt_tokens)
+                .map(|i| 1000 + (i * 7919) % (m.config.n_vocab - 1000))
+                .collect();
+            let mut sampler = Sampler::new(SamplerConfig::default());
+            let (tokens, t) = pollster::block_on(generate(
+                &mut m,
+                &prompt,
+                gen_tokens as usize,
+                &mut sampler,
+                |_| false,
+                |_| {},
+            ))?;
+            if json {
+                let out = serde_json::json!({"prompt_tokens": prompt.len(), "generated_tokens": tokens.len(), "timings": t});
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&out).expect("serializable")
+                );
+            } else {
+                println!(
+                    "prefill {:>5} tokens  {:>9.1} ms  {:>8.1} tok/s",
+                    prompt.len(),
+                    t.prefill_ms,
+                    t.prefill_tok_s
+                );
+                println!(
+                    "decode  {:>5} tokens  {:>9.1} ms  {:>8.1} tok/s",
+                    tokens.len().saturating_sub(1),
+                    t.decode_ms,
+                    t.decode_tok_s
+                );
             }
         }
     }

@@ -41,7 +41,7 @@ impl Rope {
         mode: RopeMode,
         freq_factors: Option<&wgpu::Buffer>,
     ) -> Result<()> {
-        if n_rot == 0 || n_rot % 2 != 0 || n_rot > head_dim {
+        if n_rot == 0 || !n_rot.is_multiple_of(2) || n_rot > head_dim {
             return Err(Error::Gpu(format!(
                 "rope: n_rot = {n_rot} must be even, positive and at most head_dim = {head_dim}"
             )));

@@ -50,29 +50,43 @@ impl Config {
             "llama" => Arch::Llama,
             "gemma3" => Arch::Gemma3,
             other => {
-                return Err(Error::UnsupportedArchitecture { arch: other.into(), supported: SUPPORTED_ARCHITECTURES.join(", ") });
+                return Err(Error::UnsupportedArchitecture {
+                    arch: other.into(),
+                    supported: SUPPORTED_ARCHITECTURES.join(", "),
+                });
             }
         };
         let hp = &info.hparams;
         let meta = |k: &str| info.metadata.get(format!("{}.{k}", info.architecture));
         let meta_f32 = |k: &str| meta(k).and_then(|v| v.as_f64()).map(|v| v as f32);
         let n_head_kv = hp.kv_heads[0];
-        if hp.kv_heads.iter().any(|&k| k != n_head_kv) || n_head_kv == 0 || hp.heads % n_head_kv != 0 {
+        if hp.kv_heads.iter().any(|&k| k != n_head_kv)
+            || n_head_kv == 0
+            || !hp.heads.is_multiple_of(n_head_kv)
+        {
             return Err(Error::BadValue {
                 source_name: info.parts[0].name.clone(),
                 key: format!("{}.attention.head_count_kv", info.architecture),
-                reason: format!("{:?} kv heads for {} heads: must be one value dividing the head count", hp.kv_heads, hp.heads),
+                reason: format!(
+                    "{:?} kv heads for {} heads: must be one value dividing the head count",
+                    hp.kv_heads, hp.heads
+                ),
             });
         }
         if hp.key_length != hp.value_length {
             return Err(Error::BadValue {
                 source_name: info.parts[0].name.clone(),
                 key: format!("{}.attention.value_length", info.architecture),
-                reason: format!("key length {} ≠ value length {}: not supported yet", hp.key_length, hp.value_length),
+                reason: format!(
+                    "key length {} ≠ value length {}: not supported yet",
+                    hp.key_length, hp.value_length
+                ),
             });
         }
         let head_dim = hp.key_length;
-        let scaling = meta_f32("rope.scaling.factor").filter(|&f| f > 0.0 && meta("rope.scaling.type").and_then(|t| t.as_str()) != Some("none"));
+        let scaling = meta_f32("rope.scaling.factor").filter(|&f| {
+            f > 0.0 && meta("rope.scaling.type").and_then(|t| t.as_str()) != Some("none")
+        });
         let window = hp.sliding_window.unwrap_or(0);
         Ok(Config {
             arch,
@@ -89,19 +103,25 @@ impl Config {
                 Arch::Llama => RopeMode::Normal,
                 Arch::Gemma3 => RopeMode::Neox,
             },
-            n_rot: meta("rope.dimension_count").and_then(|v| v.as_u64()).map_or(head_dim, |n| n as u32),
+            n_rot: meta("rope.dimension_count")
+                .and_then(|v| v.as_u64())
+                .map_or(head_dim, |n| n as u32),
             rope_base: hp.rope_freq_base.map_or(10_000.0, |b| b as f32),
             rope_freq_scale: scaling.map_or(1.0, |f| 1.0 / f),
             rope_base_local: 10_000.0,
             window,
-            sliding: (0..hp.layers).map(|il| window > 0 && hp.sliding_window_layers.contains(&il)).collect(),
+            sliding: (0..hp.layers)
+                .map(|il| window > 0 && hp.sliding_window_layers.contains(&il))
+                .collect(),
             embed_scale: match arch {
                 Arch::Llama => 1.0,
                 Arch::Gemma3 => (hp.embedding_length as f32).sqrt(),
             },
             // llama.cpp: gemma3 27B (62 layers) scales by n_embd / n_head, the others by the head size.
             attn_scale: match arch {
-                Arch::Gemma3 if hp.layers == 62 => 1.0 / ((hp.embedding_length / hp.heads) as f32).sqrt(),
+                Arch::Gemma3 if hp.layers == 62 => {
+                    1.0 / ((hp.embedding_length / hp.heads) as f32).sqrt()
+                }
                 _ => 1.0 / (head_dim as f32).sqrt(),
             },
             activation: match arch {

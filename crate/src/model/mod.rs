@@ -19,20 +19,20 @@ pub const BATCH: u32 = 64;
 
 /// One transformer block, fields named by their GGUF tensors (`blk.N.<name>`).
 pub struct Layer {
-    pub attn_norm: wgpu::Buffer,                  // f32 [n_embd]
-    pub attn_q: QMatrix,                          // [n_embd] -> [n_head · head_dim]
-    pub attn_k: QMatrix,                          // [n_embd] -> [n_head_kv · head_dim]
-    pub attn_v: QMatrix,                          // [n_embd] -> [n_head_kv · head_dim]
-    pub attn_q_norm: Option<wgpu::Buffer>,        // f32 [head_dim] (gemma3)
-    pub attn_k_norm: Option<wgpu::Buffer>,        // f32 [head_dim] (gemma3)
-    pub attn_output: QMatrix,                     // [n_head · head_dim] -> [n_embd]
+    pub attn_norm: wgpu::Buffer,                   // f32 [n_embd]
+    pub attn_q: QMatrix,                           // [n_embd] -> [n_head · head_dim]
+    pub attn_k: QMatrix,                           // [n_embd] -> [n_head_kv · head_dim]
+    pub attn_v: QMatrix,                           // [n_embd] -> [n_head_kv · head_dim]
+    pub attn_q_norm: Option<wgpu::Buffer>,         // f32 [head_dim] (gemma3)
+    pub attn_k_norm: Option<wgpu::Buffer>,         // f32 [head_dim] (gemma3)
+    pub attn_output: QMatrix,                      // [n_head · head_dim] -> [n_embd]
     pub post_attention_norm: Option<wgpu::Buffer>, // f32 [n_embd] (gemma3)
-    pub ffn_norm: wgpu::Buffer,                   // f32 [n_embd]
-    pub ffn_gate: QMatrix,                        // [n_embd] -> [n_ff]
-    pub ffn_up: QMatrix,                          // [n_embd] -> [n_ff]
-    pub ffn_down: QMatrix,                        // [n_ff] -> [n_embd]
-    pub post_ffw_norm: Option<wgpu::Buffer>,      // f32 [n_embd] (gemma3)
-    pub kv: KvCache,                              // cells × n_head_kv × head_dim, K and V
+    pub ffn_norm: wgpu::Buffer,                    // f32 [n_embd]
+    pub ffn_gate: QMatrix,                         // [n_embd] -> [n_ff]
+    pub ffn_up: QMatrix,                           // [n_embd] -> [n_ff]
+    pub ffn_down: QMatrix,                         // [n_ff] -> [n_embd]
+    pub post_ffw_norm: Option<wgpu::Buffer>,       // f32 [n_embd] (gemma3)
+    pub kv: KvCache,                               // cells × n_head_kv × head_dim, K and V
 }
 
 /// Activations for one batch, allocated once.
@@ -76,10 +76,10 @@ pub enum Output {
 pub struct Model {
     pub config: Config,
     pub gpu: Gpu,
-    pub token_embd: QMatrix,         // [n_vocab rows of n_embd]
-    pub output_norm: wgpu::Buffer,   // f32 [n_embd]
+    pub token_embd: QMatrix,       // [n_vocab rows of n_embd]
+    pub output_norm: wgpu::Buffer, // f32 [n_embd]
     /// `None` when tied to `token_embd`.
-    pub output: Option<QMatrix>,     // [n_embd] -> [n_vocab]
+    pub output: Option<QMatrix>, // [n_embd] -> [n_vocab]
     pub layers: Vec<Layer>,
     /// Context length the KV caches hold.
     pub n_ctx: u32,
@@ -101,7 +101,9 @@ impl Model {
         let matrix = |name: String| {
             let gpu = &gpu;
             async move {
-                let t = gguf.tensor(&name).ok_or_else(|| Error::NoSuchTensor(name.clone()))?;
+                let t = gguf
+                    .tensor(&name)
+                    .ok_or_else(|| Error::NoSuchTensor(name.clone()))?;
                 let data = gguf.read_tensor(&name).await?;
                 QMatrix::upload(gpu, &name, t.info.ty, &t.info.dims, &data)
             }
@@ -109,7 +111,9 @@ impl Model {
         let vector = |name: String| {
             let gpu = &gpu;
             async move {
-                let t = gguf.tensor(&name).ok_or_else(|| Error::NoSuchTensor(name.clone()))?;
+                let t = gguf
+                    .tensor(&name)
+                    .ok_or_else(|| Error::NoSuchTensor(name.clone()))?;
                 let data = gguf.read_tensor(&name).await?;
                 let values = match t.info.ty {
                     GgmlType::F32 => data,
@@ -121,13 +125,23 @@ impl Model {
         let optional = |name: String| {
             let present = gguf.tensor(&name).is_some();
             let v = vector(name);
-            async move { if present { v.await.map(Some) } else { Ok(None) } }
+            async move {
+                if present {
+                    v.await.map(Some)
+                } else {
+                    Ok(None)
+                }
+            }
         };
 
         let mut layers = Vec::with_capacity(c.n_layer as usize);
         for il in 0..c.n_layer as usize {
             let n = |s: &str| format!("blk.{il}.{s}");
-            let cells = if c.sliding[il] { n_ctx.min(c.window + BATCH) } else { n_ctx };
+            let cells = if c.sliding[il] {
+                n_ctx.min(c.window + BATCH)
+            } else {
+                n_ctx
+            };
             layers.push(Layer {
                 attn_norm: vector(n("attn_norm.weight")).await?,
                 attn_q: matrix(n("attn_q.weight")).await?,
@@ -170,7 +184,17 @@ impl Model {
             token: f32s("token", 1),
             all_logits: None,
         };
-        Ok(Model { config, gpu, token_embd, output_norm, output, layers, n_ctx, pos: 0, state })
+        Ok(Model {
+            config,
+            gpu,
+            token_embd,
+            output_norm,
+            output,
+            layers,
+            n_ctx,
+            pos: 0,
+            state,
+        })
     }
 
     /// Forgets the conversation: the next token is at position 0.
@@ -181,23 +205,45 @@ impl Model {
     /// Evaluates `tokens` at the current position, in batches, and returns `want` for them.
     pub async fn eval(&mut self, tokens: &[u32], want: Want) -> Result<Output> {
         if tokens.is_empty() {
-            return Err(Error::BadOption { name: "tokens", value: "[]".into(), reason: "nothing to evaluate" });
+            return Err(Error::BadOption {
+                name: "tokens",
+                value: "[]".into(),
+                reason: "nothing to evaluate",
+            });
         }
         let needed = self.pos as u64 + tokens.len() as u64;
         if needed > self.n_ctx as u64 {
-            return Err(Error::ContextFull { n_ctx: self.n_ctx, needed });
+            return Err(Error::ContextFull {
+                n_ctx: self.n_ctx,
+                needed,
+            });
         }
         if let Some(&bad) = tokens.iter().find(|&&t| t >= self.config.n_vocab) {
-            return Err(Error::TokenOutOfRange { id: bad, n_vocab: self.config.n_vocab as usize });
+            return Err(Error::TokenOutOfRange {
+                id: bad,
+                n_vocab: self.config.n_vocab as usize,
+            });
         }
         if want == Want::AllLogits && self.state.all_logits.is_none() {
-            self.state.all_logits = Some(self.gpu.storage("all_logits", BATCH as u64 * self.config.n_vocab as u64 * 4));
+            self.state.all_logits = Some(
+                self.gpu
+                    .storage("all_logits", BATCH as u64 * self.config.n_vocab as u64 * 4),
+            );
         }
         let mut all = Vec::new();
         let chunks: Vec<&[u32]> = tokens.chunks(BATCH as usize).collect();
         for (i, chunk) in chunks.iter().enumerate() {
             let last_chunk = i + 1 == chunks.len();
-            let out = self.eval_batch(chunk, if last_chunk || want == Want::AllLogits { Some(want) } else { None }).await?;
+            let out = self
+                .eval_batch(
+                    chunk,
+                    if last_chunk || want == Want::AllLogits {
+                        Some(want)
+                    } else {
+                        None
+                    },
+                )
+                .await?;
             match out {
                 Some(Output::AllLogits(rows)) => all.extend(rows),
                 Some(o) if last_chunk => return Ok(o),
@@ -212,12 +258,14 @@ impl Model {
         let (c, s, gpu) = (&self.config, &self.state, &self.gpu);
         let n = tokens.len() as u32;
         let pos0 = self.pos;
-        gpu.queue.write_buffer(&s.ids, 0, bytemuck::cast_slice(tokens));
+        gpu.queue
+            .write_buffer(&s.ids, 0, bytemuck::cast_slice(tokens));
         let mut enc = gpu.encoder();
         let e = &mut enc;
         let (d, hd, eps) = (c.n_embd, c.head_dim, c.rms_eps);
 
-        self.token_embd.record_embed(gpu, e, &s.ids, &s.x, n, c.embed_scale)?;
+        self.token_embd
+            .record_embed(gpu, e, &s.ids, &s.x, n, c.embed_scale)?;
         for (il, l) in self.layers.iter().enumerate() {
             // Attention.
             RmsNorm::record(gpu, e, &s.x, &l.attn_norm, &s.xb, n, d, eps)?;
@@ -229,11 +277,48 @@ impl Model {
                 RmsNorm::record_in_place(gpu, e, &s.k, kn, n * c.n_head_kv, hd, eps)?;
             }
             let (base, scale) = c.rope_for_layer(il);
-            Rope::record(gpu, e, &s.q, n, c.n_head, hd, c.n_rot, pos0, base, scale, c.rope_mode, None)?;
-            Rope::record(gpu, e, &s.k, n, c.n_head_kv, hd, c.n_rot, pos0, base, scale, c.rope_mode, None)?;
+            Rope::record(
+                gpu,
+                e,
+                &s.q,
+                n,
+                c.n_head,
+                hd,
+                c.n_rot,
+                pos0,
+                base,
+                scale,
+                c.rope_mode,
+                None,
+            )?;
+            Rope::record(
+                gpu,
+                e,
+                &s.k,
+                n,
+                c.n_head_kv,
+                hd,
+                c.n_rot,
+                pos0,
+                base,
+                scale,
+                c.rope_mode,
+                None,
+            )?;
             l.kv.record_store(gpu, e, &s.k, &s.v, n, pos0)?;
             let window = if c.sliding[il] { c.window } else { 0 };
-            Attention::record(gpu, e, &s.q, &l.kv, &s.att, n, pos0, c.n_head, c.attn_scale, window)?;
+            Attention::record(
+                gpu,
+                e,
+                &s.q,
+                &l.kv,
+                &s.att,
+                n,
+                pos0,
+                c.n_head,
+                c.attn_scale,
+                window,
+            )?;
             l.attn_output.record_matmul(gpu, e, &s.att, &s.o, n)?;
             if let Some(pn) = &l.post_attention_norm {
                 RmsNorm::record_in_place(gpu, e, &s.o, pn, n, d, eps)?;
@@ -263,7 +348,9 @@ impl Model {
                 RmsNorm::record(gpu, e, &s.x, &self.output_norm, &s.xb, n, d, eps)?;
                 output.record_matmul(gpu, e, &s.xb, all, n)?;
                 gpu.queue.submit([enc.finish()]);
-                Some(Output::AllLogits(gpu.read_f32(all, (n * c.n_vocab) as usize).await?))
+                Some(Output::AllLogits(
+                    gpu.read_f32(all, (n * c.n_vocab) as usize).await?,
+                ))
             }
             Some(w) => {
                 // Only the last position is normed and projected to the vocabulary.
@@ -274,10 +361,14 @@ impl Model {
                     Argmax::record(gpu, e, &s.logits, c.n_vocab, &s.token)?;
                     gpu.queue.submit([enc.finish()]);
                     let id = gpu.read(&s.token, 4).await?;
-                    Some(Output::Token(u32::from_le_bytes([id[0], id[1], id[2], id[3]])))
+                    Some(Output::Token(u32::from_le_bytes([
+                        id[0], id[1], id[2], id[3],
+                    ])))
                 } else {
                     gpu.queue.submit([enc.finish()]);
-                    Some(Output::Logits(gpu.read_f32(&s.logits, c.n_vocab as usize).await?))
+                    Some(Output::Logits(
+                        gpu.read_f32(&s.logits, c.n_vocab as usize).await?,
+                    ))
                 }
             }
         };
@@ -288,8 +379,21 @@ impl Model {
     /// GPU bytes held by the weights (for the memory report).
     pub fn weight_bytes(&self) -> u64 {
         let layer = |l: &Layer| {
-            [&l.attn_q, &l.attn_k, &l.attn_v, &l.attn_output, &l.ffn_gate, &l.ffn_up, &l.ffn_down].iter().map(|m| m.gpu_bytes()).sum::<u64>()
+            [
+                &l.attn_q,
+                &l.attn_k,
+                &l.attn_v,
+                &l.attn_output,
+                &l.ffn_gate,
+                &l.ffn_up,
+                &l.ffn_down,
+            ]
+            .iter()
+            .map(|m| m.gpu_bytes())
+            .sum::<u64>()
         };
-        self.layers.iter().map(layer).sum::<u64>() + self.token_embd.gpu_bytes() + self.output.as_ref().map_or(0, |o| o.gpu_bytes())
+        self.layers.iter().map(layer).sum::<u64>()
+            + self.token_embd.gpu_bytes()
+            + self.output.as_ref().map_or(0, |o| o.gpu_bytes())
     }
 }
