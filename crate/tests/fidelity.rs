@@ -85,9 +85,10 @@ fn setup(files: &[&str], golden: &str) -> Option<(GgufModel, Gpu, Golden)> {
 /// How far our logprobs of llama.cpp's top 5 at the first generated position may be from its:
 /// the likeliest token within TOP1_TOLERANCE, the others (down to logprob −5.5) within
 /// TOP5_TOLERANCE. llama.cpp's CPU matmuls quantize activations to 8 bits and its GELU goes
-/// through an f16 table; ours stay f32. Measured: ≤ 0.12 and ≤ 0.33 on both models; a wrong
+/// through an f16 table; ours stay f32. Measured: ≤ 0.17 and ≤ 0.33 on both models (the longer
+/// chat prompts drift most); a wrong
 /// RoPE, norm or attention mask moves them by whole units.
-const TOP1_TOLERANCE: f64 = 0.15;
+const TOP1_TOLERANCE: f64 = 0.25;
 const TOP5_TOLERANCE: f64 = 0.4;
 
 fn check(files: &[&str], golden: &str) {
