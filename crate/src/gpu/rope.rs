@@ -84,22 +84,7 @@ impl Rope {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::{nmse, test_gpu};
-
-    /// Uniform values in [-scale, scale) from a fixed seed (splitmix64).
-    fn random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                let mut z = s;
-                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-                z ^= z >> 31;
-                ((z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-            })
-            .collect()
-    }
+    use crate::gpu::{nmse, test_gpu, test_random as random};
 
     struct Case {
         n_tokens: usize,
