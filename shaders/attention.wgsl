@@ -4,8 +4,15 @@
 // when p − j ≥ window). Position j lives in cell j % cells. Keys go in tiles of WG_SIZE: each
 // thread scores one key of the tile, then every thread folds the tile into the running max m,
 // sum l and its own slice of the output accumulator (words tid, tid + WG_SIZE, …), so no
-// context-sized buffer exists anywhere. All arithmetic is f32; the cache holds f16 pairs in u32
-// words (unpack2x16float needs no shader-f16).
+// context-sized buffer exists anywhere. The cache holds f16 pairs in u32 words (unpack2x16float
+// needs no shader-f16).
+//
+// Two numerics, as llama.cpp's CPU flash attention has two (ggml-cpu ops.cpp):
+// - default (its tiled path, batches of ≥ 64 queries): f32 throughout, a running max per tile;
+// - F16_ACC (its `one_chunk` path: decode and batches under 64): q rounded to f16, and keys
+//   folded one at a time in order with a per-key max, the output accumulator rounded to f16
+//   after every scale and multiply-add (ggml_vec_scale_f16 / ggml_vec_mad_f16).
+// Both finish with out = acc · (1 / l) as ggml does.
 struct Params {
     n_tokens: u32, pos0: u32, n_head: u32, n_kv: u32,
     cells: u32, window: u32, scale: u32, group: u32,
@@ -19,6 +26,8 @@ const NW: u32 = (HW + WG_SIZE - 1u) / WG_SIZE;     // accumulator words per thre
 @group(0) @binding(2) var<storage, read> v: array<u32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<uniform> p: Params;
+
+#include "f16.wgsl"
 
 var<workgroup> qs: array<vec2<f32>, HW>;
 var<workgroup> scores: array<f32, WG_SIZE>;
@@ -44,6 +53,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let q_base = item * HEAD_DIM;
     for (var w = tid; w < HW; w += WG_SIZE) {
         qs[w] = vec2<f32>(q[q_base + 2u * w], q[q_base + 2u * w + 1u]);
+#ifdef F16_ACC
+        qs[w] = round_f16x2(qs[w]);
+#endif
     }
     workgroupBarrier();
 
@@ -64,6 +76,32 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         workgroupBarrier();
 
+#ifdef F16_ACC
+        for (var j = 0u; j < cnt; j++) {
+            let sj = scores[j];
+            var ms = 1.0;
+            var vs = 1.0;
+            if (start + j == 0u) {
+                m = sj; // first key: acc and l are still 0
+            } else if (sj > m) {
+                ms = exp(m - sj);
+                m = sj;
+                for (var a = 0u; a < NW; a++) {
+                    acc[a] = round_f16x2(acc[a] * ms);
+                }
+            } else {
+                vs = exp(sj - m);
+            }
+            l = l * ms + vs;
+            let vb = ((lo + start + j) % p.cells) * row_words + kv_off;
+            for (var a = 0u; a < NW; a++) {
+                let w = tid + a * WG_SIZE;
+                if (w < HW) {
+                    acc[a] = round_f16x2(fma(unpack2x16float(v[vb + w]), vec2<f32>(vs), acc[a]));
+                }
+            }
+        }
+#else
         var m_new = scores[0];
         for (var j = 1u; j < cnt; j++) {
             m_new = max(m_new, scores[j]);
@@ -89,6 +127,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
         }
         m = m_new;
+#endif
         workgroupBarrier(); // scores is rewritten by the next tile
     }
 
@@ -96,8 +135,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var a = 0u; a < NW; a++) {
         let w = tid + a * WG_SIZE;
         if (w < HW) {
-            out[q_base + 2u * w] = acc[a].x / l;
-            out[q_base + 2u * w + 1u] = acc[a].y / l;
+            let r = acc[a] * (1.0 / l);
+            out[q_base + 2u * w] = r.x;
+            out[q_base + 2u * w + 1u] = r.y;
         }
     }
 }

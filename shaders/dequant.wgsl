@@ -15,6 +15,7 @@
 //               share their scales (16 for quantized types, 4 for plain ones);
 //   dequant_unit(b, u) -> array<vec4<f32>, UNIT_V4>: elements [4*UNIT_V4*u, 4*UNIT_V4*(u+1)) of
 //               block b (blocks counted from the start of the buffer, row-major).
+// Q4_1 and Q5_1 also define block_min(b), their `m`, for MIN_CORRECTION (see quantize.wgsl).
 // Arithmetic follows crate/src/quant/dequant.rs: every product of an f16 scale, a sub-block
 // scale and a quant is exact in f32, so only a final `± min` rounds and results match the CPU
 // bit for bit.
@@ -125,6 +126,9 @@ fn dequant_unit(b: u32, u: u32) -> array<vec4<f32>, UNIT_V4> {
     }
     return r;
 }
+fn block_min(b: u32) -> f32 {
+    return unpack2x16float(w[5u * b]).y;
+}
 #endif
 
 #ifdef TYPE_Q5_0
@@ -162,6 +166,9 @@ fn dequant_unit(b: u32, u: u32) -> array<vec4<f32>, UNIT_V4> {
         r[i] = dm.x * vec4<f32>(q) + dm.y;
     }
     return r;
+}
+fn block_min(b: u32) -> f32 {
+    return unpack2x16float(w[6u * b]).y;
 }
 #endif
 

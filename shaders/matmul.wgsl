@@ -17,6 +17,13 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<uniform> p: Params;
+#ifdef MIN_CORRECTION
+// f32 [n_tokens, units_per_row / UNITS_PER_BLOCK]: per block of x, what its min term lacks
+// (quantize.wgsl). Only for 32-element blocks (Q4_1, Q5_1): one block per K step.
+@group(0) @binding(4) var<storage, read> delta: array<f32>;
+var<workgroup> mins: array<f32, TM>;
+var<workgroup> deltas: array<f32, TN>;
+#endif
 
 const TM: u32 = 32u;           // rows per tile
 const TN: u32 = 32u;           // tokens per tile
@@ -65,6 +72,20 @@ fn main(@builtin(local_invocation_index) lid: u32,
             }
             xs[idx] = v;
         }
+#ifdef MIN_CORRECTION
+        let blocks_per_row = p.units_per_row / UNITS_PER_BLOCK;
+        let kb = k4 / TK4;
+        if (lid < TM) {
+            mins[lid] = block_min(min(tile_r + lid, p.rows - 1u) * blocks_per_row + kb);
+        } else {
+            let t = tile_t + lid - TM;
+            var dl = 0.0;
+            if (t < p.n_tokens) {
+                dl = delta[t * blocks_per_row + kb];
+            }
+            deltas[lid - TM] = dl;
+        }
+#endif
         workgroupBarrier();
         for (var kk = 0u; kk < TK4; kk++) {
             var wr: array<vec4<f32>, 4>;
@@ -78,6 +99,13 @@ fn main(@builtin(local_invocation_index) lid: u32,
                 }
             }
         }
+#ifdef MIN_CORRECTION
+        for (var i = 0u; i < 4u; i++) {
+            for (var j = 0u; j < 4u; j++) {
+                acc[i][j] += mins[tr + 8u * i] * deltas[tt + 8u * j];
+            }
+        }
+#endif
         workgroupBarrier();
     }
     for (var i = 0u; i < 4u; i++) {

@@ -14,6 +14,10 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<uniform> p: Params;
+#ifdef MIN_CORRECTION
+// f32 [units_per_row / UNITS_PER_BLOCK]: per block of x, what its min term lacks (quantize.wgsl).
+@group(0) @binding(4) var<storage, read> delta: array<f32>;
+#endif
 
 const ROWS: u32 = 4u;
 const UNITS_PER_BLOCK: u32 = BLOCK / (4u * UNIT_V4);
@@ -43,6 +47,11 @@ fn main(@builtin(local_invocation_index) lid: u32,
             for (var i = 0u; i < UNIT_V4; i++) {
                 s += dot(wv[i], xv[i]);
             }
+#ifdef MIN_CORRECTION
+            if (u % UNITS_PER_BLOCK == 0u) {
+                s += block_min(unit / UNITS_PER_BLOCK) * delta[u / UNITS_PER_BLOCK];
+            }
+#endif
             acc[rr] += s;
         }
     }

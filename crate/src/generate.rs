@@ -51,15 +51,15 @@ pub fn now_ms() -> f64 {
 }
 
 /// Generates up to `max_tokens` after `prompt` (the model continues from its current position),
-/// calling `on_token` for each new id; stops early at a token for which `is_end` holds (that
-/// token is returned but not evaluated).
+/// calling `on_token` for each new id; stops early at a token for which `is_end` holds or for
+/// which `on_token` returns false (that token is returned but not evaluated).
 pub async fn generate(
     model: &mut Model,
     prompt: &[u32],
     max_tokens: usize,
     sampler: &mut Sampler,
     is_end: impl Fn(u32) -> bool,
-    mut on_token: impl FnMut(u32),
+    mut on_token: impl FnMut(u32) -> bool,
 ) -> Result<(Vec<u32>, Timings)> {
     let greedy = sampler.config().is_greedy();
     let want = if greedy { Want::Argmax } else { Want::Logits };
@@ -79,8 +79,8 @@ pub async fn generate(
         };
         sampler.accept(next);
         tokens.push(next);
-        on_token(next);
-        if is_end(next) || tokens.len() == max_tokens {
+        let go_on = on_token(next);
+        if !go_on || is_end(next) || tokens.len() == max_tokens {
             break;
         }
         out = model.eval(&[next], want).await?;

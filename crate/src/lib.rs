@@ -5,9 +5,12 @@
 //! shards or raw byte chunks) without reading tensor data; [`memory`] turns the header into the
 //! memory a run needs; [`quant`] knows every GGUF block format and dequantizes them on the CPU.
 //! [`tokenizer`] turns text into token ids and back exactly as llama.cpp; [`chat`] renders a
-//! model's chat template.
+//! model's chat template. [`gpu`] runs the kernels, [`model`] the forward pass; [`engine`]
+//! wraps a loaded model for conversations (prefix reuse, stop strings), as the CLI and the
+//! browser's `WasmEngine` use it.
 
 pub mod chat;
+pub mod engine;
 pub mod error;
 pub mod generate;
 pub mod gguf;

@@ -1,10 +1,14 @@
 //! The wasm edge: JS-facing functions and browser byte sources (Blob/File, fetch with Range).
 //! Errors become `JsError` here and nowhere else.
 
+use crate::chat::ChatMessage;
+use crate::engine::{CompleteOptions, Engine};
 use crate::error::{Error, Result};
 use crate::gguf::{shard_names, GgufModel, INITIAL_WINDOW};
+use crate::gpu::Gpu;
 use crate::inspect::ModelInfo;
 use crate::memory::{self, DeviceBudget, FitOptions, KvType, LargestTensor};
+use crate::model::Model;
 use crate::source::{check_range, ByteSource, ReadFuture};
 use js_sys::{Array, Uint8Array};
 use serde::{Deserialize, Serialize};
@@ -337,4 +341,207 @@ pub fn rule_of_thumb(params: &str) -> std::result::Result<JsValue, JsError> {
         parameters,
         rows: memory::rule_table(parameters),
     })
+}
+
+/// A model loaded onto this page's GPU, ready for completions: the engine of `www/worker.js`.
+/// Methods that run the GPU return Promises; while one runs, the others report that the engine
+/// is busy instead of waiting.
+#[wasm_bindgen]
+pub struct WasmEngine {
+    inner: std::rc::Rc<std::cell::RefCell<Engine>>,
+    info: EngineInfo,
+}
+
+#[derive(Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EngineInfo {
+    architecture: String,
+    name: Option<String>,
+    context_length: u32,
+    trained_context: u32,
+    n_vocab: u32,
+    weight_bytes: u64,
+    kv_bytes: u64,
+    chat_template: &'static str,
+    adapter: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+struct LoadOptions {
+    context_length: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct ProgressEvent<'a> {
+    phase: &'static str,
+    loaded: u64,
+    total: u64,
+    tensor: &'a str,
+}
+
+#[derive(Deserialize)]
+struct JsMessage {
+    role: String,
+    content: String,
+}
+
+const BUSY: &str = "the engine is busy with another request; wait for it or abort it";
+
+#[wasm_bindgen]
+impl WasmEngine {
+    /// Opens `source` (as `inspect`), uploads its weights to a WebGPU device tensor by tensor
+    /// and allocates the KV cache. `onProgress({phase, loaded, total, tensor})` follows the
+    /// upload in tensor bytes.
+    pub async fn load(
+        source: JsValue,
+        options: JsValue,
+        on_progress: Option<js_sys::Function>,
+    ) -> std::result::Result<WasmEngine, JsError> {
+        let o: LoadOptions = if options.is_undefined() || options.is_null() {
+            LoadOptions::default()
+        } else {
+            serde_wasm_bindgen::from_value(options).map_err(|e| bad_arg("bad load options", e))?
+        };
+        let gguf = GgufModel::open(open_sources(source).await.map_err(js_err)?)
+            .await
+            .map_err(js_err)?;
+        let gpu = Gpu::new().await.map_err(js_err)?;
+        let adapter = format!("{} ({:?})", gpu.adapter_info.name, gpu.adapter_info.backend);
+        let n_ctx = o
+            .context_length
+            .unwrap_or(FitOptions::default().context_length as u32);
+        let model = Model::load_with_progress(gpu, &gguf, n_ctx, |p| {
+            if let Some(f) = &on_progress {
+                let event = ProgressEvent {
+                    phase: "upload",
+                    loaded: p.loaded,
+                    total: p.total,
+                    tensor: p.tensor,
+                };
+                if let Ok(v) = to_js(&event) {
+                    // A throwing progress callback must not abort the load.
+                    let _ = f.call1(&JsValue::NULL, &v);
+                }
+            }
+        })
+        .await
+        .map_err(js_err)?;
+        let engine = Engine::new(&gguf, model).map_err(js_err)?;
+        let m = &engine.model;
+        let info = EngineInfo {
+            architecture: format!("{:?}", m.config.arch).to_lowercase(),
+            name: gguf
+                .metadata
+                .get("general.name")
+                .and_then(|v| v.as_str())
+                .map(String::from),
+            context_length: m.n_ctx,
+            trained_context: m.config.n_ctx_train,
+            n_vocab: m.config.n_vocab,
+            weight_bytes: m.weight_bytes(),
+            kv_bytes: m.kv_bytes(),
+            chat_template: engine.template_source,
+            adapter,
+        };
+        Ok(WasmEngine {
+            inner: std::rc::Rc::new(std::cell::RefCell::new(engine)),
+            info,
+        })
+    }
+
+    /// `{architecture, name, contextLength, trainedContext, nVocab, weightBytes, kvBytes,
+    /// chatTemplate ("model" | "gemma" | "chatml"), adapter}`.
+    pub fn info(&self) -> std::result::Result<JsValue, JsError> {
+        to_js(&self.info)
+    }
+
+    /// Token ids of `text` without BOS.
+    pub fn tokenize(
+        &self,
+        text: &str,
+        parse_special: bool,
+    ) -> std::result::Result<Vec<u32>, JsError> {
+        let e = self.inner.try_borrow().map_err(|_| JsError::new(BUSY))?;
+        Ok(e.tokenizer.encode(text, false, parse_special))
+    }
+
+    pub fn detokenize(&self, ids: Vec<u32>) -> std::result::Result<String, JsError> {
+        let e = self.inner.try_borrow().map_err(|_| JsError::new(BUSY))?;
+        e.tokenizer.decode(&ids, false).map_err(js_err)
+    }
+
+    /// Prompt ids as llama.cpp makes them (BOS first when the model adds one).
+    #[wasm_bindgen(js_name = promptTokens)]
+    pub fn prompt_tokens(
+        &self,
+        text: &str,
+        parse_special: bool,
+    ) -> std::result::Result<Vec<u32>, JsError> {
+        let e = self.inner.try_borrow().map_err(|_| JsError::new(BUSY))?;
+        Ok(e.prompt_tokens(text, parse_special))
+    }
+
+    /// The chat template rendered for `[{role, content}, …]`, ready for the assistant's turn.
+    #[wasm_bindgen(js_name = chatPrompt)]
+    pub fn chat_prompt(&self, messages: JsValue) -> std::result::Result<String, JsError> {
+        let msgs: Vec<JsMessage> = serde_wasm_bindgen::from_value(messages)
+            .map_err(|e| bad_arg("messages must be [{role, content}, …]", e))?;
+        let msgs: Vec<ChatMessage> = msgs
+            .into_iter()
+            .map(|m| ChatMessage::new(m.role, m.content))
+            .collect();
+        let e = self.inner.try_borrow().map_err(|_| JsError::new(BUSY))?;
+        e.chat_prompt(&msgs).map_err(js_err)
+    }
+
+    /// Generates after `prompt` (ids). `options`: `{max_tokens, temperature, top_k, top_p,
+    /// min_p, repeat_penalty, seed, stop}`. `onToken(piece, id)` is called per token; returning
+    /// `false` stops. Resolves to `{prompt_tokens, tokens, text, finish_reason, timings, usage,
+    /// cached_tokens}`.
+    #[allow(clippy::await_holding_refcell_ref)] // see below
+    pub fn complete(
+        &self,
+        prompt: Vec<u32>,
+        options: JsValue,
+        on_token: Option<js_sys::Function>,
+    ) -> std::result::Result<js_sys::Promise, JsError> {
+        let opts: CompleteOptions = if options.is_undefined() || options.is_null() {
+            CompleteOptions::default()
+        } else {
+            serde_wasm_bindgen::from_value(options)
+                .map_err(|e| bad_arg("bad completion options", e))?
+        };
+        let inner = self.inner.clone();
+        Ok(wasm_bindgen_futures::future_to_promise(async move {
+            // Held across the awaits on purpose: it is the engine's lock, and every other
+            // method only try-borrows, answering BUSY instead of panicking.
+            let mut e = inner.try_borrow_mut().map_err(|_| JsError::new(BUSY))?;
+            let done = e
+                .complete(&prompt, &opts, |piece, id| match &on_token {
+                    // `false` or a throw stops generation.
+                    Some(f) => f
+                        .call2(
+                            &JsValue::NULL,
+                            &JsValue::from_str(piece),
+                            &JsValue::from(id),
+                        )
+                        .is_ok_and(|v| v.as_bool() != Some(false)),
+                    None => true,
+                })
+                .await
+                .map_err(js_err)?;
+            Ok(to_js(&done)?)
+        }))
+    }
+
+    /// Forgets the conversation in the KV cache.
+    pub fn reset(&self) -> std::result::Result<(), JsError> {
+        let mut e = self
+            .inner
+            .try_borrow_mut()
+            .map_err(|_| JsError::new(BUSY))?;
+        e.reset();
+        Ok(())
+    }
 }

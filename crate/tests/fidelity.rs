@@ -167,7 +167,7 @@ fn check(files: &[&str], golden: &str) {
         n,
         &mut sampler,
         |_| false,
-        |_| {},
+        |_| true,
     ))
     .unwrap();
     assert_eq!(

@@ -1,7 +1,8 @@
 //! The `quantweb` command line: the same engine as the page, natively.
 
 use clap::{Parser, Subcommand};
-use quantweb::chat::{ChatMessage, ChatTemplate};
+use quantweb::chat::ChatMessage;
+use quantweb::engine::{CompleteOptions, Engine};
 use quantweb::error::Result;
 use quantweb::generate::{generate, score};
 use quantweb::gguf::GgufModel;
@@ -11,7 +12,6 @@ use quantweb::memory::{self, DeviceBudget, FitOptions, KvType, MemoryEstimate};
 use quantweb::model::Model;
 use quantweb::sample::{Sampler, SamplerConfig};
 use quantweb::source::open_args;
-use quantweb::tokenizer::Tokenizer;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -198,69 +198,52 @@ fn run(cli: Cli) -> Result<()> {
             ctx,
             json,
         } => {
-            let (gguf, mut m) = load(&model, ctx)?;
-            let tok = Tokenizer::from_model(&gguf)?;
+            let (gguf, m) = load(&model, ctx)?;
+            let mut engine = Engine::new(&gguf, m)?;
             let text = if chat {
-                ChatTemplate::from_model(&gguf, &tok)?
-                    .render(&[ChatMessage::new("user", prompt)], true)?
+                engine.chat_prompt(&[ChatMessage::new("user", prompt)])?
             } else {
                 prompt
             };
             // A rendered template carries special tokens as text; a raw prompt only with --special.
-            let prompt_tokens = tok.encode(&text, true, chat || special);
-            let mut sampler = Sampler::new(SamplerConfig {
+            let prompt_tokens = engine.prompt_tokens(&text, chat || special);
+            let opts = CompleteOptions {
+                max_tokens,
                 temperature: sampling.temperature,
                 top_k: sampling.top_k,
                 top_p: sampling.top_p,
                 min_p: sampling.min_p,
                 repeat_penalty: sampling.repeat_penalty,
-                repeat_last_n: 64,
                 seed: sampling.seed,
-            });
-            let mut stream = tok.stream_decoder(false);
-            let mut failed = None;
-            let (tokens, timings) = pollster::block_on(generate(
-                &mut m,
-                &prompt_tokens,
-                max_tokens,
-                &mut sampler,
-                |t| tok.is_eog(t),
-                |t| {
-                    if json || tok.is_eog(t) {
-                        return;
-                    }
-                    match stream.push(t) {
-                        Ok(piece) => {
-                            print!("{piece}");
-                            let _ = std::io::stdout().flush();
-                        }
-                        Err(e) => failed = Some(e),
-                    }
-                },
-            ))?;
-            if let Some(e) = failed {
-                return Err(e);
-            }
-            let shown: Vec<u32> = tokens.iter().copied().filter(|&t| !tok.is_eog(t)).collect();
+                stop: vec![],
+            };
+            let done = pollster::block_on(engine.complete(&prompt_tokens, &opts, |piece, _| {
+                if !json {
+                    print!("{piece}");
+                    let _ = std::io::stdout().flush();
+                }
+                true
+            }))?;
             if json {
                 let out = serde_json::json!({
-                    "prompt_tokens": prompt_tokens,
-                    "tokens": tokens,
-                    "text": tok.decode(&shown, false)?,
-                    "timings": timings,
+                    "prompt_tokens": done.prompt_tokens,
+                    "tokens": done.tokens,
+                    "text": done.text,
+                    "finish_reason": done.finish_reason,
+                    "timings": done.timings,
                 });
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&out).expect("serializable")
                 );
             } else {
-                println!("{}", stream.finish());
+                println!();
                 eprintln!(
                     "\n{} prompt tokens at {:.1} tok/s, {} generated at {:.1} tok/s",
-                    prompt_tokens.len(),
-                    timings.prefill_tok_s,
-                    tokens.len(),
-                    timings.decode_tok_s
+                    done.prompt_tokens.len(),
+                    done.timings.prefill_tok_s,
+                    done.tokens.len(),
+                    done.timings.decode_tok_s
                 );
             }
         }
@@ -305,7 +288,7 @@ fn run(cli: Cli) -> Result<()> {
                 gen_tokens as usize,
                 &mut sampler,
                 |_| false,
-                |_| {},
+                |_| true,
             ))?;
             if json {
                 let out = serde_json::json!({"prompt_tokens": prompt.len(), "generated_tokens": tokens.len(), "timings": t});

@@ -28,7 +28,7 @@
 //! All arithmetic is f32, in the order of `quant::dequantize`, so dequantized weights equal the
 //! CPU's bit for bit and products differ from a CPU f32 matmul only by summation order.
 
-use super::{grid, params, shader::defines, Gpu};
+use super::{grid, params, shader::defines, Gpu, MatIn};
 use crate::error::{Error, Result};
 use crate::quant::GgmlType;
 
@@ -237,20 +237,28 @@ impl QMatrix {
 
     /// y[t, r] = Σ_k W[r, k] · x[t, k] for t < n_tokens. x: f32 [n_tokens, cols], y: f32
     /// [n_tokens, rows] (row-major, contiguous from offset 0). Uses a matrix×vector kernel when
-    /// n_tokens == 1 (decode) and a tiled matrix×matrix kernel otherwise (prefill).
+    /// n_tokens == 1 (decode) and a tiled matrix×matrix kernel otherwise (prefill). With
+    /// `x.delta` (Q8_1 activations, see quantize.rs) Q4_1/Q5_1 add each block's min correction.
     pub fn record_matmul(
         &self,
         gpu: &Gpu,
         enc: &mut wgpu::CommandEncoder,
-        x: &wgpu::Buffer,
+        x: MatIn,
         y: &wgpu::Buffer,
         n_tokens: u32,
     ) -> Result<()> {
         if n_tokens == 0 {
             return Ok(());
         }
-        self.check_len("x", x, n_tokens as u64 * self.cols as u64)?;
+        self.check_len("x", x.x, n_tokens as u64 * self.cols as u64)?;
         self.check_len("y", y, n_tokens as u64 * self.rows as u64)?;
+        let delta = match x.delta {
+            Some(d) if matches!(self.ty, GgmlType::Q4_1 | GgmlType::Q5_1) => {
+                self.check_len("delta", d, n_tokens as u64 * self.cols as u64 / 32)?;
+                Some(d)
+            }
+            _ => None,
+        };
         let token_tiles = n_tokens.div_ceil(TILE);
         if token_tiles > gpu.limits.max_compute_workgroups_per_dimension {
             return Err(Error::Gpu(format!(
@@ -262,7 +270,11 @@ impl QMatrix {
         } else {
             "matmul.wgsl"
         };
-        let pipeline = gpu.pipeline(shader, &self.defines())?;
+        let mut defs = self.defines();
+        if delta.is_some() {
+            defs.insert("MIN_CORRECTION".into(), "1".into());
+        }
+        let pipeline = gpu.pipeline(shader, &defs)?;
         for part in &self.parts {
             let common = [part.rows, self.units_per_row(), part.row0, part.d_off];
             let (p, groups) = if n_tokens == 1 {
@@ -274,15 +286,14 @@ impl QMatrix {
                     (gx, gy, token_tiles),
                 )
             };
-            let bind = gpu.bind(
-                &pipeline,
-                &[
-                    part.buf.as_entire_binding(),
-                    x.as_entire_binding(),
-                    y.as_entire_binding(),
-                    p.as_entire_binding(),
-                ],
-            );
+            let mut entries = vec![
+                part.buf.as_entire_binding(),
+                x.x.as_entire_binding(),
+                y.as_entire_binding(),
+                p.as_entire_binding(),
+            ];
+            entries.extend(delta.map(|d| d.as_entire_binding()));
+            let bind = gpu.bind(&pipeline, &entries);
             gpu.dispatch(enc, &pipeline, &bind, groups);
         }
         Ok(())
@@ -440,7 +451,8 @@ mod tests {
         let xb = gpu.upload("x", bytemuck::cast_slice(&x));
         let yb = gpu.storage("y", n as u64 * rows as u64 * 4);
         let mut enc = gpu.encoder();
-        m.record_matmul(gpu, &mut enc, &xb, &yb, n).unwrap();
+        m.record_matmul(gpu, &mut enc, MatIn::plain(&xb), &yb, n)
+            .unwrap();
         gpu.queue.submit([enc.finish()]);
         let got = pollster::block_on(gpu.read_f32(&yb, n as usize * rows)).unwrap();
         (got, reference(w, &x, rows, cols, n as usize))
@@ -612,7 +624,9 @@ mod tests {
         let m = QMatrix::upload(&gpu, "t", GgmlType::F32, &[4, 3], &[0; 48]).unwrap();
         let small = gpu.storage("small", 8);
         let mut enc = gpu.encoder();
-        assert!(m.record_matmul(&gpu, &mut enc, &small, &small, 1).is_err());
+        assert!(m
+            .record_matmul(&gpu, &mut enc, MatIn::plain(&small), &small, 1)
+            .is_err());
     }
 
     /// The model of `files` in models/, or `None` (skip) when a file is missing and
@@ -718,7 +732,8 @@ mod tests {
         let run = |reps: u32| {
             let mut enc = gpu.encoder();
             for _ in 0..reps {
-                q.record_matmul(&gpu, &mut enc, &x, &y, 1).unwrap();
+                q.record_matmul(&gpu, &mut enc, MatIn::plain(&x), &y, 1)
+                    .unwrap();
             }
             gpu.queue.submit([enc.finish()]);
             pollster::block_on(gpu.read(&y, 4)).unwrap();

@@ -12,6 +12,7 @@ mod add;
 mod argmax;
 mod attention;
 mod matmul;
+mod quantize;
 mod rmsnorm;
 mod rope;
 
@@ -20,6 +21,7 @@ pub use add::*;
 pub use argmax::*;
 pub use attention::*;
 pub use matmul::*;
+pub use quantize::*;
 pub use rmsnorm::*;
 pub use rope::*;
 

@@ -10,7 +10,9 @@ pub use config::{Arch, Config, SUPPORTED_ARCHITECTURES};
 
 use crate::error::{Error, Result};
 use crate::gguf::GgufModel;
-use crate::gpu::{Add, Argmax, Attention, GatedAct, Gpu, KvCache, QMatrix, RmsNorm, Rope};
+use crate::gpu::{
+    ActQuant, Add, Argmax, Attention, GatedAct, Gpu, KvCache, QMatrix, RmsNorm, Rope,
+};
 use crate::inspect::ModelInfo;
 use crate::quant::{dequantize, GgmlType};
 
@@ -35,6 +37,20 @@ pub struct Layer {
     pub kv: KvCache,                               // cells × n_head_kv × head_dim, K and V
 }
 
+impl Layer {
+    fn matrices(&self) -> [&QMatrix; 7] {
+        [
+            &self.attn_q,
+            &self.attn_k,
+            &self.attn_v,
+            &self.attn_output,
+            &self.ffn_gate,
+            &self.ffn_up,
+            &self.ffn_down,
+        ]
+    }
+}
+
 /// Activations for one batch, allocated once.
 struct RunState {
     ids: wgpu::Buffer,    // u32 [BATCH]
@@ -50,8 +66,20 @@ struct RunState {
     last: wgpu::Buffer,   // f32 [n_embd]          the normed last position
     logits: wgpu::Buffer, // f32 [n_vocab]
     token: wgpu::Buffer,  // u32 [1]               argmax of logits
+    /// f32 [BATCH, max(n_embd, n_ff, n_head · head_dim)] per activation kind: matmul inputs
+    /// quantized as llama.cpp's CPU backend does (see gpu/quantize.rs).
+    act: ActQuant,
     /// f32 [BATCH, n_vocab], only for scoring every position.
     all_logits: Option<wgpu::Buffer>,
+}
+
+/// Where [`Model::load_with_progress`] is: tensor bytes read and uploaded so far, of all.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadProgress<'a> {
+    pub loaded: u64,
+    pub total: u64,
+    /// The tensor just uploaded.
+    pub tensor: &'a str,
 }
 
 /// What a call to [`Model::eval`] returns for its last token(s).
@@ -92,29 +120,53 @@ impl Model {
     /// Uploads the weights of `gguf` and allocates a KV cache of `n_ctx` tokens (capped at the
     /// trained context).
     pub async fn load(gpu: Gpu, gguf: &GgufModel, n_ctx: u32) -> Result<Model> {
+        Self::load_with_progress(gpu, gguf, n_ctx, |_| {}).await
+    }
+
+    /// [`Model::load`], reporting after each tensor. Tensors are read one at a time and
+    /// uploaded at once, so memory outside the GPU never holds more than one of them.
+    pub async fn load_with_progress(
+        gpu: Gpu,
+        gguf: &GgufModel,
+        n_ctx: u32,
+        progress: impl FnMut(LoadProgress),
+    ) -> Result<Model> {
         let info = ModelInfo::from_model(gguf)?;
         info.check_supported()?;
         let config = Config::from_info(&info)?;
         let n_ctx = n_ctx.clamp(1, config.n_ctx_train);
         let c = &config;
 
-        let matrix = |name: String| {
-            let gpu = &gpu;
+        let total = gguf.tensors.iter().map(|t| t.info.n_bytes).sum();
+        let loaded = std::cell::Cell::new(0u64);
+        let progress = std::cell::RefCell::new(progress);
+        let read = |name: String| {
+            let (loaded, progress) = (&loaded, &progress);
             async move {
                 let t = gguf
                     .tensor(&name)
                     .ok_or_else(|| Error::NoSuchTensor(name.clone()))?;
                 let data = gguf.read_tensor(&name).await?;
+                loaded.set(loaded.get() + data.len() as u64);
+                (progress.borrow_mut())(LoadProgress {
+                    loaded: loaded.get(),
+                    total,
+                    tensor: &name,
+                });
+                Ok::<_, Error>((t, data))
+            }
+        };
+        let matrix = |name: String| {
+            let (gpu, read) = (&gpu, &read);
+            async move {
+                let (t, data) = read(name.clone()).await?;
                 QMatrix::upload(gpu, &name, t.info.ty, &t.info.dims, &data)
             }
         };
         let vector = |name: String| {
-            let gpu = &gpu;
+            let (gpu, read) = (&gpu, &read);
             async move {
-                let t = gguf
-                    .tensor(&name)
-                    .ok_or_else(|| Error::NoSuchTensor(name.clone()))?;
-                let data = gguf.read_tensor(&name).await?;
+                let (t, data) = read(name.clone()).await?;
                 let values = match t.info.ty {
                     GgmlType::F32 => data,
                     ty => bytemuck::cast_slice(&dequantize(ty, &data)?).to_vec(),
@@ -168,6 +220,13 @@ impl Model {
 
         let f32s = |label: &str, n: u32| gpu.storage(label, n as u64 * 4);
         let b = BATCH;
+        let widest = c.n_embd.max(c.n_ff).max(c.n_head * c.head_dim);
+        let matrices = layers
+            .iter()
+            .flat_map(|l| l.matrices())
+            .chain([&token_embd])
+            .chain(&output);
+        let act = ActQuant::new(&gpu, matrices, (b * widest) as u64);
         let state = RunState {
             ids: f32s("ids", b),
             x: f32s("x", b * c.n_embd),
@@ -182,6 +241,7 @@ impl Model {
             last: f32s("last", c.n_embd),
             logits: f32s("logits", c.n_vocab),
             token: f32s("token", 1),
+            act,
             all_logits: None,
         };
         Ok(Model {
@@ -200,6 +260,26 @@ impl Model {
     /// Forgets the conversation: the next token is at position 0.
     pub fn reset(&mut self) {
         self.pos = 0;
+    }
+
+    /// Moves the next position back to `pos`, keeping the K/V of positions before it (a shared
+    /// prompt prefix). False, changing nothing, when `pos` is ahead or a sliding-window ring has
+    /// already overwritten keys that position `pos` attends to.
+    pub fn rewind(&mut self, pos: u32) -> bool {
+        if pos > self.pos {
+            return false;
+        }
+        let c = &self.config;
+        let intact = self.layers.iter().enumerate().all(|(il, l)| {
+            // Cell q % cells last held position q for q ≥ self.pos − cells.
+            let oldest_needed =
+                (pos + 1).saturating_sub(if c.sliding[il] { c.window } else { pos + 1 });
+            pos == 0 || oldest_needed >= self.pos.saturating_sub(l.kv.cells)
+        });
+        if intact {
+            self.pos = pos;
+        }
+        intact
     }
 
     /// Evaluates `tokens` at the current position, in batches, and returns `want` for them.
@@ -269,9 +349,15 @@ impl Model {
         for (il, l) in self.layers.iter().enumerate() {
             // Attention.
             RmsNorm::record(gpu, e, &s.x, &l.attn_norm, &s.xb, n, d, eps)?;
-            l.attn_q.record_matmul(gpu, e, &s.xb, &s.q, n)?;
-            l.attn_k.record_matmul(gpu, e, &s.xb, &s.k, n)?;
-            l.attn_v.record_matmul(gpu, e, &s.xb, &s.v, n)?;
+            let xb = s
+                .act
+                .record(gpu, e, &s.xb, n, d, &[&l.attn_q, &l.attn_k, &l.attn_v])?;
+            l.attn_q
+                .record_matmul(gpu, e, xb.for_matrix(&l.attn_q)?, &s.q, n)?;
+            l.attn_k
+                .record_matmul(gpu, e, xb.for_matrix(&l.attn_k)?, &s.k, n)?;
+            l.attn_v
+                .record_matmul(gpu, e, xb.for_matrix(&l.attn_v)?, &s.v, n)?;
             if let (Some(qn), Some(kn)) = (&l.attn_q_norm, &l.attn_k_norm) {
                 RmsNorm::record_in_place(gpu, e, &s.q, qn, n * c.n_head, hd, eps)?;
                 RmsNorm::record_in_place(gpu, e, &s.k, kn, n * c.n_head_kv, hd, eps)?;
@@ -319,7 +405,11 @@ impl Model {
                 c.attn_scale,
                 window,
             )?;
-            l.attn_output.record_matmul(gpu, e, &s.att, &s.o, n)?;
+            let att = s
+                .act
+                .record(gpu, e, &s.att, n, c.n_head * hd, &[&l.attn_output])?;
+            l.attn_output
+                .record_matmul(gpu, e, att.for_matrix(&l.attn_output)?, &s.o, n)?;
             if let Some(pn) = &l.post_attention_norm {
                 RmsNorm::record_in_place(gpu, e, &s.o, pn, n, d, eps)?;
             }
@@ -327,10 +417,17 @@ impl Model {
 
             // Feed-forward.
             RmsNorm::record(gpu, e, &s.x, &l.ffn_norm, &s.xb, n, d, eps)?;
-            l.ffn_gate.record_matmul(gpu, e, &s.xb, &s.gate, n)?;
-            l.ffn_up.record_matmul(gpu, e, &s.xb, &s.up, n)?;
+            let xb = s
+                .act
+                .record(gpu, e, &s.xb, n, d, &[&l.ffn_gate, &l.ffn_up])?;
+            l.ffn_gate
+                .record_matmul(gpu, e, xb.for_matrix(&l.ffn_gate)?, &s.gate, n)?;
+            l.ffn_up
+                .record_matmul(gpu, e, xb.for_matrix(&l.ffn_up)?, &s.up, n)?;
             GatedAct::record(gpu, e, &s.gate, &s.up, n * c.n_ff, c.activation)?;
-            l.ffn_down.record_matmul(gpu, e, &s.gate, &s.o, n)?;
+            let g = s.act.record(gpu, e, &s.gate, n, c.n_ff, &[&l.ffn_down])?;
+            l.ffn_down
+                .record_matmul(gpu, e, g.for_matrix(&l.ffn_down)?, &s.o, n)?;
             if let Some(pn) = &l.post_ffw_norm {
                 RmsNorm::record_in_place(gpu, e, &s.o, pn, n, d, eps)?;
             }
@@ -346,7 +443,8 @@ impl Model {
             Some(Want::AllLogits) => {
                 let all = s.all_logits.as_ref().expect("allocated in eval");
                 RmsNorm::record(gpu, e, &s.x, &self.output_norm, &s.xb, n, d, eps)?;
-                output.record_matmul(gpu, e, &s.xb, all, n)?;
+                let xb = s.act.record(gpu, e, &s.xb, n, d, &[output])?;
+                output.record_matmul(gpu, e, xb.for_matrix(output)?, all, n)?;
                 gpu.queue.submit([enc.finish()]);
                 Some(Output::AllLogits(
                     gpu.read_f32(all, (n * c.n_vocab) as usize).await?,
@@ -356,7 +454,8 @@ impl Model {
                 // Only the last position is normed and projected to the vocabulary.
                 e.copy_buffer_to_buffer(&s.x, ((n - 1) * d * 4) as u64, &s.last, 0, d as u64 * 4);
                 RmsNorm::record_in_place(gpu, e, &s.last, &self.output_norm, 1, d, eps)?;
-                output.record_matmul(gpu, e, &s.last, &s.logits, 1)?;
+                let last = s.act.record(gpu, e, &s.last, 1, d, &[output])?;
+                output.record_matmul(gpu, e, last.for_matrix(output)?, &s.logits, 1)?;
                 if w == Want::Argmax {
                     Argmax::record(gpu, e, &s.logits, c.n_vocab, &s.token)?;
                     gpu.queue.submit([enc.finish()]);
@@ -376,23 +475,21 @@ impl Model {
         Ok(result)
     }
 
+    /// GPU bytes held by the KV caches.
+    pub fn kv_bytes(&self) -> u64 {
+        self.layers
+            .iter()
+            .map(|l| l.kv.k.size() + l.kv.v.size())
+            .sum()
+    }
+
     /// GPU bytes held by the weights (for the memory report).
     pub fn weight_bytes(&self) -> u64 {
-        let layer = |l: &Layer| {
-            [
-                &l.attn_q,
-                &l.attn_k,
-                &l.attn_v,
-                &l.attn_output,
-                &l.ffn_gate,
-                &l.ffn_up,
-                &l.ffn_down,
-            ]
+        self.layers
             .iter()
+            .flat_map(|l| l.matrices())
             .map(|m| m.gpu_bytes())
             .sum::<u64>()
-        };
-        self.layers.iter().map(layer).sum::<u64>()
             + self.token_embd.gpu_bytes()
             + self.output.as_ref().map_or(0, |o| o.gpu_bytes())
     }

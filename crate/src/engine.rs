@@ -1,0 +1,372 @@
+//! A loaded model ready for conversations: model, tokenizer and chat template, with KV prefix
+//! reuse across calls, stop strings and early stop. The browser's `WasmEngine` is a thin shell
+//! around it.
+
+use crate::chat::{ChatMessage, ChatTemplate};
+use crate::error::{Error, Result};
+use crate::generate::{generate, Timings};
+use crate::gguf::GgufModel;
+use crate::model::{Arch, Model};
+use crate::sample::{Sampler, SamplerConfig};
+use crate::tokenizer::Tokenizer;
+use serde::{Deserialize, Serialize};
+
+/// Options of one completion (JSON/JS keys in snake_case; unknown keys are an error).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompleteOptions {
+    pub max_tokens: usize,
+    /// 0 = greedy.
+    pub temperature: f32,
+    pub top_k: u32,
+    pub top_p: f32,
+    pub min_p: f32,
+    pub repeat_penalty: f32,
+    pub seed: u64,
+    /// Generation ends before the first occurrence of any of these; it is not part of the text.
+    pub stop: Vec<String>,
+}
+
+impl Default for CompleteOptions {
+    fn default() -> Self {
+        let s = SamplerConfig::default();
+        CompleteOptions {
+            max_tokens: 256,
+            temperature: s.temperature,
+            top_k: s.top_k,
+            top_p: s.top_p,
+            min_p: s.min_p,
+            repeat_penalty: s.repeat_penalty,
+            seed: s.seed,
+            stop: vec![],
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinishReason {
+    /// An end-of-generation token or a stop string.
+    Stop,
+    /// `max_tokens` reached.
+    Length,
+    /// The caller's token callback asked to stop.
+    Abort,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub total_tokens: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Completion {
+    /// The prompt's ids (BOS included when the model adds it).
+    pub prompt_tokens: Vec<u32>,
+    /// Generated ids, an end-of-generation token included.
+    pub tokens: Vec<u32>,
+    pub text: String,
+    pub finish_reason: FinishReason,
+    pub timings: Timings,
+    pub usage: Usage,
+    /// Prompt tokens whose KV entries were reused from the previous call.
+    pub cached_tokens: usize,
+}
+
+pub struct Engine {
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+    template: ChatTemplate,
+    /// Where the template comes from: "model", or llama.cpp's built-in "gemma" / "chatml" that
+    /// it falls back to for a model without one.
+    pub template_source: &'static str,
+    /// The ids whose K/V the cache holds, at positions 0.. (`model.pos` of them).
+    history: Vec<u32>,
+}
+
+impl Engine {
+    /// Builds the tokenizer and the chat template around a loaded model. Without a template
+    /// in the file, llama.cpp's built-in one for the architecture (Gemma's, else ChatML).
+    pub fn new(gguf: &GgufModel, model: Model) -> Result<Engine> {
+        let tokenizer = Tokenizer::from_model(gguf)?;
+        let (template, template_source) = match ChatTemplate::from_model(gguf, &tokenizer) {
+            Ok(t) => (t, "model"),
+            Err(Error::NoChatTemplate { .. }) if model.config.arch == Arch::Gemma3 => {
+                (ChatTemplate::gemma(&tokenizer)?, "gemma")
+            }
+            Err(Error::NoChatTemplate { .. }) => (ChatTemplate::chatml(&tokenizer)?, "chatml"),
+            Err(e) => return Err(e),
+        };
+        Ok(Engine {
+            model,
+            tokenizer,
+            template,
+            template_source,
+            history: vec![],
+        })
+    }
+
+    /// The chat template rendered for `messages`, ready for the assistant's turn.
+    pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<String> {
+        self.template.render(messages, true)
+    }
+
+    /// Token ids of a prompt as llama.cpp makes them: BOS first when the model adds one;
+    /// special-token text parsed only with `parse_special` (rendered chat templates need it).
+    pub fn prompt_tokens(&self, text: &str, parse_special: bool) -> Vec<u32> {
+        self.tokenizer.encode(text, true, parse_special)
+    }
+
+    /// Forgets the conversation held in the KV cache.
+    pub fn reset(&mut self) {
+        self.history.clear();
+        self.model.reset();
+    }
+
+    /// Generates after `prompt`. `on_token(piece, id)` gets each generated id with the text it
+    /// completes (empty while UTF-8 bytes or a possible stop string are held back) and returns
+    /// false to stop. The part of `prompt` already in the KV cache is not evaluated again.
+    pub async fn complete(
+        &mut self,
+        prompt: &[u32],
+        opts: &CompleteOptions,
+        mut on_token: impl FnMut(&str, u32) -> bool,
+    ) -> Result<Completion> {
+        if prompt.is_empty() {
+            return Err(Error::BadOption {
+                name: "prompt",
+                value: "[]".into(),
+                reason: "a prompt needs at least one token",
+            });
+        }
+        let needed = prompt.len() as u64 + opts.max_tokens as u64;
+        if prompt.len() as u64 >= self.model.n_ctx as u64 {
+            return Err(Error::ContextFull {
+                n_ctx: self.model.n_ctx,
+                needed,
+            });
+        }
+        let cached = self.reuse_prefix(prompt);
+        // Never run past the context: generation ends there with finish_reason "length".
+        let room = self.model.n_ctx as usize - prompt.len();
+        let max_tokens = opts.max_tokens.min(room);
+
+        let mut sampler = Sampler::new(SamplerConfig {
+            temperature: opts.temperature,
+            top_k: opts.top_k,
+            top_p: opts.top_p,
+            min_p: opts.min_p,
+            repeat_penalty: opts.repeat_penalty,
+            seed: opts.seed,
+            ..SamplerConfig::default()
+        });
+        // Tokens before the reused prefix still count for the repetition penalty.
+        for &t in &prompt[..cached] {
+            sampler.accept(t);
+        }
+        let tok = &self.tokenizer;
+        let mut decoder = tok.stream_decoder(false);
+        let mut stops = StopScan::new(&opts.stop);
+        let mut finish = FinishReason::Length;
+        let mut failed = None;
+        let (tokens, timings) = generate(
+            &mut self.model,
+            &prompt[cached..],
+            max_tokens,
+            &mut sampler,
+            |t| tok.is_eog(t),
+            |t| {
+                if tok.is_eog(t) {
+                    finish = FinishReason::Stop;
+                    return on_token("", t);
+                }
+                let piece = match decoder.push(t) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        failed = Some(e);
+                        return false;
+                    }
+                };
+                let (ready, hit) = stops.push(&piece);
+                if hit {
+                    finish = FinishReason::Stop;
+                    on_token(&ready, t);
+                    return false;
+                }
+                if !on_token(&ready, t) {
+                    finish = FinishReason::Abort;
+                    return false;
+                }
+                true
+            },
+        )
+        .await?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let text = stops.finish(if finish == FinishReason::Stop {
+            None
+        } else {
+            Some(decoder.finish())
+        });
+
+        self.history.truncate(cached);
+        self.history.extend_from_slice(&prompt[cached..]);
+        self.history.extend_from_slice(&tokens);
+        self.history.truncate(self.model.pos as usize);
+        Ok(Completion {
+            prompt_tokens: prompt.to_vec(),
+            usage: Usage {
+                prompt_tokens: prompt.len(),
+                completion_tokens: tokens.len(),
+                total_tokens: prompt.len() + tokens.len(),
+            },
+            tokens,
+            text,
+            finish_reason: finish,
+            timings,
+            cached_tokens: cached,
+        })
+    }
+
+    /// Rewinds the cache to the longest prefix `prompt` shares with what it holds (leaving at
+    /// least one prompt token to evaluate: the next token's logits come from it) and returns its
+    /// length.
+    fn reuse_prefix(&mut self, prompt: &[u32]) -> usize {
+        let common = self
+            .history
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(prompt.len() - 1);
+        if self.model.rewind(common as u32) {
+            self.history.truncate(common);
+            common
+        } else {
+            self.reset();
+            0
+        }
+    }
+}
+
+/// Finds stop strings in streamed text and holds back the tail that could still begin one.
+struct StopScan<'a> {
+    stops: &'a [String],
+    text: String,
+    /// Bytes of `text` already handed out.
+    emitted: usize,
+}
+
+impl<'a> StopScan<'a> {
+    fn new(stops: &'a [String]) -> Self {
+        StopScan {
+            stops,
+            text: String::new(),
+            emitted: 0,
+        }
+    }
+
+    /// Adds `piece`; returns the text now safe to show and whether a stop string was found
+    /// (then the text ends before it).
+    fn push(&mut self, piece: &str) -> (String, bool) {
+        self.text.push_str(piece);
+        let found = self
+            .stops
+            .iter()
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| self.text.find(s.as_str()))
+            .min();
+        if let Some(at) = found {
+            self.text.truncate(at);
+            return (self.take(at), true);
+        }
+        // The longest suffix of the text that is a proper prefix of a stop string waits.
+        let hold = self
+            .stops
+            .iter()
+            .flat_map(|s| {
+                (1..s.len())
+                    .filter(|&n| s.is_char_boundary(n))
+                    .map(move |n| &s[..n])
+            })
+            .filter(|p| self.text.ends_with(p))
+            .map(|p| p.len())
+            .max()
+            .unwrap_or(0);
+        let safe = self.text.len() - hold;
+        (self.take(safe), false)
+    }
+
+    fn take(&mut self, upto: usize) -> String {
+        let upto = upto.max(self.emitted);
+        let s = self.text[self.emitted..upto].to_string();
+        self.emitted = upto;
+        s
+    }
+
+    /// The whole text; `rest`: bytes the decoder still held (an unfinished UTF-8 sequence).
+    fn finish(mut self, rest: Option<String>) -> String {
+        if let Some(r) = rest {
+            self.text.push_str(&r);
+        }
+        self.text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(stops: &[&str], pieces: &[&str]) -> (Vec<String>, bool, String) {
+        let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();
+        let mut scan = StopScan::new(&stops);
+        let mut out = vec![];
+        let mut hit = false;
+        for p in pieces {
+            let (ready, h) = scan.push(p);
+            out.push(ready);
+            if h {
+                hit = true;
+                break;
+            }
+        }
+        (out, hit, scan.finish(None))
+    }
+
+    #[test]
+    fn stop_strings_end_the_text_and_are_never_shown() {
+        let (out, hit, text) = run(&["\nUser:"], &["Hello", "\n", "Us", "er:", " more"]);
+        assert!(hit);
+        assert_eq!(out, ["Hello", "", "", ""]);
+        assert_eq!(text, "Hello");
+    }
+
+    #[test]
+    fn held_back_text_is_released_when_it_stops_matching() {
+        let (out, hit, text) = run(&["END"], &["a E", "N", "x", "y"]);
+        assert!(!hit);
+        assert_eq!(out, ["a ", "", "ENx", "y"]);
+        assert_eq!(text, "a ENxy");
+    }
+
+    #[test]
+    fn stop_inside_one_piece_and_multibyte() {
+        let (out, hit, text) = run(&["é!"], &["café!", "x"]);
+        assert!(hit);
+        assert_eq!(out, ["caf"]);
+        assert_eq!(text, "caf");
+        let (out, _, _) = run(&[], &["a", "b"]);
+        assert_eq!(out, ["a", "b"]);
+    }
+
+    #[test]
+    fn options_reject_unknown_keys() {
+        let ok: CompleteOptions =
+            serde_json::from_str(r#"{"max_tokens": 3, "stop": ["x"]}"#).unwrap();
+        assert_eq!((ok.max_tokens, ok.top_k), (3, 40));
+        assert!(serde_json::from_str::<CompleteOptions>(r#"{"max_token": 3}"#).is_err());
+    }
+}

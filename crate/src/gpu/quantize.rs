@@ -1,0 +1,387 @@
+//! Activation quantization before each matmul, as llama.cpp's CPU backend does it.
+//!
+//! ggml never multiplies a quantized weight by an f32 activation: it first converts the
+//! activation row to the weight type's `vec_dot_type` (Q8_0 for Q4_0/Q5_0/Q8_0/IQ4_NL, Q8_1 for
+//! Q4_1/Q5_1, Q8_K for the K-quants and IQ4_XS, f16 for F16, bf16 for BF16) and takes integer dot
+//! products. That rounding moves logits by a few hundredths — enough to flip greedy choices
+//! between near-tied tokens — so the engine applies the same quantization (`shaders/
+//! quantize.wgsl`, written back dequantized) and its outputs track the oracle's instead of an
+//! idealized f32 model. See ARCHITECTURE.md, "Matching llama.cpp".
+
+use super::{grid, params, shader::defines, Gpu, QMatrix};
+use crate::error::{Error, Result};
+use crate::quant::GgmlType;
+
+/// The form of the activations that multiply weights of some type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[allow(non_camel_case_types)] // ggml's names
+pub enum ActKind {
+    F32,
+    F16,
+    BF16,
+    Q8_0,
+    Q8_1,
+    Q8_K,
+}
+
+impl ActKind {
+    /// ggml's `vec_dot_type` for weights of `ty` (ggml-cpu `type_traits_cpu`).
+    pub fn for_weights(ty: GgmlType) -> ActKind {
+        use GgmlType::*;
+        match ty {
+            F16 => ActKind::F16,
+            BF16 => ActKind::BF16,
+            Q4_0 | Q5_0 | Q8_0 | IQ4_NL => ActKind::Q8_0,
+            Q4_1 | Q5_1 => ActKind::Q8_1,
+            Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_XS => ActKind::Q8_K,
+            _ => ActKind::F32,
+        }
+    }
+
+    /// Elements per quantization block (`BLOCK` in quantize.wgsl).
+    fn block(self) -> u32 {
+        match self {
+            ActKind::Q8_0 | ActKind::Q8_1 => 32,
+            ActKind::Q8_K => 256,
+            _ => 4,
+        }
+    }
+
+    fn defines(self) -> super::shader::Defines {
+        let kind = format!("KIND_{self:?}").to_uppercase();
+        match self {
+            ActKind::Q8_0 | ActKind::Q8_1 => defines(&[(&kind, "1"), ("BLOCK_32", "1")]),
+            _ => defines(&[(&kind, "1")]),
+        }
+    }
+}
+
+/// The input of a matmul: f32 activations [n_tokens, cols], and for Q4_1/Q5_1 weights fed Q8_1
+/// activations the per-block correction of their min term, f32 [n_tokens, cols / 32].
+#[derive(Clone, Copy)]
+pub struct MatIn<'a> {
+    pub x: &'a wgpu::Buffer,
+    pub delta: Option<&'a wgpu::Buffer>,
+}
+
+impl<'a> MatIn<'a> {
+    /// Activations used as they are (f32 × weights).
+    pub fn plain(x: &'a wgpu::Buffer) -> Self {
+        MatIn { x, delta: None }
+    }
+}
+
+/// One quantized copy of an activation buffer per kind a model's matrices need, allocated once
+/// for the largest input (`max_elements` = tokens × cols).
+pub struct ActQuant {
+    // (kind, xq f32 [max_elements], delta f32 [max_elements / 32] for Q8_1)
+    bufs: Vec<(ActKind, wgpu::Buffer, Option<wgpu::Buffer>)>,
+}
+
+impl ActQuant {
+    pub fn new<'m>(
+        gpu: &Gpu,
+        matrices: impl IntoIterator<Item = &'m QMatrix>,
+        max_elements: u64,
+    ) -> Self {
+        let mut kinds: Vec<ActKind> = matrices
+            .into_iter()
+            .map(|m| ActKind::for_weights(m.ty))
+            .filter(|&k| k != ActKind::F32)
+            .collect();
+        kinds.sort();
+        kinds.dedup();
+        let bufs = kinds
+            .into_iter()
+            .map(|k| {
+                let xq = gpu.storage(&format!("x {k:?}"), max_elements * 4);
+                let delta = (k == ActKind::Q8_1)
+                    .then(|| gpu.storage("x Q8_1 delta", max_elements / 32 * 4));
+                (k, xq, delta)
+            })
+            .collect();
+        ActQuant { bufs }
+    }
+
+    /// Records the quantization of x (f32 [n_tokens, cols]) into every kind `for_matrices` need
+    /// and returns where each matrix finds its input.
+    pub fn record<'a>(
+        &'a self,
+        gpu: &Gpu,
+        enc: &mut wgpu::CommandEncoder,
+        x: &'a wgpu::Buffer,
+        n_tokens: u32,
+        cols: u32,
+        for_matrices: &[&QMatrix],
+    ) -> Result<ActInputs<'a>> {
+        let n = n_tokens as u64 * cols as u64;
+        let mut done: Vec<ActKind> = vec![];
+        for m in for_matrices {
+            let kind = ActKind::for_weights(m.ty);
+            if kind == ActKind::F32 || done.contains(&kind) {
+                continue;
+            }
+            done.push(kind);
+            let (xq, delta) = self.buffers(kind)?;
+            if xq.size() < n * 4 || x.size() < n * 4 || !cols.is_multiple_of(kind.block()) {
+                return Err(Error::Gpu(format!(
+                    "activation quantization of [{n_tokens} x {cols}] to {kind:?}: buffers too \
+                     small or row not whole blocks"
+                )));
+            }
+            let pipeline = gpu.pipeline("quantize.wgsl", &kind.defines())?;
+            let n_blocks = (n / kind.block() as u64) as u32;
+            let p = params(gpu, &[n_blocks]);
+            let mut entries = vec![
+                x.as_entire_binding(),
+                xq.as_entire_binding(),
+                p.as_entire_binding(),
+            ];
+            entries.extend(delta.map(|d| d.as_entire_binding()));
+            let bind = gpu.bind(&pipeline, &entries);
+            gpu.dispatch(enc, &pipeline, &bind, grid(n_blocks.div_ceil(64)));
+        }
+        Ok(ActInputs { x, quant: self })
+    }
+
+    fn buffers(&self, kind: ActKind) -> Result<(&wgpu::Buffer, Option<&wgpu::Buffer>)> {
+        self.bufs
+            .iter()
+            .find(|(k, ..)| *k == kind)
+            .map(|(_, xq, d)| (xq, d.as_ref()))
+            .ok_or_else(|| Error::Gpu(format!("no {kind:?} activation buffer allocated")))
+    }
+}
+
+/// The quantized forms of one activation buffer (see [`ActQuant::record`]).
+pub struct ActInputs<'a> {
+    x: &'a wgpu::Buffer,
+    quant: &'a ActQuant,
+}
+
+impl<'a> ActInputs<'a> {
+    /// The input for `m`: f32 weights take x itself.
+    pub fn for_matrix(&self, m: &QMatrix) -> Result<MatIn<'a>> {
+        match ActKind::for_weights(m.ty) {
+            ActKind::F32 => Ok(MatIn::plain(self.x)),
+            kind => {
+                let (x, delta) = self.quant.buffers(kind)?;
+                Ok(MatIn { x, delta })
+            }
+        }
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+    use crate::gpu::{nmse, test_gpu, test_random};
+    use half::{bf16, f16};
+
+    /// ggml's quantizers on the CPU (x86 AVX2 `quantize_row_q8_0/_1`, `quantize_row_q8_K_ref`),
+    /// written back dequantized, plus the Q8_1 block-sum correction.
+    fn reference(kind: ActKind, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let mut out = vec![0.0f32; x.len()];
+        let mut delta = vec![];
+        match kind {
+            ActKind::Q8_0 | ActKind::Q8_1 => {
+                for (xb, ob) in x.chunks(32).zip(out.chunks_mut(32)) {
+                    let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                    let d = amax / 127.0;
+                    let dh = f16::from_f32(d).to_f32();
+                    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+                    let mut sum = 0i32;
+                    for (v, o) in xb.iter().zip(ob.iter_mut()) {
+                        let q = (v * id).round_ties_even();
+                        sum += q as i32;
+                        *o = q * dh;
+                    }
+                    delta.push(f16::from_f32(d * sum as f32).to_f32() - dh * sum as f32);
+                }
+            }
+            ActKind::Q8_K => {
+                for (xb, ob) in x.chunks(256).zip(out.chunks_mut(256)) {
+                    let (mut amax, mut max) = (0.0f32, 0.0f32);
+                    for &v in xb {
+                        if v.abs() > amax {
+                            amax = v.abs();
+                            max = v;
+                        }
+                    }
+                    if amax == 0.0 {
+                        continue;
+                    }
+                    let iscale = -127.0 / max;
+                    let d = 1.0 / iscale;
+                    for (v, o) in xb.iter().zip(ob.iter_mut()) {
+                        *o = (iscale * v).round_ties_even().min(127.0) * d;
+                    }
+                }
+            }
+            ActKind::F16 => {
+                for (v, o) in x.iter().zip(out.iter_mut()) {
+                    *o = f16::from_f32(*v).to_f32();
+                }
+            }
+            ActKind::BF16 => {
+                for (v, o) in x.iter().zip(out.iter_mut()) {
+                    *o = bf16::from_f32(*v).to_f32();
+                }
+            }
+            ActKind::F32 => out.copy_from_slice(x),
+        }
+        (out, delta)
+    }
+
+    fn weights(ty: GgmlType) -> QMatrix {
+        let gpu = test_gpu().unwrap();
+        let cols = 256u64;
+        let data = vec![0u8; (cols / ty.block_size() * ty.type_size()) as usize];
+        QMatrix::upload(&gpu, "w", ty, &[cols, 1], &data).unwrap()
+    }
+
+    #[test]
+    fn quantize_matches_ggml_bit_for_bit() {
+        let Some(gpu) = test_gpu() else { return };
+        let (n_tokens, cols) = (3u32, 512u32);
+        let mut x = test_random((n_tokens * cols) as usize, 7, 3.0);
+        // Exact halves after scaling, an all-zero block, subnormal and large magnitudes.
+        x[5] = 127.0 / 2.0;
+        x[6] = -0.5 / 127.0 * 127.0;
+        for v in &mut x[256..512] {
+            *v = 0.0;
+        }
+        x[600] = 1e-7;
+        x[700] = -7.0e4;
+        x[800] = 3.0e-5;
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q4_K,
+            GgmlType::F16,
+            GgmlType::BF16,
+        ] {
+            let kind = ActKind::for_weights(ty);
+            let m = weights(ty);
+            let aq = ActQuant::new(&gpu, [&m], (n_tokens * cols) as u64);
+            let xb = gpu.upload("x", bytemuck::cast_slice(&x));
+            let mut enc = gpu.encoder();
+            let inputs = aq
+                .record(&gpu, &mut enc, &xb, n_tokens, cols, &[&m])
+                .unwrap();
+            let input = inputs.for_matrix(&m).unwrap();
+            gpu.queue.submit([enc.finish()]);
+            let got = pollster::block_on(gpu.read_f32(input.x, x.len())).unwrap();
+            let (want, want_delta) = reference(kind, &x);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{kind:?}");
+            if let Some(d) = input.delta {
+                let got = pollster::block_on(gpu.read_f32(d, want_delta.len())).unwrap();
+                assert_eq!(bits(&got), bits(&want_delta), "{kind:?} delta");
+                assert!(want_delta.iter().any(|&v| v != 0.0));
+            }
+        }
+    }
+
+    #[test]
+    fn kinds_follow_ggml_vec_dot_types() {
+        use GgmlType::*;
+        let kinds: Vec<ActKind> = [F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q6_K, IQ4_XS]
+            .into_iter()
+            .map(ActKind::for_weights)
+            .collect();
+        use ActKind as A;
+        assert_eq!(
+            kinds,
+            [
+                A::F32,
+                A::F16,
+                A::BF16,
+                A::Q8_0,
+                A::Q8_1,
+                A::Q8_0,
+                A::Q8_1,
+                A::Q8_0,
+                A::Q8_K,
+                A::Q8_K
+            ]
+        );
+    }
+
+    #[test]
+    fn min_correction_reproduces_ggml_q4_1_dot() {
+        // ggml: Σ_b d_w·d_y·Σ q_w·q_y + m_b·f16(d_y·Σ q_y). The GPU's f32 dot over fake-quantized
+        // activations plus the correction must equal it up to summation order.
+        let Some(gpu) = test_gpu() else { return };
+        for (ty, n_tokens) in [
+            (GgmlType::Q4_1, 1u32),
+            (GgmlType::Q4_1, 40),
+            (GgmlType::Q5_1, 3),
+        ] {
+            let (rows, cols) = (70u32, 256u32);
+            // Random blocks: small f16 d and m, random quant bits.
+            let size = ty.type_size() as usize;
+            let noise = test_random((rows * cols / 32) as usize * size, 11, 1.0);
+            let mut data: Vec<u8> = noise.iter().map(|v| (v.to_bits() >> 5) as u8).collect();
+            for (i, b) in data.chunks_exact_mut(size).enumerate() {
+                b[..2].copy_from_slice(&f16::from_f32(0.01 * noise[i]).to_le_bytes());
+                b[2..4].copy_from_slice(&f16::from_f32(-0.1 * noise[i + 1].abs()).to_le_bytes());
+            }
+            let wd = crate::quant::dequantize(ty, &data).unwrap();
+            let m = QMatrix::upload(&gpu, "w", ty, &[cols as u64, rows as u64], &data).unwrap();
+            let x = test_random((n_tokens * cols) as usize, 12, 2.0);
+            let (xq, delta) = reference(ActKind::Q8_1, &x);
+            let mins: Vec<f32> = data
+                .chunks(ty.type_size() as usize)
+                .map(|b| f16::from_le_bytes([b[2], b[3]]).to_f32())
+                .collect();
+            let mut want = vec![0f32; (n_tokens * rows) as usize];
+            let bpr = (cols / 32) as usize;
+            for t in 0..n_tokens as usize {
+                for r in 0..rows as usize {
+                    let mut s = 0f64;
+                    for k in 0..cols as usize {
+                        s += wd[r * cols as usize + k] as f64 * xq[t * cols as usize + k] as f64;
+                    }
+                    for b in 0..bpr {
+                        s += mins[r * bpr + b] as f64 * delta[t * bpr + b] as f64;
+                    }
+                    want[t * rows as usize + r] = s as f32;
+                }
+            }
+            let aq = ActQuant::new(&gpu, [&m], (n_tokens * cols) as u64);
+            let xb = gpu.upload("x", bytemuck::cast_slice(&x));
+            let yb = gpu.storage("y", (n_tokens * rows) as u64 * 4);
+            let mut enc = gpu.encoder();
+            let inputs = aq
+                .record(&gpu, &mut enc, &xb, n_tokens, cols, &[&m])
+                .unwrap();
+            m.record_matmul(
+                &gpu,
+                &mut enc,
+                inputs.for_matrix(&m).unwrap(),
+                &yb,
+                n_tokens,
+            )
+            .unwrap();
+            gpu.queue.submit([enc.finish()]);
+            let got = pollster::block_on(gpu.read_f32(&yb, want.len())).unwrap();
+            let e = nmse(&got, &want);
+            assert!(e < 1e-11, "{ty} × {n_tokens} tokens: nmse {e}");
+            // Without the correction the result is measurably different.
+            let plain: Vec<f32> = (0..want.len())
+                .map(|i| {
+                    let (t, r) = (i / rows as usize, i % rows as usize);
+                    let s: f64 = (0..bpr)
+                        .map(|b| mins[r * bpr + b] as f64 * delta[t * bpr + b] as f64)
+                        .sum();
+                    (want[i] as f64 - s) as f32
+                })
+                .collect();
+            assert!(
+                nmse(&plain, &want) > 100.0 * e.max(1e-14),
+                "{ty}: correction is visible"
+            );
+        }
+    }
+}
