@@ -87,6 +87,10 @@ enum Cmd {
         tokens: Vec<u32>,
         #[arg(long, default_value_t = 4096)]
         ctx: u32,
+        /// Tokens per forward pass (1-64). Under 64, attention computes as llama.cpp's decode
+        /// steps do, which is what greedy outputs of llama.cpp are compared with.
+        #[arg(long, default_value_t = 64)]
+        batch: u32,
         #[arg(long)]
         json: bool,
     },
@@ -251,10 +255,11 @@ fn run(cli: Cli) -> Result<()> {
             model,
             tokens,
             ctx,
+            batch,
             json,
         } => {
             let (_, mut m) = load(&model, ctx.max(tokens.len() as u32))?;
-            let s = pollster::block_on(score(&mut m, &tokens))?;
+            let s = pollster::block_on(score(&mut m, &tokens, batch))?;
             if json {
                 println!("{}", serde_json::to_string(&s).expect("serializable"));
             } else {

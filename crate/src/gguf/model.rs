@@ -188,6 +188,22 @@ impl GgufModel {
             .await
     }
 
+    /// Bytes `offset..offset + len` of a tensor's data.
+    pub async fn read_tensor_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let t = self
+            .tensor(name)
+            .ok_or_else(|| Error::NoSuchTensor(name.into()))?;
+        if offset + len as u64 > t.info.n_bytes {
+            return Err(Error::ReadPastEnd {
+                source_name: name.into(),
+                offset,
+                len: len as u64,
+                size: t.info.n_bytes,
+            });
+        }
+        self.files[t.file].read_at(t.start + offset, len).await
+    }
+
     pub fn file_bytes(&self) -> u64 {
         self.parts.iter().map(|p| p.1).sum()
     }

@@ -148,6 +148,36 @@ impl QMatrix {
         data: &[u8],
         limit: u64,
     ) -> Result<QMatrix> {
+        let m = Self::create_limited(gpu, name, ty, dims, limit)?;
+        if data.len() as u64 != m.rows as u64 * m.row_bytes() {
+            return Err(Error::Gpu(format!(
+                "{name}: {ty} matrix {dims:?}: {} bytes of data, expected {} rows × {} bytes",
+                data.len(),
+                m.rows,
+                m.row_bytes()
+            )));
+        }
+        m.write_rows(gpu, 0, data)?;
+        Ok(m)
+    }
+
+    /// Allocates the buffers of a matrix, to be filled by [`write_rows`](Self::write_rows):
+    /// so a model streams into the GPU a few rows at a time and never holds a whole tensor.
+    pub fn create(gpu: &Gpu, name: &str, ty: GgmlType, dims: &[u64]) -> Result<QMatrix> {
+        let limit = gpu
+            .limits
+            .max_storage_buffer_binding_size
+            .min(gpu.limits.max_buffer_size);
+        Self::create_limited(gpu, name, ty, dims, limit)
+    }
+
+    fn create_limited(
+        gpu: &Gpu,
+        name: &str,
+        ty: GgmlType,
+        dims: &[u64],
+        limit: u64,
+    ) -> Result<QMatrix> {
         if split_d(ty).is_none() {
             return Err(Error::UnsupportedType {
                 ty,
@@ -169,38 +199,89 @@ impl QMatrix {
             )));
         }
         let row_bytes = cols / ty.block_size() * ty.type_size();
-        if data.len() as u64 != rows * row_bytes {
-            return Err(bad(format!(
-                "{} bytes of data, expected {rows} rows × {row_bytes} bytes",
-                data.len()
-            )));
+        // Each buffer may round up by 2 bytes (the d array) plus 2 (the word). An even number
+        // of rows per buffer keeps every part's f16 d pairs whole (see write_rows).
+        let mut rows_per_part = (limit.saturating_sub(4) / row_bytes).min(rows);
+        if rows_per_part < rows && rows_per_part > 1 {
+            rows_per_part &= !1;
         }
-        // Each buffer may round up by 2 bytes (the d array) plus 2 (the word).
-        let rows_per_part = (limit.saturating_sub(4) / row_bytes).min(rows);
         if rows_per_part == 0 {
             return Err(bad(format!(
                 "one row takes {row_bytes} bytes, more than a storage buffer binding may hold ({limit})"
             )));
         }
-        let mut parts = vec![];
-        for (i, chunk) in data
-            .chunks((rows_per_part * row_bytes) as usize)
-            .enumerate()
-        {
-            let (bytes, d_off) = repack(ty, chunk);
-            parts.push(Part {
-                buf: gpu.upload(&format!("{name} [{i}]"), &bytes),
-                row0: (i as u64 * rows_per_part) as u32,
-                rows: (chunk.len() as u64 / row_bytes) as u32,
-                d_off,
-            });
-        }
+        let blocks_per_row = cols / ty.block_size();
+        let parts = (0..rows.div_ceil(rows_per_part))
+            .map(|i| {
+                let row0 = i * rows_per_part;
+                let n = rows_per_part.min(rows - row0);
+                let d_off = match split_d(ty) {
+                    Some(SplitD::No) => 0,
+                    _ => (n * blocks_per_row * (ty.type_size() - 2) / 4) as u32,
+                };
+                Part {
+                    buf: gpu.storage(&format!("{name} [{i}]"), n * row_bytes),
+                    row0: row0 as u32,
+                    rows: n as u32,
+                    d_off,
+                }
+            })
+            .collect();
         Ok(QMatrix {
             ty,
             rows: rows as u32,
             cols: cols as u32,
             parts,
         })
+    }
+
+    /// GGUF bytes of one row.
+    pub fn row_bytes(&self) -> u64 {
+        self.cols as u64 / self.ty.block_size() * self.ty.type_size()
+    }
+
+    /// Writes whole rows `row0..` from their GGUF bytes, repacked (see the module docs). Writes
+    /// must keep the f16 d pairs whole: `row0` even, and the end even or the last row.
+    pub fn write_rows(&self, gpu: &Gpu, row0: u32, data: &[u8]) -> Result<()> {
+        let row_bytes = self.row_bytes();
+        let n = data.len() as u64 / row_bytes;
+        let blocks_per_row = self.cols as u64 / self.ty.block_size();
+        let end = row0 as u64 + n;
+        let misaligned = |r: u64| r % 2 == 1 && r != self.rows as u64;
+        if data.len() as u64 % row_bytes != 0 || end > self.rows as u64 || misaligned(row0 as u64) || misaligned(end) {
+            return Err(Error::Gpu(format!(
+                "{} matrix: cannot write {} bytes at row {row0} (rows of {row_bytes} bytes, {} rows, d pairs must stay whole)",
+                self.ty,
+                data.len(),
+                self.rows
+            )));
+        }
+        for part in &self.parts {
+            let (p0, p1) = (part.row0 as u64, part.row0 as u64 + part.rows as u64);
+            let (lo, hi) = ((row0 as u64).max(p0), end.min(p1));
+            if lo >= hi {
+                continue;
+            }
+            let chunk = &data[((lo - row0 as u64) * row_bytes) as usize..((hi - row0 as u64) * row_bytes) as usize];
+            let (bytes, d_start) = repack(self.ty, chunk);
+            let first_block = (lo - p0) * blocks_per_row;
+            match split_d(self.ty) {
+                Some(SplitD::No) => {
+                    gpu.queue.write_buffer(&part.buf, first_block * self.ty.type_size(), &bytes);
+                }
+                _ => {
+                    let body = self.ty.type_size() - 2;
+                    let d_at = d_start as usize * 4;
+                    gpu.queue.write_buffer(&part.buf, first_block * body, &bytes[..d_at]);
+                    gpu.queue.write_buffer(
+                        &part.buf,
+                        part.d_off as u64 * 4 + first_block * 2,
+                        &bytes[d_at..],
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Bytes of the GPU buffers holding the matrix.

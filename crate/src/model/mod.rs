@@ -19,6 +19,9 @@ use crate::quant::{dequantize, GgmlType};
 /// Tokens per prefill step. Sizes the activation buffers and the sliding-window caches.
 pub const BATCH: u32 = 64;
 
+/// Bytes of a matrix read and uploaded at once while loading: what the CPU side holds of it.
+const UPLOAD_CHUNK: u64 = 8 << 20;
+
 /// One transformer block, fields named by their GGUF tensors (`blk.N.<name>`).
 pub struct Layer {
     pub attn_norm: wgpu::Buffer,                   // f32 [n_embd]
@@ -140,34 +143,54 @@ impl Model {
         let total = gguf.tensors.iter().map(|t| t.info.n_bytes).sum();
         let loaded = std::cell::Cell::new(0u64);
         let progress = std::cell::RefCell::new(progress);
+        let tick = |name: &str, bytes: usize| {
+            loaded.set(loaded.get() + bytes as u64);
+            (progress.borrow_mut())(LoadProgress {
+                loaded: loaded.get(),
+                total,
+                tensor: name,
+            });
+        };
+        let info_of = |name: &str| {
+            gguf.tensor(name)
+                .map(|t| t.info.clone())
+                .ok_or_else(|| Error::NoSuchTensor(name.to_string()))
+        };
         let read = |name: String| {
-            let (loaded, progress) = (&loaded, &progress);
+            let tick = &tick;
             async move {
-                let t = gguf
-                    .tensor(&name)
-                    .ok_or_else(|| Error::NoSuchTensor(name.clone()))?;
                 let data = gguf.read_tensor(&name).await?;
-                loaded.set(loaded.get() + data.len() as u64);
-                (progress.borrow_mut())(LoadProgress {
-                    loaded: loaded.get(),
-                    total,
-                    tensor: &name,
-                });
-                Ok::<_, Error>((t, data))
+                tick(&name, data.len());
+                Ok::<_, Error>(data)
             }
         };
+        // Matrices stream in: a few MiB of rows at a time go from the source to the GPU.
         let matrix = |name: String| {
-            let (gpu, read) = (&gpu, &read);
+            let (gpu, tick, info_of) = (&gpu, &tick, &info_of);
             async move {
-                let (t, data) = read(name.clone()).await?;
-                QMatrix::upload(gpu, &name, t.info.ty, &t.info.dims, &data)
+                let t = info_of(&name)?;
+                let m = QMatrix::create(gpu, &name, t.ty, &t.dims)?;
+                let row_bytes = m.row_bytes();
+                let rows_per_read = ((UPLOAD_CHUNK / row_bytes).max(2) & !1).min(m.rows as u64);
+                let mut row = 0u64;
+                while row < m.rows as u64 {
+                    let n = rows_per_read.min(m.rows as u64 - row);
+                    let data = gguf
+                        .read_tensor_range(&name, row * row_bytes, (n * row_bytes) as usize)
+                        .await?;
+                    m.write_rows(gpu, row as u32, &data)?;
+                    tick(&name, data.len());
+                    row += n;
+                }
+                Ok::<_, Error>(m)
             }
         };
         let vector = |name: String| {
-            let (gpu, read) = (&gpu, &read);
+            let (gpu, read, info_of) = (&gpu, &read, &info_of);
             async move {
-                let (t, data) = read(name.clone()).await?;
-                let values = match t.info.ty {
+                let t = info_of(&name)?;
+                let data = read(name.clone()).await?;
+                let values = match t.ty {
                     GgmlType::F32 => data,
                     ty => bytemuck::cast_slice(&dequantize(ty, &data)?).to_vec(),
                 };
@@ -284,6 +307,20 @@ impl Model {
 
     /// Evaluates `tokens` at the current position, in batches, and returns `want` for them.
     pub async fn eval(&mut self, tokens: &[u32], want: Want) -> Result<Output> {
+        self.eval_in_batches(tokens, want, BATCH).await
+    }
+
+    /// [`Model::eval`] with at most `batch` (≤ [`BATCH`]) tokens per forward pass. The batch
+    /// size picks attention numerics as llama.cpp's CPU backend does (see gpu/attention.rs):
+    /// batches under 64 compute as its decode steps do.
+    pub async fn eval_in_batches(&mut self, tokens: &[u32], want: Want, batch: u32) -> Result<Output> {
+        if batch == 0 || batch > BATCH {
+            return Err(Error::BadOption {
+                name: "batch",
+                value: batch.to_string(),
+                reason: "between 1 and 64 tokens per forward pass",
+            });
+        }
         if tokens.is_empty() {
             return Err(Error::BadOption {
                 name: "tokens",
@@ -311,7 +348,7 @@ impl Model {
             );
         }
         let mut all = Vec::new();
-        let chunks: Vec<&[u32]> = tokens.chunks(BATCH as usize).collect();
+        let chunks: Vec<&[u32]> = tokens.chunks(batch as usize).collect();
         for (i, chunk) in chunks.iter().enumerate() {
             let last_chunk = i + 1 == chunks.len();
             let out = self
