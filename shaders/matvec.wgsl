@@ -19,9 +19,39 @@ struct Params {
 @group(0) @binding(4) var<storage, read> delta: array<f32>;
 #endif
 
-const ROWS: u32 = 4u;
 const UNITS_PER_BLOCK: u32 = BLOCK / (4u * UNIT_V4);
 
+#ifdef ROW_PER_THREAD
+// CPU adapters (llvmpipe, SwiftShader) run a workgroup's invocations as SIMD lanes of one CPU
+// thread, and every barrier costs a context switch: there one invocation computes a whole row,
+// with no shared memory and no barrier, and WG_SIZE rows make a workgroup.
+@compute @workgroup_size(WG_SIZE)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>,
+        @builtin(num_workgroups) nwg: vec3<u32>) {
+    d_off = p.d_off;
+    let r = gid.x + gid.y * nwg.x * WG_SIZE;
+    if (r >= p.rows) {
+        return;
+    }
+    var acc = 0.0;
+    for (var u = 0u; u < p.units_per_row; u++) {
+        let unit = r * p.units_per_row + u;
+        let wv = dequant_unit(unit / UNITS_PER_BLOCK, unit % UNITS_PER_BLOCK);
+        var s = 0.0;
+        for (var i = 0u; i < UNIT_V4; i++) {
+            s += dot(wv[i], x[u * UNIT_V4 + i]);
+        }
+#ifdef MIN_CORRECTION
+        if (u % UNITS_PER_BLOCK == 0u) {
+            s += block_min(unit / UNITS_PER_BLOCK) * delta[u / UNITS_PER_BLOCK];
+        }
+#endif
+        acc += s;
+    }
+    y[p.row0 + r] = acc;
+}
+#else
+const ROWS: u32 = 4u;
 var<workgroup> partial: array<vec4<f32>, WG_SIZE>;
 
 @compute @workgroup_size(WG_SIZE)
@@ -67,3 +97,4 @@ fn main(@builtin(local_invocation_index) lid: u32,
         y[p.row0 + r0 + lid] = partial[0][lid];
     }
 }
+#endif

@@ -20,7 +20,8 @@
 //! "unit" of 16 consecutive weights sharing their scales, 4 for plain floats), included by
 //! - `matvec.wgsl` (n_tokens = 1): a workgroup of 64 threads computes 4 rows; threads split K by
 //!   units, hold their slice of x in registers for the 4 rows, and reduce through workgroup
-//!   memory (no subgroups);
+//!   memory (no subgroups). On CPU adapters (llvmpipe, SwiftShader), where a barrier is a
+//!   thread switch, the ROW_PER_THREAD variant gives each invocation a whole row instead;
 //! - `matmul.wgsl` (n_tokens > 1): 64 threads per 32 rows × 32 tokens tile, K in steps of 32;
 //!   the W tile is dequantized once into workgroup memory, each thread accumulates 4 × 4;
 //! - `embed.wgsl`: one thread per (token, unit).
@@ -355,10 +356,16 @@ impl QMatrix {
         if delta.is_some() {
             defs.insert("MIN_CORRECTION".into(), "1".into());
         }
+        let row_per_thread = n_tokens == 1 && gpu.features.cpu;
+        if row_per_thread {
+            defs.insert("ROW_PER_THREAD".into(), "1".into());
+        }
         let pipeline = gpu.pipeline(shader, &defs)?;
         for part in &self.parts {
             let common = [part.rows, self.units_per_row(), part.row0, part.d_off];
-            let (p, groups) = if n_tokens == 1 {
+            let (p, groups) = if row_per_thread {
+                (params(gpu, &common), grid(part.rows.div_ceil(WG_SIZE)))
+            } else if n_tokens == 1 {
                 (params(gpu, &common), grid(part.rows.div_ceil(MATVEC_ROWS)))
             } else {
                 let (gx, gy, _) = grid(part.rows.div_ceil(TILE));
@@ -584,8 +591,11 @@ mod tests {
 
     #[test]
     fn matmul_every_type_against_cpu() {
-        let Some(gpu) = test_gpu() else { return };
+        let Some(mut gpu) = test_gpu() else { return };
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        // Both matvec variants, whatever the adapter: one row per invocation (CPU adapters)
+        // and the cooperative one (GPUs).
+        let cpu = gpu.features.cpu;
         for ty in TYPES {
             for (rows, cols) in [37u64, 67].into_iter().zip(col_choices(ty)) {
                 let data = random_data(&mut rng, ty, (rows * cols) as usize);
@@ -597,10 +607,11 @@ mod tests {
                     m.gpu_bytes(),
                     data.len()
                 );
-                for n in [1, 7, 64] {
+                for (n, as_cpu) in [(1, cpu), (1, !cpu), (7, cpu), (64, cpu)] {
+                    gpu.features.cpu = as_cpu;
                     let (got, want) = run_matmul(&gpu, &m, &w, n, &mut rng);
                     let e = nmse(&got, &want);
-                    eprintln!("{ty:>6} rows {rows} cols {cols} n {n:>2}: nmse {e:.1e}");
+                    eprintln!("{ty:>6} rows {rows} cols {cols} n {n:>2} cpu {as_cpu}: nmse {e:.1e}");
                     assert!(
                         e < 1e-10,
                         "{ty} rows {rows} cols {cols} n_tokens {n}: nmse {e}"

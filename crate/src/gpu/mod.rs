@@ -36,6 +36,9 @@ use std::rc::Rc;
 pub struct GpuFeatures {
     pub shader_f16: bool,
     pub subgroups: bool,
+    /// The adapter runs shaders on the CPU (llvmpipe, SwiftShader, WARP): kernels then avoid
+    /// barriers, which cost a thread switch there.
+    pub cpu: bool,
 }
 
 pub struct Gpu {
@@ -80,6 +83,7 @@ impl Gpu {
             features: GpuFeatures {
                 shader_f16: required_features.contains(wgpu::Features::SHADER_F16),
                 subgroups: required_features.contains(wgpu::Features::SUBGROUP),
+                cpu: adapter.get_info().device_type == wgpu::DeviceType::Cpu,
             },
             adapter_info: adapter.get_info(),
             pipelines: RefCell::new(HashMap::new()),
