@@ -1,18 +1,20 @@
 //! The whole engine against llama.cpp, on the golden prompts of tests/golden/generate-*.json
-//! (made by tests/oracle/make_model_goldens.mjs): our prompt tokens (chat prompts through our
-//! template) equal llama.cpp's; after each prompt our top token equals its (or is one of its
-//! top two when those are within noise) and our logprobs of its five top tokens are within the
-//! tolerances below; the first greedy tokens of the first prompt are identical. Runs on the GPU
-//! wgpu finds (Mesa llvmpipe in CI).
+//! (made by tests/oracle/make_model_goldens.mjs from llama.cpp's greedy decoding):
+//! - every prompt's tokens (chat prompts through the engine's template) equal llama.cpp's;
+//! - on the checked cases, teacher-forced over llama.cpp's 64-token greedy continuation, our top
+//!   token agrees with its at ≥ 98 % of the positions, and our logprobs of its five best first
+//!   tokens are within the tolerances below;
+//! - greedy generation through the engine gives its first 16 tokens exactly.
+//! Runs on the GPU wgpu finds (Mesa llvmpipe in CI). `QUANTWEB_FIDELITY_ALL=1` checks every
+//! golden case instead of two per model (slow on llvmpipe: for measuring, not for CI).
 
-use quantweb::chat::{ChatMessage, ChatTemplate};
-use quantweb::generate::generate;
+use quantweb::chat::ChatMessage;
+use quantweb::engine::{CompleteOptions, Engine};
 use quantweb::gguf::GgufModel;
 use quantweb::gpu::Gpu;
 use quantweb::model::{Model, Output, Want};
-use quantweb::sample::{argmax, log_prob, Sampler, SamplerConfig};
+use quantweb::sample::{argmax, log_prob};
 use quantweb::source::open_args;
-use quantweb::tokenizer::Tokenizer;
 use serde::Deserialize;
 use std::path::PathBuf;
 
@@ -30,6 +32,7 @@ struct Case {
     prompt_tokens: Vec<u32>,
     tokens: Vec<u32>,
     first_top5: Vec<Top>,
+    margins: Vec<f64>,
 }
 
 #[derive(Deserialize)]
@@ -82,107 +85,118 @@ fn setup(files: &[&str], golden: &str) -> Option<(GgufModel, Gpu, Golden)> {
     Some((gguf, gpu, golden))
 }
 
-/// How far our logprobs of llama.cpp's top 5 at the first generated position may be from its:
-/// the likeliest token within TOP1_TOLERANCE, the others (down to logprob −5.5) within
-/// TOP5_TOLERANCE. llama.cpp's CPU matmuls quantize activations to 8 bits and its GELU goes
-/// through an f16 table; ours stay f32. Measured: ≤ 0.17 and ≤ 0.33 on both models (the longer
-/// chat prompts drift most); a wrong
-/// RoPE, norm or attention mask moves them by whole units.
-const TOP1_TOLERANCE: f64 = 0.25;
-const TOP5_TOLERANCE: f64 = 0.4;
+/// How far our logprobs of llama.cpp's top 5 at the first generated position may be from its
+/// (the likeliest, then the others). With activations quantized and attention accumulated as
+/// llama.cpp's CPU backend does, what is left is summation order and transcendental rounding.
+const TOP1_TOLERANCE: f64 = 0.02;
+const TOP5_TOLERANCE: f64 = 0.05;
+/// The cases checked in CI: one raw and one chat-templated prompt per model.
+const CHECKED: [&str; 2] = ["raw_0", "chat_4"];
+const GREEDY_TOKENS: usize = 16;
+const MIN_AGREEMENT: f64 = 0.98;
+/// Tokens per forward pass when teacher-forcing: under 64, so attention computes as in
+/// llama.cpp's decode steps, which produced the goldens.
+const SCORE_BATCH: u32 = 32;
 
 fn check(files: &[&str], golden: &str) {
     let Some((gguf, gpu, golden)) = setup(files, golden) else {
         return;
     };
-    let tok = Tokenizer::from_model(&gguf).unwrap();
-    let mut model = pollster::block_on(Model::load(gpu, &gguf, 512)).unwrap();
+    let model = pollster::block_on(Model::load(gpu, &gguf, 512)).unwrap();
+    let mut engine = Engine::new(&gguf, model).unwrap();
+    let all = std::env::var("QUANTWEB_FIDELITY_ALL").as_deref() == Ok("1");
+    let (mut agree, mut total) = (0usize, 0usize);
     let mut worst = [0f64; 2];
     for case in &golden.cases {
-        // Prompt tokens, through our template when it is a chat prompt.
+        // Prompt tokens, through the engine's template when it is a chat prompt (gemma-3-270m
+        // ships none: the engine falls back to llama.cpp's built-in Gemma turns).
         let ids = match &case.messages {
             Some(msgs) if case.chat => {
                 let msgs: Vec<ChatMessage> = msgs
                     .iter()
                     .map(|m| ChatMessage::new(m.role.clone(), m.content.clone()))
                     .collect();
-                // gemma-3-270m (base) ships no template; llama.cpp then uses its built-in Gemma turns.
-                let template = ChatTemplate::from_model(&gguf, &tok)
-                    .or_else(|_| ChatTemplate::gemma(&tok))
-                    .unwrap();
-                template.encode(&tok, &msgs, true).unwrap()
+                engine.prompt_tokens(&engine.chat_prompt(&msgs).unwrap(), true)
             }
-            _ => tok.encode(&case.prompt, true, false),
+            _ => engine.prompt_tokens(&case.prompt, false),
         };
         assert_eq!(ids, case.prompt_tokens, "{}: prompt tokens", case.name);
+        if !all && !CHECKED.contains(&case.name.as_str()) {
+            continue;
+        }
 
-        // The next-token distribution after the prompt: same top token, same logprobs.
-        model.reset();
-        let Output::Logits(logits) =
-            pollster::block_on(model.eval(&case.prompt_tokens, Want::Logits)).unwrap()
-        else {
+        // Teacher-forced over llama.cpp's continuation.
+        let n0 = case.prompt_tokens.len();
+        let seq: Vec<u32> = case
+            .prompt_tokens
+            .iter()
+            .chain(&case.tokens[..case.tokens.len() - 1])
+            .copied()
+            .collect();
+        engine.reset();
+        let Output::AllLogits(rows) = pollster::block_on(engine.model.eval_in_batches(
+            &seq,
+            Want::AllLogits,
+            SCORE_BATCH,
+        ))
+        .unwrap() else {
             unreachable!()
         };
-        // The same top token, unless llama.cpp's own top two are within noise of each other.
-        let (first, second) = (&case.first_top5[0], &case.first_top5[1]);
-        let ours = argmax(&logits);
-        if first.logprob - second.logprob > 2.0 * TOP1_TOLERANCE {
-            assert_eq!(ours, case.tokens[0], "{}: first greedy token", case.name);
-        } else {
-            assert!(
-                ours == first.id || ours == second.id,
-                "{}: first token {ours} is not one of llama.cpp's near-tied two",
-                case.name
-            );
+        let n_vocab = engine.model.config.n_vocab as usize;
+        let rows: Vec<&[f32]> = rows.chunks(n_vocab).skip(n0 - 1).collect();
+        let mut missed = vec![];
+        for (j, (row, &want)) in rows.iter().zip(&case.tokens).enumerate() {
+            total += 1;
+            if argmax(row) == want {
+                agree += 1;
+            } else {
+                missed.push(format!("{j} (llama.cpp margin {:.3})", case.margins[j]));
+            }
         }
+        eprintln!("{}: teacher-forced misses at {missed:?}", case.name);
         for (rank, t) in case.first_top5.iter().enumerate() {
-            let ours = log_prob(&logits, t.id);
+            let ours = log_prob(rows[0], t.id);
             let tolerance = if rank == 0 {
                 TOP1_TOLERANCE
             } else {
                 TOP5_TOLERANCE
             };
+            let d = (ours - t.logprob).abs();
             assert!(
-                (ours - t.logprob).abs() < tolerance,
+                d < tolerance,
                 "{}: logprob of {} is {ours:.4}, llama.cpp {:.4}",
                 case.name,
                 t.id,
                 t.logprob
             );
-            worst[(rank > 0) as usize] = worst[(rank > 0) as usize].max((ours - t.logprob).abs());
+            worst[(rank > 0) as usize] = worst[(rank > 0) as usize].max(d);
         }
-    }
-    eprintln!(
-        "largest logprob difference from llama.cpp: top-1 {:.4}, top-5 {:.4}",
-        worst[0], worst[1]
-    );
-    // Greedy generation, exactly, for the first prompt.
-    let case = &golden.cases[0];
-    model.reset();
-    let n = GREEDY_TOKENS.min(case.tokens.len());
-    let mut sampler = Sampler::new(SamplerConfig::default());
-    let (ours, _) = pollster::block_on(generate(
-        &mut model,
-        &case.prompt_tokens,
-        n,
-        &mut sampler,
-        |_| false,
-        |_| true,
-    ))
-    .unwrap();
-    assert_eq!(
-        ours,
-        case.tokens[..n],
-        "{}: first {n} greedy tokens (ours {:?})",
-        case.name,
-        tok.decode(&ours, true).unwrap()
-    );
-}
 
-/// Greedy tokens compared exactly. SmolLM2's first prompt meets a near-tie at its 6th token
-/// (" answer" −3.21 vs " United" −3.43 in our logprobs; llama.cpp picks the other), so the
-/// issue's 16 are out of reach until activations are quantized as llama.cpp's CPU path does.
-const GREEDY_TOKENS: usize = 5;
+        // Greedy generation, exactly.
+        engine.reset();
+        let opts = CompleteOptions {
+            max_tokens: GREEDY_TOKENS,
+            ..CompleteOptions::default()
+        };
+        let done =
+            pollster::block_on(engine.complete(&case.prompt_tokens, &opts, |_, _| true)).unwrap();
+        assert_eq!(
+            done.tokens,
+            case.tokens[..GREEDY_TOKENS],
+            "{}: first {GREEDY_TOKENS} greedy tokens (ours {:?})",
+            case.name,
+            done.text
+        );
+    }
+    let rate = agree as f64 / total as f64;
+    eprintln!(
+        "teacher-forced top-1 agreement {agree}/{total} = {:.1} %; largest logprob difference from llama.cpp: top-1 {:.4}, top-5 {:.4}",
+        100.0 * rate,
+        worst[0],
+        worst[1]
+    );
+    assert!(rate >= MIN_AGREEMENT, "teacher-forced agreement {rate:.3} < {MIN_AGREEMENT}");
+}
 
 #[test]
 fn smollm2_matches_llama_cpp() {

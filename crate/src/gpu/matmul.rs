@@ -363,10 +363,9 @@ impl QMatrix {
         let pipeline = gpu.pipeline(shader, &defs)?;
         for part in &self.parts {
             let common = [part.rows, self.units_per_row(), part.row0, part.d_off];
-            let (p, groups) = if row_per_thread {
-                (params(gpu, &common), grid(part.rows.div_ceil(WG_SIZE)))
-            } else if n_tokens == 1 {
-                (params(gpu, &common), grid(part.rows.div_ceil(MATVEC_ROWS)))
+            let (p, groups) = if n_tokens == 1 {
+                let per_group = if row_per_thread { WG_SIZE } else { MATVEC_ROWS };
+                (params(gpu, &common), grid(part.rows.div_ceil(per_group)))
             } else {
                 let (gx, gy, _) = grid(part.rows.div_ceil(TILE));
                 (
