@@ -1,6 +1,8 @@
 // Gated activation, in place on gate: gate[i] = act(gate[i]) · up[i] for i < n.
 // ACT_SILU:      x / (1 + exp(-x))                                   (ggml_silu_f32)
-// ACT_GELU_TANH: 0.5·x·(1 + tanh(sqrt(2/π)·x·(1 + 0.044715·x²)))   (ggml_gelu_f32)
+// ACT_GELU_TANH: 0.5·x·(1 + tanh(sqrt(2/π)·x·(1 + 0.044715·x²)))   (ggml_gelu_f32) as
+//                llama.cpp's CPU backend applies it (GGML_GELU_FP16): x and the result
+//                rounded to f16 (its lookup table) for −10 < x < 10; 0 below, x above.
 struct Params { n: u32 }
 
 @group(0) @binding(0) var<storage, read_write> gate: array<f32>;
@@ -25,9 +27,18 @@ fn tanh_safe(z: f32) -> f32 {
     return sign(z) * (1.0 - e) / (1.0 + e);
 }
 
-fn act(x: f32) -> f32 {
+#include "f16.wgsl"
+
+fn act(v: f32) -> f32 {
+    if (v <= -10.0) {
+        return 0.0;
+    }
+    if (v >= 10.0) {
+        return v;
+    }
+    let x = round_f16(v);
     let sqrt_2_over_pi = 0.79788456080286535588;
-    return 0.5 * x * (1.0 + tanh_safe(sqrt_2_over_pi * x * (1.0 + 0.044715 * x * x)));
+    return round_f16(0.5 * x * (1.0 + tanh_safe(sqrt_2_over_pi * x * (1.0 + 0.044715 * x * x))));
 }
 #endif
 

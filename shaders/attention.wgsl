@@ -14,9 +14,11 @@
 //   after every scale and multiply-add (ggml_vec_scale_f16 / ggml_vec_mad_f16).
 // Both finish with out = acc · (1 / l) as ggml does.
 struct Params {
-    n_tokens: u32, pos0: u32, n_head: u32, n_kv: u32,
-    cells: u32, window: u32, scale: u32, group: u32,
+    n_tokens: u32, n_head: u32, n_kv: u32, cells: u32,
+    window: u32, scale: u32, group: u32,
 }
+// The batch's first position (crate::gpu::Pos), rewritten before each batch.
+struct Pos { pos0: u32 }
 
 const HW: u32 = HEAD_DIM / 2u;                     // u32 words per head row
 const NW: u32 = (HW + WG_SIZE - 1u) / WG_SIZE;     // accumulator words per thread
@@ -26,6 +28,7 @@ const NW: u32 = (HW + WG_SIZE - 1u) / WG_SIZE;     // accumulator words per thre
 @group(0) @binding(2) var<storage, read> v: array<u32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<uniform> p: Params;
+@group(0) @binding(5) var<uniform> start: Pos;
 
 #include "f16.wgsl"
 
@@ -41,7 +44,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let t = item / p.n_head;
     let kv_off = (item % p.n_head) / p.group * HW;
-    let pos = p.pos0 + t;
+    let pos = start.pos0 + t;
     var lo = 0u;
     if (p.window > 0u && pos >= p.window) {
         lo = pos + 1u - p.window;

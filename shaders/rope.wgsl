@@ -10,15 +10,19 @@
 // error inside [-π, π] (absolute 2^-11) and angles here reach the context length.
 struct Params {
     n_tokens: u32, n_heads: u32, head_dim: u32, n_rot: u32,
-    pos0: u32, theta_scale: u32, freq_scale: u32,
+    theta_scale: u32, freq_scale: u32,
 }
+// The batch's first position (crate::gpu::Pos), rewritten before each batch.
+struct Pos { pos0: u32 }
 
 @group(0) @binding(0) var<storage, read_write> x: array<f32>;
 #ifdef FREQ_FACTORS
 @group(0) @binding(1) var<storage, read> ff: array<f32>;
 @group(0) @binding(2) var<uniform> p: Params;
+@group(0) @binding(3) var<uniform> start: Pos;
 #else
 @group(0) @binding(1) var<uniform> p: Params;
+@group(0) @binding(2) var<uniform> start: Pos;
 #endif
 
 // sin and cos of an f32 angle to about 1 ulp (max abs error 8e-8, measured against f64 over
@@ -56,7 +60,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let row = idx / half_rot; // token · n_heads + head
     let t = row / p.n_heads;
 
-    var theta = f32(p.pos0 + t);
+    var theta = f32(start.pos0 + t);
     let theta_scale = bitcast<f32>(p.theta_scale);
     for (var j = 0u; j < i; j++) {
         theta *= theta_scale;

@@ -114,7 +114,10 @@ pub struct Score {
 /// One teacher-forced pass over `tokens` from position 0, `batch` tokens per forward pass.
 pub async fn score(model: &mut Model, tokens: &[u32], batch: u32) -> Result<Score> {
     model.reset();
-    let Output::AllLogits(all) = model.eval_in_batches(tokens, Want::AllLogits, batch).await? else {
+    let Output::AllLogits(all) = model
+        .eval_in_batches(tokens, Want::AllLogits, batch)
+        .await?
+    else {
         unreachable!("AllLogits requested")
     };
     let n_vocab = model.config.n_vocab as usize;

@@ -5,6 +5,7 @@
 //!   token agrees with its at ≥ 98 % of the positions, and our logprobs of its five best first
 //!   tokens are within the tolerances below;
 //! - greedy generation through the engine gives its first 16 tokens exactly.
+//!
 //! Runs on the GPU wgpu finds (Mesa llvmpipe in CI). `QUANTWEB_FIDELITY_ALL=1` checks every
 //! golden case instead of two per model (slow on llvmpipe: for measuring, not for CI).
 
@@ -195,7 +196,10 @@ fn check(files: &[&str], golden: &str) {
         worst[0],
         worst[1]
     );
-    assert!(rate >= MIN_AGREEMENT, "teacher-forced agreement {rate:.3} < {MIN_AGREEMENT}");
+    assert!(
+        rate >= MIN_AGREEMENT,
+        "teacher-forced agreement {rate:.3} < {MIN_AGREEMENT}"
+    );
 }
 
 #[test]

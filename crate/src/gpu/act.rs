@@ -8,10 +8,9 @@ use crate::error::Result;
 pub enum Activation {
     /// `x / (1 + exp(-x))`, ggml's `ggml_silu_f32`.
     Silu,
-    /// `0.5·x·(1 + tanh(sqrt(2/π)·x·(1 + 0.044715·x²)))`, ggml's `ggml_gelu_f32`, evaluated in
-    /// f32. Note: llama.cpp's CPU backend defines `GGML_GELU_FP16`, so its f32 GEGLU rounds x to
-    /// f16, looks GELU up in an f16 table and multiplies the f16 result (for |x| < 10); this is
-    /// the exact f32 formula instead (they differ by up to 2^-11 relative per element).
+    /// `0.5·x·(1 + tanh(sqrt(2/π)·x·(1 + 0.044715·x²)))` as llama.cpp's CPU backend computes
+    /// it (`GGML_GELU_FP16`): for −10 < x < 10, x rounded to f16, ggml's f32 formula, the
+    /// result rounded to f16 (its f16 lookup table); 0 below, x above.
     GeluTanh,
 }
 
@@ -38,14 +37,7 @@ impl GatedAct {
             &defines(&[("WG_SIZE", &WG_SIZE.to_string()), (which, "")]),
         )?;
         let p = params(gpu, &[n]);
-        let bind = gpu.bind(
-            &pipeline,
-            &[
-                gate.as_entire_binding(),
-                up.as_entire_binding(),
-                p.as_entire_binding(),
-            ],
-        );
+        let bind = gpu.bind(&pipeline, &[gate, up, &p]);
         gpu.dispatch(enc, &pipeline, &bind, grid(n.div_ceil(WG_SIZE)));
         Ok(())
     }
@@ -56,13 +48,17 @@ mod tests {
     use super::*;
     use crate::gpu::{nmse, test_gpu, test_random as random};
 
-    /// ggml's f32 formulas, in the same operation order.
+    /// ggml's CPU functions, in the same operation order.
     fn reference(x: f32, act: Activation) -> f32 {
         match act {
             Activation::Silu => x / (1.0 + (-x).exp()),
+            Activation::GeluTanh if x <= -10.0 => 0.0,
+            Activation::GeluTanh if x >= 10.0 => x,
             Activation::GeluTanh => {
+                let h = |v: f32| half::f16::from_f32(v).to_f32();
+                let x = h(x);
                 let sqrt_2_over_pi = (2.0 / std::f64::consts::PI).sqrt() as f32;
-                0.5 * x * (1.0 + (sqrt_2_over_pi * x * (1.0 + 0.044715 * x * x)).tanh())
+                h(0.5 * x * (1.0 + (sqrt_2_over_pi * x * (1.0 + 0.044715 * x * x)).tanh()))
             }
         }
     }
@@ -91,7 +87,10 @@ mod tests {
                     .collect();
                 let e = nmse(&got, &want);
                 eprintln!("{act:?} n = {n} scale = {scale}: nmse {e:.2e}");
-                assert!(e < 1e-12, "{act:?} n = {n}: nmse {e}");
+                // GELU's f16 result can land one f16 step away where the GPU's tanh differs
+                // from the C library's in the last f32 bits; a lost f16 rounding would show
+                // as ~1e-8.
+                assert!(e < 1e-10, "{act:?} n = {n}: nmse {e}");
             }
         }
     }

@@ -18,14 +18,7 @@ impl Add {
     ) -> Result<()> {
         let pipeline = gpu.pipeline("add.wgsl", &defines(&[("WG_SIZE", &WG_SIZE.to_string())]))?;
         let p = params(gpu, &[n]);
-        let bind = gpu.bind(
-            &pipeline,
-            &[
-                x.as_entire_binding(),
-                y.as_entire_binding(),
-                p.as_entire_binding(),
-            ],
-        );
+        let bind = gpu.bind(&pipeline, &[x, y, &p]);
         gpu.dispatch(enc, &pipeline, &bind, grid(n.div_ceil(WG_SIZE)));
         Ok(())
     }

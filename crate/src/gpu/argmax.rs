@@ -26,14 +26,7 @@ impl Argmax {
             &defines(&[("WG_SIZE", &WG_SIZE.to_string())]),
         )?;
         let p = params(gpu, &[n]);
-        let bind = gpu.bind(
-            &pipeline,
-            &[
-                x.as_entire_binding(),
-                out.as_entire_binding(),
-                p.as_entire_binding(),
-            ],
-        );
+        let bind = gpu.bind(&pipeline, &[x, out, &p]);
         gpu.dispatch(enc, &pipeline, &bind, (1, 1, 1));
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! The KV cache of a layer and causal attention over it (GQA, sliding window, online softmax).
 
-use super::{grid, params, shader::defines, Gpu};
+use super::{grid, params, shader::defines, Gpu, Pos};
 use crate::error::{Error, Result};
 
 /// KV cache of one layer: `cells` slots of `n_kv × head_dim` values each for K and for V, stored
@@ -38,7 +38,7 @@ impl KvCache {
         }
     }
 
-    /// Stores k, v: f32 [n_tokens, n_kv, head_dim] for positions pos0.. into their cells,
+    /// Stores k, v: f32 [n_tokens, n_kv, head_dim] for positions pos.. into their cells,
     /// rounded to f16 to nearest even (as ggml's f32 → f16).
     pub fn record_store(
         &self,
@@ -47,7 +47,7 @@ impl KvCache {
         k: &wgpu::Buffer,
         v: &wgpu::Buffer,
         n_tokens: u32,
-        pos0: u32,
+        pos: &Pos,
     ) -> Result<()> {
         if n_tokens > self.cells {
             return Err(Error::Gpu(format!(
@@ -60,17 +60,8 @@ impl KvCache {
             &defines(&[("WG_SIZE", &STORE_WG.to_string())]),
         )?;
         let row_words = self.n_kv * self.head_dim / 2;
-        let p = params(gpu, &[row_words, n_tokens, pos0, self.cells]);
-        let bind = gpu.bind(
-            &pipeline,
-            &[
-                k.as_entire_binding(),
-                v.as_entire_binding(),
-                self.k.as_entire_binding(),
-                self.v.as_entire_binding(),
-                p.as_entire_binding(),
-            ],
-        );
+        let p = params(gpu, &[row_words, n_tokens, self.cells]);
+        let bind = gpu.bind(&pipeline, &[k, v, &self.k, &self.v, &p, &pos.buf]);
         let threads = n_tokens * row_words;
         gpu.dispatch(enc, &pipeline, &bind, grid(threads.div_ceil(STORE_WG)));
         Ok(())
@@ -102,7 +93,7 @@ impl Attention {
         cache: &KvCache,
         out: &wgpu::Buffer,
         n_tokens: u32,
-        pos0: u32,
+        pos: &Pos,
         n_head: u32,
         scale: f32,
         window: u32,
@@ -116,6 +107,7 @@ impl Attention {
         if n_tokens == 0 {
             return Ok(());
         }
+        let pos0 = pos.get();
         // The oldest key of the first query, against the newest position stored.
         let oldest = if window > 0 {
             (pos0 + 1).saturating_sub(window)
@@ -142,7 +134,6 @@ impl Attention {
             gpu,
             &[
                 n_tokens,
-                pos0,
                 n_head,
                 cache.n_kv,
                 cache.cells,
@@ -151,16 +142,7 @@ impl Attention {
                 n_head / cache.n_kv,
             ],
         );
-        let bind = gpu.bind(
-            &pipeline,
-            &[
-                q.as_entire_binding(),
-                cache.k.as_entire_binding(),
-                cache.v.as_entire_binding(),
-                out.as_entire_binding(),
-                p.as_entire_binding(),
-            ],
-        );
+        let bind = gpu.bind(&pipeline, &[q, &cache.k, &cache.v, out, &p, &pos.buf]);
         gpu.dispatch(enc, &pipeline, &bind, grid(n_tokens * n_head));
         Ok(())
     }
@@ -272,6 +254,7 @@ mod tests {
         let (hd, row) = (layer.head_dim, layer.n_kv * layer.head_dim);
         let cache = KvCache::new(gpu, name, cells as u32, layer.n_kv as u32, hd as u32);
         let mut pos0 = 0;
+        let pos = Pos::new(gpu, 0);
         let mut worst = 0f64;
         for (b, &n) in batches.iter().enumerate() {
             let seed = (b as u64 + 1) * 1000 + hd as u64;
@@ -285,9 +268,10 @@ mod tests {
             let kb = gpu.upload("k", bytemuck::cast_slice(&k));
             let vb = gpu.upload("v", bytemuck::cast_slice(&v));
             let out = gpu.storage("out", q.len() as u64 * 4);
+            pos.set(gpu, pos0 as u32);
             let mut enc = gpu.encoder();
             cache
-                .record_store(gpu, &mut enc, &kb, &vb, n as u32, pos0 as u32)
+                .record_store(gpu, &mut enc, &kb, &vb, n as u32, &pos)
                 .unwrap();
             Attention::record(
                 gpu,
@@ -296,7 +280,7 @@ mod tests {
                 &cache,
                 &out,
                 n as u32,
-                pos0 as u32,
+                &pos,
                 layer.n_head as u32,
                 layer.scale,
                 layer.window as u32,
@@ -435,7 +419,9 @@ mod tests {
         let cache = KvCache::new(&gpu, "bits", 1, 1, n);
         let x = gpu.upload("x", bytemuck::cast_slice(&xs));
         let mut enc = gpu.encoder();
-        cache.record_store(&gpu, &mut enc, &x, &x, 1, 0).unwrap();
+        cache
+            .record_store(&gpu, &mut enc, &x, &x, 1, &Pos::new(&gpu, 0))
+            .unwrap();
         gpu.queue.submit([enc.finish()]);
         let words = pollster::block_on(gpu.read(&cache.k, n as u64 * 2)).unwrap();
         let got: &[u16] = bytemuck::cast_slice(&words);
@@ -463,12 +449,17 @@ mod tests {
             gpu.storage("out", 64 * 4 * 16),
         );
         let mut enc = gpu.encoder();
+        let at = |p: u32| Pos::new(&gpu, p);
         // 5 query heads over 2 KV heads.
-        assert!(Attention::record(&gpu, &mut enc, &q, &cache, &out, 1, 0, 5, 1.0, 0).is_err());
+        assert!(Attention::record(&gpu, &mut enc, &q, &cache, &out, 1, &at(0), 5, 1.0, 0).is_err());
         // A global layer past its cells, and a ring too small for window + batch.
-        assert!(Attention::record(&gpu, &mut enc, &q, &cache, &out, 1, 8, 2, 1.0, 0).is_err());
-        assert!(Attention::record(&gpu, &mut enc, &q, &cache, &out, 4, 20, 2, 1.0, 6).is_err());
-        assert!(Attention::record(&gpu, &mut enc, &q, &cache, &out, 3, 20, 2, 1.0, 6).is_ok());
-        assert!(cache.record_store(&gpu, &mut enc, &q, &q, 9, 0).is_err());
+        assert!(Attention::record(&gpu, &mut enc, &q, &cache, &out, 1, &at(8), 2, 1.0, 0).is_err());
+        assert!(
+            Attention::record(&gpu, &mut enc, &q, &cache, &out, 4, &at(20), 2, 1.0, 6).is_err()
+        );
+        assert!(Attention::record(&gpu, &mut enc, &q, &cache, &out, 3, &at(20), 2, 1.0, 6).is_ok());
+        assert!(cache
+            .record_store(&gpu, &mut enc, &q, &q, 9, &at(0))
+            .is_err());
     }
 }

@@ -249,7 +249,11 @@ impl QMatrix {
         let blocks_per_row = self.cols as u64 / self.ty.block_size();
         let end = row0 as u64 + n;
         let misaligned = |r: u64| r % 2 == 1 && r != self.rows as u64;
-        if data.len() as u64 % row_bytes != 0 || end > self.rows as u64 || misaligned(row0 as u64) || misaligned(end) {
+        if !(data.len() as u64).is_multiple_of(row_bytes)
+            || end > self.rows as u64
+            || misaligned(row0 as u64)
+            || misaligned(end)
+        {
             return Err(Error::Gpu(format!(
                 "{} matrix: cannot write {} bytes at row {row0} (rows of {row_bytes} bytes, {} rows, d pairs must stay whole)",
                 self.ty,
@@ -263,17 +267,20 @@ impl QMatrix {
             if lo >= hi {
                 continue;
             }
-            let chunk = &data[((lo - row0 as u64) * row_bytes) as usize..((hi - row0 as u64) * row_bytes) as usize];
+            let chunk = &data[((lo - row0 as u64) * row_bytes) as usize
+                ..((hi - row0 as u64) * row_bytes) as usize];
             let (bytes, d_start) = repack(self.ty, chunk);
             let first_block = (lo - p0) * blocks_per_row;
             match split_d(self.ty) {
                 Some(SplitD::No) => {
-                    gpu.queue.write_buffer(&part.buf, first_block * self.ty.type_size(), &bytes);
+                    gpu.queue
+                        .write_buffer(&part.buf, first_block * self.ty.type_size(), &bytes);
                 }
                 _ => {
                     let body = self.ty.type_size() - 2;
                     let d_at = d_start as usize * 4;
-                    gpu.queue.write_buffer(&part.buf, first_block * body, &bytes[..d_at]);
+                    gpu.queue
+                        .write_buffer(&part.buf, first_block * body, &bytes[..d_at]);
                     gpu.queue.write_buffer(
                         &part.buf,
                         part.d_off as u64 * 4 + first_block * 2,
@@ -373,13 +380,8 @@ impl QMatrix {
                     (gx, gy, token_tiles),
                 )
             };
-            let mut entries = vec![
-                part.buf.as_entire_binding(),
-                x.x.as_entire_binding(),
-                y.as_entire_binding(),
-                p.as_entire_binding(),
-            ];
-            entries.extend(delta.map(|d| d.as_entire_binding()));
+            let mut entries = vec![&part.buf, &x.x, &y, &p];
+            entries.extend(delta);
             let bind = gpu.bind(&pipeline, &entries);
             gpu.dispatch(enc, &pipeline, &bind, groups);
         }
@@ -420,15 +422,7 @@ impl QMatrix {
                     scale.to_bits(),
                 ],
             );
-            let bind = gpu.bind(
-                &pipeline,
-                &[
-                    part.buf.as_entire_binding(),
-                    ids.as_entire_binding(),
-                    out.as_entire_binding(),
-                    p.as_entire_binding(),
-                ],
-            );
+            let bind = gpu.bind(&pipeline, &[&part.buf, ids, out, &p]);
             gpu.dispatch(enc, &pipeline, &bind, grid(threads.div_ceil(WG_SIZE)));
         }
         Ok(())
@@ -610,7 +604,9 @@ mod tests {
                     gpu.features.cpu = as_cpu;
                     let (got, want) = run_matmul(&gpu, &m, &w, n, &mut rng);
                     let e = nmse(&got, &want);
-                    eprintln!("{ty:>6} rows {rows} cols {cols} n {n:>2} cpu {as_cpu}: nmse {e:.1e}");
+                    eprintln!(
+                        "{ty:>6} rows {rows} cols {cols} n {n:>2} cpu {as_cpu}: nmse {e:.1e}"
+                    );
                     assert!(
                         e < 1e-10,
                         "{ty} rows {rows} cols {cols} n_tokens {n}: nmse {e}"

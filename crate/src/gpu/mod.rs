@@ -48,7 +48,15 @@ pub struct Gpu {
     pub features: GpuFeatures,
     pub adapter_info: wgpu::AdapterInfo,
     pipelines: RefCell<HashMap<(String, Defines), Rc<wgpu::ComputePipeline>>>,
+    /// Parameter uniforms by content and bind groups by (pipeline, buffers): allocated once,
+    /// reused by every later batch of the same shapes.
+    uniforms: RefCell<HashMap<Vec<u32>, wgpu::Buffer>>,
+    binds: RefCell<HashMap<(wgpu::ComputePipeline, Vec<wgpu::Buffer>), wgpu::BindGroup>>,
 }
+
+/// Entries a cache may hold before it is emptied: far more than a model's distinct shapes
+/// (≈ 20 ops × 64 batch sizes), so it is a bound, not a policy.
+const CACHE_LIMIT: usize = 1 << 14;
 
 impl Gpu {
     /// The default adapter with its real limits (not WebGPU's conservative defaults: a 1 GiB
@@ -87,6 +95,8 @@ impl Gpu {
             },
             adapter_info: adapter.get_info(),
             pipelines: RefCell::new(HashMap::new()),
+            uniforms: RefCell::new(HashMap::new()),
+            binds: RefCell::new(HashMap::new()),
         })
     }
 
@@ -137,25 +147,40 @@ impl Gpu {
         })
     }
 
-    /// A bind group for `pipeline`'s group 0 with `buffers` at bindings 0, 1, 2, … in order.
+    /// A bind group for `pipeline`'s group 0 with whole `buffers` at bindings 0, 1, 2, … in
+    /// order. Made once per (pipeline, buffers): a decode step binds the same buffers as the
+    /// one before it.
     pub fn bind(
         &self,
         pipeline: &wgpu::ComputePipeline,
-        buffers: &[wgpu::BindingResource],
+        buffers: &[&wgpu::Buffer],
     ) -> wgpu::BindGroup {
+        let key = (
+            pipeline.clone(),
+            buffers.iter().map(|&b| b.clone()).collect::<Vec<_>>(),
+        );
+        if let Some(b) = self.binds.borrow().get(&key) {
+            return b.clone();
+        }
         let entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
             .enumerate()
-            .map(|(i, r)| wgpu::BindGroupEntry {
+            .map(|(i, b)| wgpu::BindGroupEntry {
                 binding: i as u32,
-                resource: r.clone(),
+                resource: b.as_entire_binding(),
             })
             .collect();
-        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
-        })
+        });
+        let mut binds = self.binds.borrow_mut();
+        if binds.len() >= CACHE_LIMIT {
+            binds.clear();
+        }
+        binds.insert(key, group.clone());
+        group
     }
 
     /// Records one dispatch of `pipeline` over `groups` workgroups.
@@ -218,12 +243,26 @@ impl Gpu {
     }
 }
 
-/// A uniform buffer of u32 parameters (padded to WGSL's 16-byte uniform size granularity).
+/// A uniform buffer of u32 parameters (padded to WGSL's 16-byte uniform size granularity),
+/// one per distinct content: parameters never change once written, so ops share them.
 pub fn params(gpu: &Gpu, values: &[u32]) -> wgpu::Buffer {
+    if let Some(b) = gpu.uniforms.borrow().get(values) {
+        return b.clone();
+    }
+    let buf = uniform(gpu, "params", values);
+    let mut uniforms = gpu.uniforms.borrow_mut();
+    if uniforms.len() >= CACHE_LIMIT {
+        uniforms.clear();
+    }
+    uniforms.insert(values.to_vec(), buf.clone());
+    buf
+}
+
+fn uniform(gpu: &Gpu, label: &str, values: &[u32]) -> wgpu::Buffer {
     let mut words = values.to_vec();
     words.resize(values.len().next_multiple_of(4).max(4), 0);
     let buf = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("params"),
+        label: Some(label),
         size: words.len() as u64 * 4,
         usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
         mapped_at_creation: false,
@@ -231,6 +270,35 @@ pub fn params(gpu: &Gpu, values: &[u32]) -> wgpu::Buffer {
     gpu.queue
         .write_buffer(&buf, 0, bytemuck::cast_slice(&words));
     buf
+}
+
+/// The position of a batch's first token, in a uniform the model rewrites before each batch.
+/// RoPE, the KV store and attention read it from here, so their other parameters (and bind
+/// groups) stay the same from one token to the next.
+pub struct Pos {
+    pub buf: wgpu::Buffer,
+    value: std::cell::Cell<u32>,
+}
+
+impl Pos {
+    pub fn new(gpu: &Gpu, pos0: u32) -> Pos {
+        Pos {
+            buf: uniform(gpu, "pos0", &[pos0]),
+            value: std::cell::Cell::new(pos0),
+        }
+    }
+
+    /// Takes effect for work submitted after this call (queue writes precede later submits).
+    pub fn set(&self, gpu: &Gpu, pos0: u32) {
+        if self.value.replace(pos0) != pos0 {
+            gpu.queue
+                .write_buffer(&self.buf, 0, bytemuck::bytes_of(&pos0));
+        }
+    }
+
+    pub fn get(&self) -> u32 {
+        self.value.get()
+    }
 }
 
 /// `data` padded with zeros to a multiple of 4 bytes (queue writes and WGSL words need it).

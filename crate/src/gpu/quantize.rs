@@ -132,12 +132,8 @@ impl ActQuant {
             let pipeline = gpu.pipeline("quantize.wgsl", &kind.defines())?;
             let n_blocks = (n / kind.block() as u64) as u32;
             let p = params(gpu, &[n_blocks]);
-            let mut entries = vec![
-                x.as_entire_binding(),
-                xq.as_entire_binding(),
-                p.as_entire_binding(),
-            ];
-            entries.extend(delta.map(|d| d.as_entire_binding()));
+            let mut entries = vec![&x, &xq, &p];
+            entries.extend(delta);
             let bind = gpu.bind(&pipeline, &entries);
             gpu.dispatch(enc, &pipeline, &bind, grid(n_blocks.div_ceil(64)));
         }

@@ -59,11 +59,11 @@ impl RmsNorm {
         let defs: Vec<(&str, &str)> = defs.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let pipeline = gpu.pipeline("rmsnorm.wgsl", &defines(&defs))?;
         let p = params(gpu, &[rows, d, eps.to_bits()]);
-        let mut buffers = vec![x.as_entire_binding(), w.as_entire_binding()];
+        let mut buffers = vec![x, w];
         if let Some(out) = out {
-            buffers.push(out.as_entire_binding());
+            buffers.push(out);
         }
-        buffers.push(p.as_entire_binding());
+        buffers.push(&p);
         let bind = gpu.bind(&pipeline, &buffers);
         gpu.dispatch(enc, &pipeline, &bind, grid(rows));
         Ok(())

@@ -1,6 +1,6 @@
 //! Rotary position embedding (RoPE), in place on q or k.
 
-use super::{grid, params, shader::defines, Gpu};
+use super::{grid, params, shader::defines, Gpu, Pos};
 use crate::error::{Error, Result};
 
 /// Which dimensions of a head rotate together. A silent mistake here garbles every token
@@ -20,7 +20,7 @@ pub struct Rope;
 const WG_SIZE: u32 = 64;
 
 impl Rope {
-    /// Rotates x: f32 [n_tokens, n_heads, head_dim] in place; token t has position pos0 + t.
+    /// Rotates x: f32 [n_tokens, n_heads, head_dim] in place; token t has position pos + t.
     /// The first `n_rot` dims of each head rotate (even, ≤ head_dim), the rest stay. Pair i turns
     /// by `theta_i = freq_scale · (pos · theta_scale^i) / ff[i]`, `theta_scale =
     /// base^(-2/n_rot)`, computed as ggml-cpu does (f32, repeated products; YaRN off:
@@ -35,7 +35,7 @@ impl Rope {
         n_heads: u32,
         head_dim: u32,
         n_rot: u32,
-        pos0: u32,
+        pos: &Pos,
         base: f32,
         freq_scale: f32,
         mode: RopeMode,
@@ -64,16 +64,16 @@ impl Rope {
                 n_heads,
                 head_dim,
                 n_rot,
-                pos0,
                 theta_scale.to_bits(),
                 freq_scale.to_bits(),
             ],
         );
-        let mut buffers = vec![x.as_entire_binding()];
+        let mut buffers = vec![x];
         if let Some(ff) = freq_factors {
-            buffers.push(ff.as_entire_binding());
+            buffers.push(ff);
         }
-        buffers.push(p.as_entire_binding());
+        buffers.push(&p);
+        buffers.push(&pos.buf);
         let bind = gpu.bind(&pipeline, &buffers);
         let threads = n_tokens * n_heads * (n_rot / 2);
         gpu.dispatch(enc, &pipeline, &bind, grid(threads.div_ceil(WG_SIZE)));
@@ -182,7 +182,7 @@ mod tests {
                 c.n_heads as u32,
                 c.head_dim as u32,
                 c.n_rot as u32,
-                c.pos0 as u32,
+                &Pos::new(&gpu, c.pos0 as u32),
                 c.base,
                 c.freq_scale,
                 c.mode,
@@ -227,7 +227,7 @@ mod tests {
                 1,
                 64,
                 n_rot,
-                0,
+                &Pos::new(&gpu, 0),
                 1e4,
                 1.0,
                 RopeMode::Normal,

@@ -11,7 +11,7 @@ pub use config::{Arch, Config, SUPPORTED_ARCHITECTURES};
 use crate::error::{Error, Result};
 use crate::gguf::GgufModel;
 use crate::gpu::{
-    ActQuant, Add, Argmax, Attention, GatedAct, Gpu, KvCache, QMatrix, RmsNorm, Rope,
+    ActQuant, Add, Argmax, Attention, GatedAct, Gpu, KvCache, Pos, QMatrix, RmsNorm, Rope,
 };
 use crate::inspect::ModelInfo;
 use crate::quant::{dequantize, GgmlType};
@@ -69,6 +69,8 @@ struct RunState {
     last: wgpu::Buffer,   // f32 [n_embd]          the normed last position
     logits: wgpu::Buffer, // f32 [n_vocab]
     token: wgpu::Buffer,  // u32 [1]               argmax of logits
+    /// The batch's first position, read by RoPE, the KV store and attention.
+    pos: Pos,
     /// f32 [BATCH, max(n_embd, n_ff, n_head · head_dim)] per activation kind: matmul inputs
     /// quantized as llama.cpp's CPU backend does (see gpu/quantize.rs).
     act: ActQuant,
@@ -264,6 +266,7 @@ impl Model {
             last: f32s("last", c.n_embd),
             logits: f32s("logits", c.n_vocab),
             token: f32s("token", 1),
+            pos: Pos::new(&gpu, 0),
             act,
             all_logits: None,
         };
@@ -313,7 +316,12 @@ impl Model {
     /// [`Model::eval`] with at most `batch` (≤ [`BATCH`]) tokens per forward pass. The batch
     /// size picks attention numerics as llama.cpp's CPU backend does (see gpu/attention.rs):
     /// batches under 64 compute as its decode steps do.
-    pub async fn eval_in_batches(&mut self, tokens: &[u32], want: Want, batch: u32) -> Result<Output> {
+    pub async fn eval_in_batches(
+        &mut self,
+        tokens: &[u32],
+        want: Want,
+        batch: u32,
+    ) -> Result<Output> {
         if batch == 0 || batch > BATCH {
             return Err(Error::BadOption {
                 name: "batch",
@@ -374,7 +382,7 @@ impl Model {
     async fn eval_batch(&mut self, tokens: &[u32], want: Option<Want>) -> Result<Option<Output>> {
         let (c, s, gpu) = (&self.config, &self.state, &self.gpu);
         let n = tokens.len() as u32;
-        let pos0 = self.pos;
+        s.pos.set(gpu, self.pos);
         gpu.queue
             .write_buffer(&s.ids, 0, bytemuck::cast_slice(tokens));
         let mut enc = gpu.encoder();
@@ -408,7 +416,7 @@ impl Model {
                 c.n_head,
                 hd,
                 c.n_rot,
-                pos0,
+                &s.pos,
                 base,
                 scale,
                 c.rope_mode,
@@ -422,13 +430,13 @@ impl Model {
                 c.n_head_kv,
                 hd,
                 c.n_rot,
-                pos0,
+                &s.pos,
                 base,
                 scale,
                 c.rope_mode,
                 None,
             )?;
-            l.kv.record_store(gpu, e, &s.k, &s.v, n, pos0)?;
+            l.kv.record_store(gpu, e, &s.k, &s.v, n, &s.pos)?;
             let window = if c.sliding[il] { c.window } else { 0 };
             Attention::record(
                 gpu,
@@ -437,7 +445,7 @@ impl Model {
                 &l.kv,
                 &s.att,
                 n,
-                pos0,
+                &s.pos,
                 c.n_head,
                 c.attn_scale,
                 window,
