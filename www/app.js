@@ -1,8 +1,8 @@
-// The quantweb page: a memory calculator (and, next, a chat view).
+// The quantweb page: a memory calculator and a chat view.
 // No framework. Every string that comes from a model, a URL or an error is put in the page with
 // textContent, never as HTML.
 
-import { inspect, ready, deviceInfo, storageEstimate, deviceBudget } from './quantweb.js';
+import { inspect, ready, deviceInfo, storageEstimate, deviceBudget, Engine } from './quantweb.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -538,10 +538,378 @@ function setupTabs() {
   if (location.hash === '#chat') selectTab('chat');
 }
 
+// ---------------------------------------------------------------- chat
+
+const chat = {
+  /** The loaded Engine, or null. */
+  engine: null,
+  /** The conversation so far: [{role, content}] (no system message). */
+  messages: [],
+  /** AbortController of the running load / answer. */
+  loading: null,
+  answering: null,
+  /** Increments per load, so a cancelled load's late events are dropped. */
+  seq: 0,
+};
+
+function fmtRate(bytesPerSec) {
+  return bytesPerSec > 0 ? `${(bytesPerSec / 1e6).toFixed(1)} MB/s` : '';
+}
+
+function fmtEta(sec) {
+  if (sec === null || sec === undefined || !Number.isFinite(sec)) return '';
+  if (sec < 1) return 'under a second left';
+  if (sec < 90) return `${Math.round(sec)} s left`;
+  return `${Math.round(sec / 60)} min left`;
+}
+
+function fmtMs(ms) {
+  return ms >= 1000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms)} ms`;
+}
+
+/** What to do about a chat/load error, from its name and message. */
+function chatAdvice(e, source) {
+  const m = messageOf(e);
+  if (e && e.name === 'NoWebGPUError') return 'Open this page in a recent Chrome or Edge (desktop, or Android 121+). In other browsers, enable WebGPU in the settings or flags. Use the Calculator tab meanwhile.';
+  if (e && e.name === 'QuotaExceededError') return 'Delete cached models below, free disk space, or untick "Keep a copy in this browser" to stream the model without caching it.';
+  if (e && e.name === 'CacheUnavailableError') return 'Untick "Keep a copy in this browser" and load again.';
+  if (/context/i.test(m) && /(full|exceed|overflow|longer|too long|context length)/i.test(m)) return 'The conversation no longer fits the context: start a new chat, or raise the context length and reload the model.';
+  if (/unsupported|not supported|cannot run/i.test(m)) return 'quantweb runs llama-style (Llama, SmolLM2, …) and Gemma 3 models for now, with the quantizations the Calculator lists. Pick another model.';
+  if (/device (was )?lost|DeviceLost/i.test(m)) return 'The GPU was reset (driver crash or the tab was in the background too long). Reload the model.';
+  if (/interrupted|ended at/i.test(m)) return 'The connection dropped. Load again: the download resumes where it stopped.';
+  return adviceFor(m, source);
+}
+
+function showChatError(title, e, source) {
+  const box = $('chat-error');
+  box.dataset.name = (e && e.name) || 'Error';
+  box.replaceChildren(
+    h('strong', { class: 'error-title' }, title),
+    h('p', { class: 'error-message' }, messageOf(e)),
+    h('p', { class: 'error-advice' }, chatAdvice(e, source)),
+  );
+  box.hidden = false;
+}
+
+function clearChatError() {
+  $('chat-error').hidden = true;
+  $('chat-error').replaceChildren();
+}
+
+function setChatBusy() {
+  const loaded = Boolean(chat.engine);
+  const loading = Boolean(chat.loading);
+  const answering = Boolean(chat.answering);
+  $('send').disabled = !loaded || answering || loading;
+  $('send').hidden = answering;
+  $('stop').hidden = !answering;
+  $('chat-load').disabled = loading;
+  for (const b of document.querySelectorAll('[data-chat-preset]')) b.disabled = loading;
+  $('load-progress').hidden = !loading;
+  $('chat-unload').disabled = answering;
+}
+
+function renderProgress(p) {
+  const bar = $('load-bar');
+  bar.max = p.total || 1;
+  bar.value = p.loaded || 0;
+  const phase = p.phase === 'download' ? 'Downloading' : p.phase === 'upload' ? 'Uploading to the GPU' : p.phase;
+  $('load-phase').textContent = phase;
+  $('load-progress').dataset.phase = p.phase;
+  const pct = p.total ? `${((100 * p.loaded) / p.total).toFixed(0)} %` : '';
+  $('load-text').textContent = [
+    pct,
+    `${(p.loaded / 1e6).toFixed(1)} / ${(p.total / 1e6).toFixed(1)} MB`,
+    fmtRate(p.bytesPerSec),
+    fmtEta(p.etaSec),
+  ].filter(Boolean).join(' · ');
+}
+
+function renderMemory() {
+  const info = chat.engine && chat.engine.info;
+  const el = $('mem-use');
+  if (!info) {
+    el.textContent = '–';
+    delete el.dataset.bytes;
+    return;
+  }
+  const gpu = (info.weightBytes || 0) + (info.kvBytes || 0);
+  el.textContent = `${fmtBytes(gpu)} GPU`;
+  el.dataset.bytes = String(gpu);
+  el.title = `weights ${exact(info.weightBytes || 0)} + KV cache ${exact(info.kvBytes || 0)}; wasm memory ${fmtBytes(info.wasmMemoryBytes || 0)}`;
+}
+
+function renderModelInfo(info, label) {
+  const box = $('chat-model-info');
+  if (!info) {
+    box.hidden = true;
+    return;
+  }
+  $('chat-model-name').textContent = info.name || label;
+  $('chat-model-arch').textContent = info.architecture;
+  const from = { cache: 'from the browser cache', network: 'downloaded', local: 'read locally' }[info.source] || info.source;
+  $('chat-model-facts').textContent = [
+    `${fmtInt(info.contextLength)} token context (trained ${fmtInt(info.trainedContext)})`,
+    `${from} in ${fmtMs(info.loadMs)}`,
+    info.adapter ? `on ${typeof info.adapter === 'string' ? info.adapter : JSON.stringify(info.adapter)}` : '',
+    info.chatTemplate && info.chatTemplate !== 'model' ? `chat format: ${info.chatTemplate} (the file has no chat template)` : '',
+  ].filter(Boolean).join(' · ');
+  box.dataset.source = info.source;
+  box.dataset.loadMs = String(Math.round(info.loadMs));
+  box.hidden = false;
+}
+
+async function renderCached() {
+  const list = $('cached-list');
+  let entries;
+  try {
+    entries = await Engine.cached();
+  } catch (e) {
+    list.replaceChildren(h('li', { class: 'muted' }, `The cache is not available: ${messageOf(e)}`));
+    return;
+  }
+  if (entries.length === 0) {
+    list.replaceChildren(h('li', { class: 'muted' }, 'None yet: models you load from a URL are kept here.'));
+  } else {
+    list.replaceChildren(
+      ...entries.map((c) => {
+        const del = h('button', { type: 'button', class: 'small', dataset: { key: c.key }, 'aria-label': `Delete ${c.name}` }, 'Delete');
+        del.addEventListener('click', async () => {
+          del.disabled = true;
+          try {
+            await Engine.deleteCached(c.key);
+          } catch (e) {
+            showChatError('Could not delete the cached model', e);
+          }
+          renderCached();
+        });
+        const state = c.complete ? fmtBytes(c.size) : `partial: ${fmtBytes(c.storedBytes)} of ${fmtBytes(c.size)}`;
+        return h('li', { dataset: { key: c.key, complete: String(c.complete) }, title: c.urls.join('\n') },
+          h('span', {}, h('span', { class: 'cname' }, c.urls.length > 1 ? `${c.name} (+${c.urls.length - 1})` : c.name), h('br'), h('small', { class: 'muted' }, state)),
+          del);
+      }),
+    );
+  }
+  const s = await storageEstimate();
+  $('cached-storage').textContent = s.available ? `Browser storage: ${fmtBytes(s.usage)} used of ${fmtBytes(s.quota)}.` : '';
+}
+
+function describeChatSource(source) {
+  return describeSource(source);
+}
+
+async function loadModel(source) {
+  const seq = ++chat.seq;
+  clearChatError();
+  if (chat.loading) chat.loading.abort();
+  if (chat.answering) chat.answering.abort();
+  if (chat.engine) {
+    const old = chat.engine;
+    chat.engine = null;
+    renderMemory();
+    await old.unload();
+  }
+  renderModelInfo(null);
+  const ctrl = new AbortController();
+  chat.loading = ctrl;
+  renderProgress({ phase: 'download', loaded: 0, total: 0 });
+  $('load-phase').textContent = 'Starting';
+  setChatBusy();
+  const label = describeChatSource(source);
+  try {
+    const engine = await Engine.load(source, {
+      contextLength: Number($('chat-ctx').value),
+      cache: $('chat-use-cache').checked,
+      signal: ctrl.signal,
+      onProgress: (p) => {
+        if (seq === chat.seq) renderProgress(p);
+      },
+    });
+    if (seq !== chat.seq) {
+      engine.unload();
+      return;
+    }
+    chat.engine = engine;
+    renderModelInfo(engine.info, label);
+    renderMemory();
+    $('chat-input').focus();
+  } catch (e) {
+    if (seq !== chat.seq) return;
+    if (e && e.name === 'AbortError') showChatError('Loading cancelled', e, source);
+    else showChatError('Could not load the model', e, source);
+  } finally {
+    if (seq === chat.seq) {
+      chat.loading = null;
+      setChatBusy();
+      renderCached();
+    }
+  }
+}
+
+function messageItem(role, text) {
+  const li = h('li', { class: `msg ${role}`, dataset: { role } }, h('p', { class: 'text' }), h('div', { class: 'meta' }));
+  li.querySelector('.text').textContent = text;
+  $('messages-empty').hidden = true;
+  $('messages').append(li);
+  li.scrollIntoView({ block: 'end' });
+  return li;
+}
+
+function numberSetting(id, fallback) {
+  const v = Number($(id).value);
+  return Number.isFinite(v) ? v : fallback;
+}
+
+async function sendMessage() {
+  const text = $('chat-input').value.trim();
+  if (!text || !chat.engine || chat.answering) return;
+  clearChatError();
+  $('chat-input').value = '';
+  chat.messages.push({ role: 'user', content: text });
+  messageItem('user', text);
+  const li = messageItem('assistant', '');
+  li.classList.add('streaming');
+  const textEl = li.querySelector('.text');
+  const meta = li.querySelector('.meta');
+  const ctrl = new AbortController();
+  chat.answering = ctrl;
+  setChatBusy();
+  const system = $('sys-prompt').value.trim();
+  const messages = system ? [{ role: 'system', content: system }, ...chat.messages] : [...chat.messages];
+  let answer = '';
+  let pieces = 0;
+  let first = 0;
+  try {
+    const stream = await chat.engine.chat.completions.create({
+      messages,
+      stream: true,
+      max_tokens: Math.max(1, Math.floor(numberSetting('max-tokens', 256))),
+      temperature: Math.max(0, numberSetting('temperature', 0.7)),
+      top_p: Math.min(1, Math.max(0, numberSetting('top-p', 0.9))),
+      signal: ctrl.signal,
+    });
+    let last = null;
+    for await (const chunk of stream) {
+      last = chunk;
+      const piece = chunk.choices[0] && chunk.choices[0].delta.content;
+      if (piece) {
+        pieces++;
+        if (!first) first = performance.now();
+        else if (pieces > 2) $('tok-s').textContent = ((1000 * (pieces - 1)) / (performance.now() - first)).toFixed(1);
+        answer += piece;
+        textEl.textContent = answer; // model output is text, never HTML
+        li.scrollIntoView({ block: 'end' });
+      }
+    }
+    const t = last && last.timings;
+    const u = last && last.usage;
+    if (t && t.decode_tok_s) $('tok-s').textContent = t.decode_tok_s.toFixed(1);
+    li.dataset.finish = last ? last.choices[0].finish_reason : '';
+    if (last && last.aborted) li.dataset.aborted = 'true';
+    meta.textContent = [
+      u ? `${u.completion_tokens} tokens` : '',
+      t ? `${t.decode_tok_s.toFixed(1)} tok/s (prompt ${t.prefill_tok_s.toFixed(1)} tok/s)` : '',
+      last && last.aborted ? 'stopped' : last && last.choices[0].finish_reason === 'length' ? 'max tokens reached' : '',
+    ].filter(Boolean).join(' · ');
+    chat.messages.push({ role: 'assistant', content: answer });
+  } catch (e) {
+    li.dataset.finish = 'error';
+    meta.textContent = 'failed';
+    chat.messages.pop(); // the question, so it can be asked again
+    showChatError('The model could not answer', e);
+  } finally {
+    li.classList.remove('streaming');
+    chat.answering = null;
+    setChatBusy();
+    if (chat.engine) chat.engine.refreshInfo().then(renderMemory, () => {});
+  }
+}
+
+function newChat() {
+  if (chat.answering) chat.answering.abort();
+  chat.messages = [];
+  $('messages').replaceChildren($('messages-empty'));
+  $('messages-empty').hidden = false;
+  $('tok-s').textContent = '–';
+  clearChatError();
+}
+
+function chatSourceFromField() {
+  const parts = $('chat-url').value.trim().split(/\s+/).filter(Boolean);
+  if (parts.length === 0) return null;
+  return parts.length === 1 ? parts[0] : parts;
+}
+
+function setupChat() {
+  if (typeof navigator === 'undefined' || !navigator.gpu) {
+    showChatError('WebGPU is not available', Object.assign(new Error('This browser does not offer WebGPU (navigator.gpu is missing), so models cannot run here.'), { name: 'NoWebGPUError' }));
+  }
+  $('chat-url-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const source = chatSourceFromField();
+    if (!source) {
+      showChatError('No model', new Error('Enter the URL of a GGUF file, pick a preset, or choose a file from your computer.'));
+      return;
+    }
+    loadModel(source);
+  });
+  for (const b of document.querySelectorAll('[data-chat-preset]')) {
+    b.addEventListener('click', () => {
+      const source = PRESETS[b.dataset.chatPreset];
+      $('chat-url').value = Array.isArray(source) ? source.join(' ') : source;
+      loadModel(source);
+    });
+  }
+  const pick = (fileList) => {
+    const files = [...fileList].sort((a, b) => a.name.localeCompare(b.name, 'en', { numeric: true }));
+    if (files.length) loadModel(files.length === 1 ? files[0] : files);
+  };
+  $('chat-file').addEventListener('change', (e) => pick(e.target.files));
+  const drop = $('chat-drop');
+  drop.addEventListener('dragover', (e) => {
+    e.preventDefault();
+    drop.classList.add('dragging');
+  });
+  drop.addEventListener('dragleave', () => drop.classList.remove('dragging'));
+  drop.addEventListener('drop', (e) => {
+    e.preventDefault();
+    drop.classList.remove('dragging');
+    pick(e.dataTransfer.files);
+  });
+  $('load-cancel').addEventListener('click', () => {
+    if (chat.loading) chat.loading.abort();
+  });
+  $('chat-unload').addEventListener('click', async () => {
+    const old = chat.engine;
+    chat.engine = null;
+    renderModelInfo(null);
+    renderMemory();
+    setChatBusy();
+    if (old) await old.unload();
+  });
+  $('chat-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    sendMessage();
+  });
+  $('chat-input').addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      sendMessage();
+    }
+  });
+  $('stop').addEventListener('click', () => {
+    if (chat.answering) chat.answering.abort();
+  });
+  $('new-chat').addEventListener('click', newChat);
+  setChatBusy();
+  renderCached();
+}
+
 // ---------------------------------------------------------------- wiring
 
 function main() {
   setupTabs();
+  setupChat();
   ready().catch((e) => showError('quantweb could not start', messageOf(e), 'Reload the page. If it keeps failing, this browser may not support WebAssembly.'));
 
   $('url-form').addEventListener('submit', (e) => {

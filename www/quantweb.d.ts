@@ -289,3 +289,219 @@ export function storageEstimate(): Promise<StorageInfo>;
 
 /** Builds the `device` of a FitQuery from a GPU memory size and what the browser reported. */
 export function deviceBudget(gpuMemoryBytes: number, device?: DeviceInfo | null, storage?: StorageInfo | null): DeviceBudget;
+
+// ============================================================== the engine (Engine, in a worker)
+
+/**
+ * Load progress. `download`: bytes of the model files on disk in the browser cache (resumed
+ * bytes count from the start); `upload`: tensor bytes copied into GPU buffers.
+ */
+export interface LoadProgress {
+  phase: 'download' | 'upload';
+  loaded: number;
+  total: number;
+  /** Over the last ~3 s; 0 until measurable. */
+  bytesPerSec: number;
+  /** Seconds left at that rate, or null. */
+  etaSec: number | null;
+  /** Since this phase began. */
+  elapsedMs: number;
+  /** upload: the tensor just copied. */
+  tensor?: string;
+  /** download: the part that progressed (0-based) and how many there are. */
+  part?: number;
+  parts?: number;
+}
+
+export interface LoadOptions {
+  onProgress?: (p: LoadProgress) => void;
+  /** KV cache size in tokens (default: the engine's: 4096, or the trained context if smaller). */
+  contextLength?: number;
+  /**
+   * URLs only (default true): download into the browser's private file system once (parts in
+   * parallel, resumable), later loads make no request. false: stream the weights from the
+   * server with Range requests on every load. Files/Blobs never touch the cache.
+   */
+  cache?: boolean;
+  /** Aborting stops the load (and its worker); downloaded bytes are kept for the next try. */
+  signal?: AbortSignal;
+}
+
+/** What the engine reports about the loaded model. */
+export interface EngineInfo {
+  architecture: string;
+  name: string | null;
+  /** KV cache size in tokens. */
+  contextLength: number;
+  trainedContext: number;
+  nVocab: number;
+  /** GPU bytes of the weights and of the KV cache. */
+  weightBytes: number;
+  kvBytes: number;
+  /** Where the chat format comes from: the file's template ("model") or a built-in one. */
+  chatTemplate: 'model' | 'gemma' | 'chatml' | string;
+  /** The WebGPU adapter, in words. */
+  adapter: string;
+  /** How the weights came: "cache" (no request), "network" (downloaded or streamed), "local". */
+  source: 'cache' | 'network' | 'local';
+  /** Cache entry key, when the cache was used. */
+  cacheKey: string | null;
+  /** Bytes downloaded by this load (0 from the cache or a local file). */
+  downloadedBytes: number;
+  loadMs: number;
+  downloadMs: number;
+  uploadMs: number;
+  /** Size of the worker's wasm memory (it only grows: this is also its peak). */
+  wasmMemoryBytes: number;
+}
+
+export interface SamplingOptions {
+  /** Default: the engine's (until the context is full). */
+  max_tokens?: number;
+  /** 0 = greedy. */
+  temperature?: number;
+  top_k?: number;
+  top_p?: number;
+  min_p?: number;
+  repeat_penalty?: number;
+  seed?: number;
+  /** Generation stops before any of these strings (not included in the text). */
+  stop?: string | string[];
+}
+
+export interface Timings {
+  prefill_ms: number;
+  decode_ms: number;
+  prefill_tok_s: number;
+  decode_tok_s: number;
+}
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+export interface CompleteRequest extends SamplingOptions {
+  /** Plain text (special-token text is not parsed); BOS is added when the model adds one. */
+  prompt?: string;
+  /** Or the prompt's token ids, used as they are. */
+  tokens?: ArrayLike<number>;
+  /** Stops after the current token; the promise then resolves with `aborted: true`. */
+  signal?: AbortSignal;
+  /** Called per generated token (`piece` may be '' while bytes or a possible stop are held). */
+  onToken?: (piece: string, id: number) => void;
+}
+
+export interface CompleteResult {
+  text: string;
+  /** Generated ids. */
+  tokens: number[];
+  /** The prompt's ids, BOS included. */
+  prompt_tokens: number[];
+  /** 'abort' when stopped by the signal. */
+  finish_reason: 'stop' | 'length' | 'abort';
+  aborted: boolean;
+  usage: Usage;
+  timings: Timings;
+  /** Prompt tokens reused from the KV cache of the previous request (same prefix). */
+  cached_tokens: number;
+}
+
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant' | string;
+  /** A string, or OpenAI content parts (their `text` is joined). */
+  content: string | ReadonlyArray<{ type?: string; text?: string }>;
+}
+
+export interface ChatCompletionRequest extends SamplingOptions {
+  messages: ReadonlyArray<ChatMessage>;
+  stream?: boolean;
+  /** OpenAI's newer name for max_tokens. */
+  max_completion_tokens?: number;
+  signal?: AbortSignal;
+}
+
+/**
+ * OpenAI finish reasons. An answer stopped by the signal finishes with 'stop' and carries
+ * `aborted: true`.
+ */
+export type FinishReason = 'stop' | 'length';
+
+export interface ChatCompletion {
+  id: string;
+  object: 'chat.completion';
+  created: number;
+  model: string;
+  choices: [{ index: 0; message: { role: 'assistant'; content: string }; finish_reason: FinishReason; logprobs: null }];
+  usage: Usage;
+  timings: Timings;
+  aborted: boolean;
+}
+
+/**
+ * A streamed piece. The first chunk has `delta.role`; the last has an empty delta, the
+ * `finish_reason`, `usage`, `timings` and `aborted`.
+ */
+export interface ChatCompletionChunk {
+  id: string;
+  object: 'chat.completion.chunk';
+  created: number;
+  model: string;
+  choices: [{ index: 0; delta: { role?: 'assistant'; content?: string }; finish_reason: FinishReason | null; logprobs: null }];
+  usage?: Usage;
+  timings?: Timings;
+  aborted?: boolean;
+}
+
+/** A cached model (`Engine.cached()`). */
+export interface CachedModel {
+  /** For `Engine.deleteCached`. */
+  key: string;
+  /** The first URL's file name. */
+  name: string;
+  urls: string[];
+  /** Bytes of all parts, as the server reported them. */
+  size: number;
+  /** Bytes on disk (less than `size` while partial). */
+  storedBytes: number;
+  complete: boolean;
+  etags: (string | null)[];
+  created: number;
+  lastUsed: number;
+}
+
+/**
+ * A model on the GPU, run in a Web Worker; requests run one at a time, in order. Errors are
+ * `Error`s with a `name`: NoWebGPUError, HttpError, NetworkError (network, CORS or an
+ * interrupted download: `resumable`), QuotaExceededError, CacheUnavailableError, AbortError,
+ * NotLoadedError, or the engine's own (not a GGUF, unsupported architecture, context full, …).
+ */
+export class Engine {
+  /** `source`: a URL, a File/Blob, or an array (shards or byte chunks, in order). */
+  static load(source: ModelSource | URL, options?: LoadOptions): Promise<Engine>;
+  /** Cached models, most recently used first (no network). */
+  static cached(): Promise<CachedModel[]>;
+  /** Deletes a cached model; true if it existed. */
+  static deleteCached(key: string): Promise<boolean>;
+
+  /** As at load; `refreshInfo()` updates it. */
+  info: EngineInfo;
+  /** The `model` of completions: the file's general.name. */
+  model: string;
+  chat: {
+    completions: {
+      create(req: ChatCompletionRequest & { stream: true }): Promise<AsyncIterable<ChatCompletionChunk>>;
+      create(req: ChatCompletionRequest & { stream?: false }): Promise<ChatCompletion>;
+    };
+  };
+  complete(req: CompleteRequest): Promise<CompleteResult>;
+  /** Token ids without BOS; `parseSpecial` maps special-token text to its ids. */
+  tokenize(text: string, options?: { parseSpecial?: boolean }): Promise<number[]>;
+  detokenize(ids: ArrayLike<number>): Promise<string>;
+  refreshInfo(): Promise<EngineInfo>;
+  /** Forgets the KV cache. */
+  reset(): Promise<void>;
+  /** Frees GPU memory and ends the worker; the engine cannot be used afterwards. */
+  unload(): Promise<void>;
+}

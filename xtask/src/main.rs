@@ -1,8 +1,10 @@
 //! `cargo xtask <command>`: developer tasks for quantweb.
 //!
-//! Commands: `setup`, `build-wasm`, `fetch-models [--all]`, `serve [--port N] [--host H]`, `test`.
+//! Commands: `setup`, `build-wasm`, `fetch-models [--all]`, `serve [--port N] [--host H]`, `test`,
+//! `bench`.
 //! Everything is plain std plus `sha2`; see each module for details.
 
+mod bench;
 mod models;
 mod serve;
 mod setup;
@@ -31,12 +33,19 @@ commands:
   test [--browser-only] [-- NODE_TEST_ARGS...]
                           setup, fetch-models --all, cargo test --workspace, build-wasm, then the
                           browser tests (node --test tests/browser/*.test.mjs) against a local server
+  bench [--model smollm2|gemma3|PATH] [-p N] [-n N] [--skip-browser] [--skip-native]
+                          prefill/decode tok/s, load time and peak memory on one model (default
+                          smollm2, -p 128 prompt tokens, -n 64 generated): quantweb vs wllama 3.8.1
+                          (CPU wasm, WebGPU) in one headless Chromium run, and quantweb native vs
+                          llama.cpp native (node-llama-cpp); the table also goes to
+                          target/bench/<model>.md
 
 environment:
   QUANTWEB_MODELS_DIR     models directory (default: <repo>/models)
   QUANTWEB_WWW_DIR        directory served at / (default: <repo>/www)
   QUANTWEB_BROWSER_TESTS  directory with *.test.mjs browser tests (default: <repo>/tests/browser)
   CHROMIUM                chromium binary for browser tests (default: /usr/bin/chromium)
+  QUANTWEB_BENCH_TIMEOUT_S  bench: seconds per browser engine (default 1200)
 ";
 
 fn main() -> ExitCode {
@@ -96,6 +105,31 @@ fn run(args: &[String]) -> Result<()> {
             let passthrough = opts.passthrough();
             opts.finish()?;
             testcmd::test(browser_only, &passthrough)
+        }
+        "bench" => {
+            let num = |v: Option<String>, name: &str, default: u32| -> Result<u32> {
+                match v {
+                    Some(s) => s
+                        .parse()
+                        .map_err(|_| format!("{name}: not a whole number: {s}").into()),
+                    None => Ok(default),
+                }
+            };
+            let model = opts
+                .value("--model")?
+                .unwrap_or_else(|| "smollm2".to_string());
+            let prompt_tokens = num(opts.value("-p")?, "-p", 128)?;
+            let gen_tokens = num(opts.value("-n")?, "-n", 64)?;
+            let skip_browser = opts.flag("--skip-browser");
+            let skip_native = opts.flag("--skip-native");
+            opts.finish()?;
+            bench::bench(&bench::Options {
+                model,
+                prompt_tokens,
+                gen_tokens,
+                skip_browser,
+                skip_native,
+            })
         }
         "help" | "-h" | "--help" => {
             print!("{USAGE}");

@@ -1,0 +1,127 @@
+// Test fixtures the browser tests generate and the test server serves at /fixtures/
+// (target/browser-fixtures, or $QUANTWEB_FIXTURES_DIR, relative to the repository).
+//
+// `splitGguf` writes a GGUF as llama.cpp shards (`NAME-0000i-of-0000N.gguf`: the first holds
+// all metadata, every shard `split.no` (0-based u16), `split.count` (u16) and
+// `split.tensors.count` (i32), its own tensor infos and data), the layout `llama-gguf-split`
+// produces and crate/tests/real_models.rs builds with GgufWriter. Metadata is copied as raw
+// bytes, tensor data verbatim.
+import { readFileSync, writeFileSync, mkdirSync, existsSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const fixturesDir = process.env.QUANTWEB_FIXTURES_DIR
+  ? path.resolve(root, process.env.QUANTWEB_FIXTURES_DIR)
+  : path.join(root, 'target', 'browser-fixtures');
+
+const SCALAR_BYTES = { 0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8 };
+
+/** Parses a GGUF header: raw kv byte ranges, tensor infos, alignment, data start. */
+function parseHeader(buf) {
+  let p = 0;
+  const u32 = () => { const v = buf.readUInt32LE(p); p += 4; return v; };
+  const u64 = () => { const v = Number(buf.readBigUInt64LE(p)); p += 8; return v; };
+  const str = () => { const n = u64(); const s = buf.toString('utf8', p, p + n); p += n; return s; };
+  const skipValue = (type) => {
+    if (type in SCALAR_BYTES) p += SCALAR_BYTES[type];
+    else if (type === 8) { const n = u64(); p += n; }
+    else if (type === 9) {
+      const t = u32();
+      const n = u64();
+      if (t in SCALAR_BYTES) p += n * SCALAR_BYTES[t];
+      else for (let i = 0; i < n; i++) skipValue(t);
+    } else throw new Error(`GGUF value type ${type}?`);
+  };
+  if (buf.toString('latin1', 0, 4) !== 'GGUF') throw new Error('not a GGUF file');
+  p = 4;
+  const version = u32();
+  const nTensors = u64();
+  const nKv = u64();
+  const kvs = [];
+  let alignment = 32;
+  for (let i = 0; i < nKv; i++) {
+    const start = p;
+    const key = str();
+    const type = u32();
+    const vStart = p;
+    skipValue(type);
+    if (key === 'general.alignment') alignment = buf.readUInt32LE(vStart);
+    kvs.push({ key, raw: buf.subarray(start, p) });
+  }
+  const tensors = [];
+  for (let i = 0; i < nTensors; i++) {
+    const start = p;
+    const name = str();
+    const nd = u32();
+    p += 8 * nd;
+    u32();
+    const offPos = p;
+    const offset = u64();
+    tensors.push({ name, infoNoOffset: buf.subarray(start, offPos), offset });
+  }
+  const dataStart = Math.ceil(p / alignment) * alignment;
+  const byOffset = [...tensors].sort((a, b) => a.offset - b.offset);
+  byOffset.forEach((t, i) => {
+    const end = i + 1 < byOffset.length ? byOffset[i + 1].offset : buf.length - dataStart;
+    t.size = end - t.offset;
+  });
+  return { version, kvs, tensors, alignment, dataStart };
+}
+
+function kvBytes(key, type, value) {
+  const k = Buffer.from(key, 'utf8');
+  const head = Buffer.alloc(8 + k.length + 4);
+  head.writeBigUInt64LE(BigInt(k.length), 0);
+  k.copy(head, 8);
+  head.writeUInt32LE(type, 8 + k.length);
+  let v;
+  if (type === 2) { v = Buffer.alloc(2); v.writeUInt16LE(value); }
+  else if (type === 5) { v = Buffer.alloc(4); v.writeInt32LE(value); }
+  else throw new Error('kv type');
+  return Buffer.concat([head, v]);
+}
+
+/**
+ * Splits `src` into `count` shards in `outDir` named `${stem}-0000i-of-0000N.gguf` (tensor
+ * groups as in real_models.rs for 3: the first tensor, then halves). Returns their paths.
+ * Skips the work when the files exist and are newer than `src`.
+ */
+export function splitGguf(src, outDir, stem, count = 3) {
+  const names = Array.from({ length: count }, (_, i) => path.join(outDir, `${stem}-${String(i + 1).padStart(5, '0')}-of-${String(count).padStart(5, '0')}.gguf`));
+  const srcTime = statSync(src).mtimeMs;
+  if (names.every((n) => existsSync(n) && statSync(n).mtimeMs >= srcTime)) return names;
+  mkdirSync(outDir, { recursive: true });
+  const buf = readFileSync(src);
+  const h = parseHeader(buf);
+  const n = h.tensors.length;
+  const cuts = count === 3 ? [0, 1, Math.floor(n / 2), n] : Array.from({ length: count + 1 }, (_, i) => Math.round((i * n) / count));
+  for (let s = 0; s < count; s++) {
+    const group = h.tensors.slice(cuts[s], cuts[s + 1]);
+    const kvs = s === 0 ? h.kvs.map((k) => k.raw) : h.kvs.filter((k) => k.key === 'general.alignment').map((k) => k.raw);
+    kvs.push(kvBytes('split.no', 2, s), kvBytes('split.count', 2, count), kvBytes('split.tensors.count', 5, n));
+    const infos = [];
+    let off = 0;
+    for (const t of group) {
+      const o = Buffer.alloc(8);
+      o.writeBigUInt64LE(BigInt(off));
+      infos.push(t.infoNoOffset, o);
+      off += Math.ceil(t.size / h.alignment) * h.alignment;
+    }
+    const head = Buffer.alloc(24);
+    head.write('GGUF', 0, 'latin1');
+    head.writeUInt32LE(h.version, 4);
+    head.writeBigUInt64LE(BigInt(group.length), 8);
+    head.writeBigUInt64LE(BigInt(kvs.length), 16);
+    let header = Buffer.concat([head, ...kvs, ...infos]);
+    header = Buffer.concat([header, Buffer.alloc(Math.ceil(header.length / h.alignment) * h.alignment - header.length)]);
+    const data = Buffer.alloc(off);
+    let at = 0;
+    for (const t of group) {
+      buf.copy(data, at, h.dataStart + t.offset, h.dataStart + t.offset + t.size);
+      at += Math.ceil(t.size / h.alignment) * h.alignment;
+    }
+    writeFileSync(names[s], Buffer.concat([header, data]));
+  }
+  return names;
+}

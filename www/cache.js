@@ -1,0 +1,447 @@
+// quantweb model cache in the Origin Private File System (OPFS).
+//
+// Layout: <OPFS>/quantweb-models/<key>/meta.json + part-000, part-001, … (one file per URL:
+// a single file, each llama.cpp shard, or each raw byte chunk, in order).
+//
+// - An entry is found by its URL list (the key is a hash of it); meta.json records each part's
+//   size and ETag (when the server exposes one). A complete entry is used without any network
+//   request, so a cached model loads offline. A partial entry is resumed only if the server
+//   still reports the same size and ETag (`If-Range` guards the resumed request too).
+// - Downloads stream to disk (a sync access handle in a worker, a writable stream elsewhere),
+//   so the model never sits in memory; parts download in parallel (3 at a time).
+// - The storage quota is checked before any model byte is fetched.
+// - Cached parts come back as `File` objects (OPFS `getFile()`), read lazily by whoever takes
+//   them (the engine slices them tensor by tensor).
+//
+// Used by worker.js (download, lookup) and by quantweb.js (list, remove); has no other imports.
+
+const ROOT = 'quantweb-models';
+const META = 'meta.json';
+const META_VERSION = 1;
+/** Parts downloaded at once. */
+export const CONCURRENCY = 3;
+/** Flush a sync access handle every this many bytes. */
+const FLUSH_EVERY = 32 << 20;
+
+const partName = (i) => `part-${String(i).padStart(3, '0')}`;
+
+/** An Error with a name (messages say what happened and what to do). */
+function named(name, message, extra) {
+  const e = new Error(message);
+  e.name = name;
+  if (extra) Object.assign(e, extra);
+  return e;
+}
+
+const fmtMB = (b) => `${(b / 1e6).toFixed(1)} MB`;
+
+/** A short stable hash of a string (cyrb53), as 14 hex digits. */
+function hash(str) {
+  let h1 = 0xdeadbeef;
+  let h2 = 0x41c6ce57;
+  for (let i = 0; i < str.length; i++) {
+    const ch = str.charCodeAt(i);
+    h1 = Math.imul(h1 ^ ch, 2654435761);
+    h2 = Math.imul(h2 ^ ch, 1597334677);
+  }
+  h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507) ^ Math.imul(h2 ^ (h2 >>> 13), 3266489909);
+  h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507) ^ Math.imul(h1 ^ (h1 >>> 13), 3266489909);
+  return (4294967296 * (2097151 & h2) + (h1 >>> 0)).toString(16).padStart(14, '0');
+}
+
+/** The cache key of a model given by these URLs (absolute, in order). */
+export function cacheKey(urls) {
+  return `m-${hash(urls.join('\n'))}`;
+}
+
+/**
+ * All shard URLs from a llama.cpp first shard (`…-00001-of-00003.gguf`, query kept), or null.
+ * Same rule as the crate's `gguf::shard_names`.
+ */
+export function shardUrls(first) {
+  const cut = first.search(/[?#]/);
+  const base = cut < 0 ? first : first.slice(0, cut);
+  const query = cut < 0 ? '' : first.slice(cut);
+  const m = /^(.*)-(\d{5})-of-(\d{5})\.gguf$/.exec(base);
+  if (!m || m[2] !== '00001') return null;
+  const n = Number(m[3]);
+  if (n < 1) return null;
+  return Array.from({ length: n }, (_, i) => `${m[1]}-${String(i + 1).padStart(5, '0')}-of-${m[3]}.gguf${query}`);
+}
+
+/** The cache's root directory; with `create` false, null when nothing was ever cached. */
+async function rootDir(create = true) {
+  const storage = globalThis.navigator && navigator.storage;
+  if (!storage || typeof storage.getDirectory !== 'function') {
+    throw named('CacheUnavailableError', 'This browser offers no Origin Private File System (navigator.storage.getDirectory), so models cannot be cached: load with the cache turned off.');
+  }
+  let dir;
+  try {
+    dir = await storage.getDirectory();
+  } catch (e) {
+    throw named('CacheUnavailableError', `The browser refused its private file system (${e && e.message ? e.message : e}); in a private window storage may be off. Load with the cache turned off.`);
+  }
+  try {
+    return await dir.getDirectoryHandle(ROOT, { create });
+  } catch (e) {
+    if (!create && e && e.name === 'NotFoundError') return null;
+    throw e;
+  }
+}
+
+async function readMeta(dir) {
+  try {
+    const f = await (await dir.getFileHandle(META)).getFile();
+    const meta = JSON.parse(await f.text());
+    return meta && meta.version === META_VERSION ? meta : null;
+  } catch {
+    return null;
+  }
+}
+
+async function writeMeta(dir, meta) {
+  const fh = await dir.getFileHandle(META, { create: true });
+  const w = await fh.createWritable();
+  await w.write(JSON.stringify(meta));
+  await w.close();
+}
+
+async function entryDir(key, create) {
+  const root = await rootDir(create);
+  if (!root) return null;
+  try {
+    return await root.getDirectoryHandle(key, { create });
+  } catch (e) {
+    if (e && e.name === 'NotFoundError') return null;
+    throw e;
+  }
+}
+
+/** Size of a part file on disk (0 when absent). */
+async function partSize(dir, i) {
+  try {
+    return (await (await dir.getFileHandle(partName(i))).getFile()).size;
+  } catch {
+    return 0;
+  }
+}
+
+async function partFiles(dir, n) {
+  const files = [];
+  for (let i = 0; i < n; i++) files.push(await (await dir.getFileHandle(partName(i))).getFile());
+  return files;
+}
+
+/**
+ * A complete cached copy of these URLs: `{key, files, meta}`, or null. Makes no network request.
+ */
+export async function lookup(urls) {
+  const key = cacheKey(urls);
+  const dir = await entryDir(key, false);
+  if (!dir) return null;
+  const meta = await readMeta(dir);
+  if (!meta || !meta.complete || meta.parts.length !== urls.length || meta.parts.some((p, i) => p.url !== urls[i])) return null;
+  let files;
+  try {
+    files = await partFiles(dir, urls.length);
+  } catch {
+    return null;
+  }
+  if (files.some((f, i) => f.size !== meta.parts[i].size)) return null;
+  meta.lastUsed = Date.now();
+  await writeMeta(dir, meta).catch(() => {});
+  return { key, files, meta };
+}
+
+// ------------------------------------------------------------------ HTTP
+
+function httpError(status, url, where) {
+  const what = { 401: 'unauthorized', 403: 'forbidden', 404: 'not found', 410: 'gone', 416: 'range not satisfiable', 429: 'too many requests' }[status] || 'error';
+  return named('HttpError', `HTTP ${status} (${what}) for ${url}${where}`, { status, url });
+}
+
+function networkError(e, url, where) {
+  if (e && e.name === 'AbortError') return e;
+  return named('NetworkError', `network error or CORS refusal fetching ${url}${where}: ${e && e.message ? e.message : e}. The server may be down, or may not allow this page to read it (CORS).`, { url });
+}
+
+function partLabel(i, n) {
+  return n > 1 ? ` (part ${i + 1} of ${n})` : '';
+}
+
+/** Size and ETag of a URL from a 1-byte Range request (also tells whether Range works). */
+async function probe(url, where, signal) {
+  let resp;
+  try {
+    resp = await fetch(url, { headers: { Range: 'bytes=0-0' }, cache: 'no-store', signal });
+  } catch (e) {
+    throw networkError(e, url, where);
+  }
+  const etag = resp.headers.get('ETag');
+  if (resp.status === 206) {
+    const m = /\/(\d+)\s*$/.exec(resp.headers.get('Content-Range') || '');
+    await resp.body?.cancel().catch(() => {});
+    if (!m) throw named('HttpError', `the server did not say the size of ${url}${where} (no readable Content-Range header; a cross-origin server must expose it)`, { url });
+    return { size: Number(m[1]), etag, ranges: true };
+  }
+  await resp.body?.cancel().catch(() => {});
+  if (resp.status === 200) {
+    const len = resp.headers.get('Content-Length');
+    if (len === null) throw named('HttpError', `the server did not say the size of ${url}${where} (no Content-Length)`, { url });
+    return { size: Number(len), etag, ranges: false };
+  }
+  throw httpError(resp.status, url, where);
+}
+
+/** Writes at offsets into an OPFS file: a sync access handle in a worker, a writable elsewhere. */
+async function openWriter(fileHandle) {
+  if (typeof fileHandle.createSyncAccessHandle === 'function') {
+    try {
+      const h = await fileHandle.createSyncAccessHandle();
+      let unflushed = 0;
+      return {
+        truncate: async (n) => h.truncate(n),
+        write: async (chunk, at) => {
+          const n = h.write(chunk, { at });
+          if (n !== chunk.byteLength) throw new Error(`short write (${n} of ${chunk.byteLength} bytes)`);
+          unflushed += n;
+          if (unflushed >= FLUSH_EVERY) {
+            h.flush();
+            unflushed = 0;
+          }
+        },
+        close: async () => {
+          h.flush();
+          h.close();
+        },
+      };
+    } catch (e) {
+      if (!(e && e.name === 'InvalidStateError')) throw e;
+    }
+  }
+  const w = await fileHandle.createWritable({ keepExistingData: true });
+  return {
+    truncate: (n) => w.truncate(n),
+    write: async (chunk, at) => {
+      await w.write({ type: 'write', position: at, data: chunk });
+    },
+    close: () => w.close(),
+  };
+}
+
+function isQuotaError(e) {
+  return e && (e.name === 'QuotaExceededError' || /quota/i.test(e.message || ''));
+}
+
+function quotaError(needed, total, est) {
+  const free = Math.max(0, (est.quota || 0) - (est.usage || 0));
+  return named(
+    'QuotaExceededError',
+    `Not enough browser storage to cache this model: it needs ${fmtMB(needed)} more (${fmtMB(total)} in all) but only ${fmtMB(free)} is free (quota ${fmtMB(est.quota || 0)}, used ${fmtMB(est.usage || 0)}). Delete cached models, free disk space, or load without the cache (it then streams from the server on every load).`,
+    { needed, free },
+  );
+}
+
+/**
+ * Downloads `urls` (absolute, in order) into the cache and returns `{key, files, meta, downloaded}`.
+ * A complete entry is returned at once with no request. Otherwise: one 1-byte Range request per
+ * part for its size and ETag, a quota check, then the missing bytes of each part (resumed with
+ * `Range: bytes=N-` when a partial file is kept), CONCURRENCY parts at a time.
+ *
+ * `onProgress({loaded, total, part, parts})`: bytes on disk so far / in all (resumed bytes count
+ * as loaded from the start).
+ * Errors: HttpError (status in the message), NetworkError (network/CORS, download interrupted;
+ * the partial file is kept for the next try), QuotaExceededError, CacheUnavailableError,
+ * AbortError.
+ */
+export async function download(urls, { onProgress, signal } = {}) {
+  const hit = await lookup(urls);
+  if (hit) return { ...hit, downloaded: 0 };
+  const key = cacheKey(urls);
+  const dir = await entryDir(key, true);
+  const old = await readMeta(dir);
+  const n = urls.length;
+
+  // Sizes and ETags, CONCURRENCY at a time.
+  const heads = new Array(n);
+  await pool(n, async (i) => {
+    heads[i] = await probe(urls[i], partLabel(i, n), signal);
+  });
+
+  const parts = [];
+  for (let i = 0; i < n; i++) {
+    const prev = old && old.parts && old.parts[i];
+    const same = prev && prev.url === urls[i] && prev.size === heads[i].size && (prev.etag || null) === (heads[i].etag || null);
+    let have = same ? await partSize(dir, i) : 0;
+    if (have > heads[i].size || (!heads[i].ranges && have < heads[i].size)) have = 0;
+    parts.push({ url: urls[i], size: heads[i].size, etag: heads[i].etag || null, have });
+  }
+  const total = parts.reduce((s, p) => s + p.size, 0);
+  const needed = parts.reduce((s, p) => s + (p.size - p.have), 0);
+  if (navigator.storage && typeof navigator.storage.estimate === 'function') {
+    const est = await navigator.storage.estimate();
+    // The parts we keep already count in `usage`.
+    if (needed > Math.max(0, (est.quota || 0) - (est.usage || 0))) throw quotaError(needed, total, est);
+  }
+  const meta = {
+    version: META_VERSION,
+    key,
+    urls,
+    name: decodeURIComponent(new URL(urls[0]).pathname.split('/').pop() || urls[0]),
+    parts: parts.map(({ url, size, etag }) => ({ url, size, etag })),
+    size: total,
+    complete: false,
+    created: (old && old.created) || Date.now(),
+    lastUsed: Date.now(),
+  };
+  await writeMeta(dir, meta);
+
+  // The first failing part stops the others (their bytes so far are kept).
+  const stop = new AbortController();
+  const fetchSignal = signal ? AbortSignal.any([signal, stop.signal]) : stop.signal;
+  let loaded = parts.reduce((s, p) => s + p.have, 0);
+  const resumedFrom = loaded;
+  const report = (part) => onProgress && onProgress({ loaded, total, part, parts: n });
+  report(0);
+
+  await pool(n, async (i) => {
+    const p = parts[i];
+    const where = partLabel(i, n);
+    const fh = await dir.getFileHandle(partName(i), { create: true });
+    if (p.have === p.size) return;
+    const headers = {};
+    if (p.have > 0) {
+      headers.Range = `bytes=${p.have}-`;
+      if (p.etag && !p.etag.startsWith('W/')) headers['If-Range'] = p.etag;
+    }
+    let resp;
+    try {
+      resp = await fetch(p.url, { headers, cache: 'no-store', signal: fetchSignal });
+    } catch (e) {
+      throw networkError(e, p.url, where);
+    }
+    let pos;
+    if (p.have > 0 && resp.status === 206) {
+      const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec((resp.headers.get('Content-Range') || '').trim());
+      if (!m || Number(m[1]) !== p.have || Number(m[3]) !== p.size) {
+        await resp.body?.cancel().catch(() => {});
+        throw named('HttpError', `the server answered a resumed download of ${p.url}${where} with the wrong range (${resp.headers.get('Content-Range')}; asked for bytes ${p.have}-)`, { url: p.url });
+      }
+      pos = p.have;
+    } else if (resp.status === 200) {
+      // Fresh download, or the server ignored Range / the file changed (If-Range): start over.
+      loaded -= p.have;
+      p.have = 0;
+      pos = 0;
+    } else {
+      await resp.body?.cancel().catch(() => {});
+      throw httpError(resp.status, p.url, where);
+    }
+    const writer = await openWriter(fh);
+    try {
+      await writer.truncate(pos);
+      const reader = resp.body.getReader();
+      for (;;) {
+        let r;
+        try {
+          r = await reader.read();
+        } catch (e) {
+          if (e && e.name === 'AbortError') throw e;
+          throw named('NetworkError', `download of ${p.url}${where} was interrupted at ${pos} of ${p.size} bytes (${e && e.message ? e.message : e}); the ${fmtMB(pos)} already downloaded are kept: try again to resume.`, { url: p.url, resumable: true });
+        }
+        if (r.done) break;
+        if (pos + r.value.byteLength > p.size) throw named('HttpError', `${p.url}${where} is longer than the ${p.size} bytes the server announced`);
+        await writer.write(r.value, pos);
+        pos += r.value.byteLength;
+        loaded += r.value.byteLength;
+        report(i);
+      }
+    } catch (e) {
+      if (isQuotaError(e)) throw quotaError(p.size - pos, total, await navigator.storage.estimate());
+      throw e;
+    } finally {
+      await writer.close().catch(() => {});
+    }
+    if (pos !== p.size) {
+      throw named('NetworkError', `download of ${p.url}${where} ended at ${pos} of ${p.size} bytes; the part already downloaded is kept: try again to resume.`, { url: p.url, resumable: true });
+    }
+    p.have = pos;
+  }, signal, stop);
+
+  meta.complete = true;
+  meta.lastUsed = Date.now();
+  await writeMeta(dir, meta);
+  return { key, files: await partFiles(dir, n), meta, downloaded: loaded - resumedFrom, resumedFrom };
+}
+
+/** Runs job(0..n-1), CONCURRENCY at a time; the first failure stops new jobs and is thrown. */
+async function pool(n, job, signal, stop) {
+  let next = 0;
+  let failed = null;
+  const worker = async () => {
+    while (!failed && next < n) {
+      if (signal && signal.aborted) throw signal.reason ?? named('AbortError', 'aborted');
+      const i = next++;
+      try {
+        await job(i);
+      } catch (e) {
+        if (!failed) {
+          failed = e;
+          if (stop) stop.abort();
+        }
+        throw e;
+      }
+    }
+  };
+  const runs = Array.from({ length: Math.min(CONCURRENCY, n) }, worker);
+  const results = await Promise.allSettled(runs);
+  if (failed) throw failed;
+  const bad = results.find((r) => r.status === 'rejected');
+  if (bad) throw bad.reason;
+}
+
+/**
+ * Cached models: `[{key, name, urls, size, storedBytes, complete, etags, created, lastUsed}]`,
+ * most recently used first. Makes no network request.
+ */
+export async function list() {
+  // Reading creates nothing: a page that only lists the cache leaves storage untouched.
+  const root = await rootDir(false);
+  const out = [];
+  if (!root) return out;
+  for await (const [key, handle] of root.entries()) {
+    if (handle.kind !== 'directory') continue;
+    const meta = await readMeta(handle);
+    let stored = 0;
+    const n = meta ? meta.parts.length : 0;
+    for (let i = 0; i < n; i++) stored += await partSize(handle, i);
+    out.push({
+      key,
+      name: meta ? meta.name : '(unreadable entry)',
+      urls: meta ? meta.urls : [],
+      size: meta ? meta.size : 0,
+      storedBytes: stored,
+      complete: Boolean(meta && meta.complete),
+      etags: meta ? meta.parts.map((p) => p.etag) : [],
+      created: meta ? meta.created : 0,
+      lastUsed: meta ? meta.lastUsed : 0,
+    });
+  }
+  out.sort((a, b) => b.lastUsed - a.lastUsed);
+  return out;
+}
+
+/** Deletes one cached model (complete or partial). Resolves to true if it existed. */
+export async function remove(key) {
+  if (typeof key !== 'string' || !/^m-[0-9a-f]{14}$/.test(key)) throw named('TypeError', `not a cache key: ${key}`);
+  const root = await rootDir(false);
+  if (!root) return false;
+  try {
+    await root.removeEntry(key, { recursive: true });
+    return true;
+  } catch (e) {
+    if (e && e.name === 'NotFoundError') return false;
+    if (e && e.name === 'NoModificationAllowedError') throw named('CacheBusyError', 'this model is being downloaded or read right now; try again when it is done');
+    throw e;
+  }
+}

@@ -1,0 +1,237 @@
+// quantweb engine worker (a module worker started by quantweb.js's Engine): owns one WasmEngine,
+// the model cache downloads, and generation. Nothing here touches the page.
+//
+// Protocol. Requests (page → worker) are `{id, type, ...}`; every request gets exactly one
+// `{id, type: 'result', value}` or `{id, type: 'error', error: {name, message}}`, and before that
+// possibly `{id, type: 'progress', ...}` (load) or `{id, type: 'token', piece, token}` (stream).
+//
+//   load        {source, contextLength, cache}  → info (see Engine.info in quantweb.d.ts)
+//   complete    {prompt | tokens, options, stream} → the WasmEngine.complete result
+//   chat        {messages, options, stream}    → same; the prompt is the model's chat template
+//   tokenize    {text, parseSpecial}           → number[]
+//   detokenize  {ids}                          → string
+//   info | reset | unload
+//   cache-list | cache-delete {key}
+//   abort       {target}: stop request `target` (a generation stops after its current token;
+//               a download stops now; the WasmEngine stays usable). Gets no answer itself.
+//
+// Engine calls run one at a time, in arrival order (the WasmEngine is not re-entrant); `abort`
+// is handled at once, between tokens, because the engine awaits every GPU readback.
+
+import init, { WasmEngine } from './pkg/quantweb.js';
+import * as cache from './cache.js';
+
+let wasm = null; // init() promise → wasm exports (for memory size)
+let engine = null;
+let engineInfo = null;
+let queue = Promise.resolve();
+/** Request id → {aborted, controller?} for the requests that can be aborted. */
+const live = new Map();
+
+const post = (m) => self.postMessage(m);
+
+function errorOut(e) {
+  if (e && typeof e === 'object' && 'message' in e) {
+    return { name: e.name || 'Error', message: String(e.message), resumable: Boolean(e.resumable) };
+  }
+  return { name: 'Error', message: String(e) };
+}
+
+function ready() {
+  if (!wasm) {
+    wasm = init({ module_or_path: new URL('./pkg/quantweb_bg.wasm', import.meta.url) }).catch((e) => {
+      wasm = null;
+      throw new Error(`quantweb: could not load its WebAssembly module: ${e && e.message ? e.message : e}`);
+    });
+  }
+  return wasm;
+}
+
+/** Bytes of wasm linear memory right now (it only grows, so this is also the peak). */
+async function wasmMemoryBytes() {
+  const exports = await ready();
+  return exports && exports.memory ? exports.memory.buffer.byteLength : 0;
+}
+
+/** Throughput and ETA over the last few seconds of one phase. */
+class Meter {
+  constructor(phase, post) {
+    this.phase = phase;
+    this.post = post;
+    this.t0 = performance.now();
+    this.samples = []; // [time, loaded]
+    this.lastPost = 0;
+  }
+  update(loaded, total, extra, force) {
+    const now = performance.now();
+    this.samples.push([now, loaded]);
+    while (this.samples.length > 2 && now - this.samples[0][0] > 3000) this.samples.shift();
+    if (!force && now - this.lastPost < 100 && loaded < total) return;
+    this.lastPost = now;
+    const [t1, l1] = this.samples[0];
+    const bytesPerSec = now - t1 > 50 ? ((loaded - l1) * 1000) / (now - t1) : 0;
+    const etaSec = bytesPerSec > 0 ? Math.max(0, (total - loaded) / bytesPerSec) : null;
+    this.post({ phase: this.phase, loaded, total, bytesPerSec, etaSec, elapsedMs: now - this.t0, ...extra });
+  }
+}
+
+const hasUrls = (list) => list.every((s) => typeof s === 'string');
+
+async function load(id, { source, contextLength, cache: useCache = true }) {
+  if (!self.navigator || !navigator.gpu) {
+    throw Object.assign(new Error('This browser does not offer WebGPU (navigator.gpu is missing in workers), so quantweb cannot run a model here. Use a recent Chrome or Edge, or enable WebGPU.'), { name: 'NoWebGPUError' });
+  }
+  if (live.get(id)?.aborted) throw Object.assign(new Error('the load was aborted'), { name: 'AbortError' });
+  const state = { aborted: false, controller: new AbortController() };
+  live.set(id, state);
+  try {
+    await ready();
+    if (engine) {
+      engine.free();
+      engine = null;
+      engineInfo = null;
+    }
+    const t0 = performance.now();
+    const list = Array.isArray(source) ? source : [source];
+    if (list.length === 0) throw new TypeError('no model source given');
+    let loadSource = source;
+    let from = 'local';
+    let cacheKey = null;
+    let downloaded = 0;
+    if (hasUrls(list)) {
+      from = 'network';
+      if (useCache) {
+        const urls = list.length === 1 ? cache.shardUrls(list[0]) || list : list;
+        const meter = new Meter('download', (p) => post({ id, type: 'progress', ...p }));
+        const got = await cache.download(urls, {
+          signal: state.controller.signal,
+          onProgress: ({ loaded, total, part, parts }) => meter.update(loaded, total, { part, parts }),
+        });
+        from = got.downloaded > 0 ? 'network' : 'cache';
+        downloaded = got.downloaded;
+        cacheKey = got.key;
+        loadSource = got.files.length === 1 ? got.files[0] : got.files;
+      }
+    } else if (!list.every((s) => s instanceof Blob)) {
+      throw new TypeError('a model source is a URL string, a File/Blob, or an array of them');
+    }
+    const tUpload = performance.now();
+    const meter = new Meter('upload', (p) => post({ id, type: 'progress', ...p }));
+    const eng = await WasmEngine.load(loadSource, contextLength ? { contextLength } : {}, (p) => {
+      meter.update(p.loaded, p.total, { tensor: p.tensor });
+    });
+    const tDone = performance.now();
+    engine = eng;
+    engineInfo = {
+      ...eng.info(),
+      source: from,
+      cacheKey,
+      downloadedBytes: downloaded,
+      loadMs: tDone - t0,
+      downloadMs: tUpload - t0,
+      uploadMs: tDone - tUpload,
+      wasmMemoryBytes: await wasmMemoryBytes(),
+    };
+    return engineInfo;
+  } finally {
+    live.delete(id);
+  }
+}
+
+function need() {
+  if (!engine) throw Object.assign(new Error('no model is loaded (call Engine.load first, or the engine was unloaded)'), { name: 'NotLoadedError' });
+  return engine;
+}
+
+/** Options for WasmEngine.complete: only the keys it knows, without undefined/null. */
+const OPTION_KEYS = ['max_tokens', 'temperature', 'top_k', 'top_p', 'min_p', 'repeat_penalty', 'seed', 'stop'];
+function engineOptions(options) {
+  const out = {};
+  for (const k of OPTION_KEYS) {
+    const v = options && options[k];
+    if (v !== undefined && v !== null) out[k] = k === 'stop' && typeof v === 'string' ? [v] : v;
+  }
+  return out;
+}
+
+async function generate(id, promptTokens, options, stream) {
+  const eng = need();
+  const state = live.get(id) || { aborted: false };
+  live.set(id, state);
+  try {
+    if (state.aborted) {
+      return { prompt_tokens: Array.from(promptTokens), tokens: [], text: '', finish_reason: 'abort', timings: null, usage: { prompt_tokens: promptTokens.length, completion_tokens: 0, total_tokens: promptTokens.length }, cached_tokens: 0 };
+    }
+    const result = await eng.complete(promptTokens, engineOptions(options), (piece, token) => {
+      if (stream) post({ id, type: 'token', piece, token });
+      return !state.aborted;
+    });
+    const kv = eng.info();
+    engineInfo = { ...engineInfo, ...kv, wasmMemoryBytes: await wasmMemoryBytes() };
+    return result;
+  } finally {
+    live.delete(id);
+  }
+}
+
+async function handle(msg) {
+  const { id, type } = msg;
+  switch (type) {
+    case 'load':
+      return load(id, msg);
+    case 'complete': {
+      const eng = need();
+      const tokens = msg.tokens ? Uint32Array.from(msg.tokens) : eng.promptTokens(String(msg.prompt ?? ''), false);
+      return generate(id, tokens, msg.options, msg.stream);
+    }
+    case 'chat': {
+      const eng = need();
+      const text = eng.chatPrompt(msg.messages);
+      const tokens = eng.promptTokens(text, true);
+      return generate(id, tokens, msg.options, msg.stream);
+    }
+    case 'tokenize':
+      return Array.from(need().tokenize(String(msg.text ?? ''), Boolean(msg.parseSpecial)));
+    case 'detokenize':
+      return need().detokenize(Uint32Array.from(msg.ids || []));
+    case 'info':
+      return engineInfo ? { ...engineInfo, wasmMemoryBytes: await wasmMemoryBytes() } : null;
+    case 'reset':
+      need().reset();
+      return null;
+    case 'unload':
+      if (engine) engine.free();
+      engine = null;
+      engineInfo = null;
+      return null;
+    case 'cache-list':
+      return cache.list();
+    case 'cache-delete':
+      return cache.remove(msg.key);
+    default:
+      throw new TypeError(`unknown request type ${type}`);
+  }
+}
+
+self.onmessage = (e) => {
+  const msg = e.data || {};
+  if (msg.type === 'abort') {
+    const state = live.get(msg.target);
+    if (state) {
+      state.aborted = true;
+      if (state.controller) state.controller.abort(Object.assign(new Error('the load was aborted'), { name: 'AbortError' }));
+    } else {
+      // Not started yet (queued): remember, so it stops before its first token.
+      live.set(msg.target, { aborted: true });
+    }
+    return;
+  }
+  const run = () =>
+    handle(msg).then(
+      (value) => post({ id: msg.id, type: 'result', value }),
+      (err) => post({ id: msg.id, type: 'error', error: errorOut(err) }),
+    );
+  // Cache listing/deleting does not touch the engine: answer at once.
+  if (msg.type === 'cache-list' || msg.type === 'cache-delete') run();
+  else queue = queue.then(run);
+};

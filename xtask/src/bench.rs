@@ -1,0 +1,974 @@
+//! `cargo xtask bench`: quantweb against its peers on one model, one prompt, one token count.
+//!
+//! - browser (one headless Chromium run, `tests/bench/bench.mjs`): quantweb's `WasmEngine`
+//!   (WebGPU), wllama 3.8.1 CPU wasm (`n_gpu_layers` 0, 2 threads) and wllama WebGPU
+//!   (`n_gpu_layers` 99), all served by our own server (`serve::start` on port 0; wllama's ES module
+//!   and wasm are copied under target/bench/ and served at `/fixtures/`, with COOP/COEP so wllama
+//!   may use threads);
+//! - native: `quantweb bench --json` (release build) and llama.cpp through node-llama-cpp 3.21.1
+//!   (`tests/bench/native_llamacpp.mjs`, from tests/oracle/node_modules; `npm ci` there when
+//!   missing).
+//!
+//! The prompt is `PROMPT_TEXT` repeated and cut to `-p` tokens by llama.cpp's tokenizer (the
+//! browser engines get those ids, or their text, which tokenizes back to them); `-n` tokens are
+//! generated greedily. The table (load s, prefill and decode tok/s, peak memory, ratios) is
+//! printed and written to `target/bench/<model>.md`; the browser half's raw results go to
+//! `target/bench/<model>.browser.json`.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::models::{self, GEMMA3, SMOLLM2};
+use crate::util::{cargo, repo_root, run_cmd, step, target_dir, Result};
+use crate::{serve, setup, wasm};
+
+/// An ordinary English paragraph; repeated (joined by a blank line) until it gives `-p` tokens.
+const PROMPT_TEXT: &str =
+    "The history of the printing press begins in the fifteenth century, when \
+Johannes Gutenberg combined movable metal type, oil-based inks and a wooden screw press into a \
+system that could produce books quickly and cheaply. Within a few decades printing shops had \
+spread across Europe, and the number of books in circulation grew from thousands to millions. \
+Scholars, merchants and religious reformers all used the new technology to spread their ideas, \
+and the consequences for science, politics and education were profound. In this essay we look at \
+how the press changed the way people read, wrote and thought, and why its effects are still felt \
+today, more than five hundred years after the first printed Bible appeared in the German city of \
+Mainz.";
+
+/// llama.cpp and wllama threads: the CI machines have 2 cores.
+const THREADS: u32 = 2;
+/// Per browser engine, load + warm-up + run (`QUANTWEB_BENCH_TIMEOUT_S` overrides it).
+const BROWSER_TIMEOUT_S: u32 = 1200;
+
+fn browser_timeout_s() -> u32 {
+    std::env::var("QUANTWEB_BENCH_TIMEOUT_S")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(BROWSER_TIMEOUT_S)
+}
+
+pub struct Options {
+    pub model: String,
+    pub prompt_tokens: u32,
+    pub gen_tokens: u32,
+    pub skip_browser: bool,
+    pub skip_native: bool,
+}
+
+/// The model as each engine needs it.
+struct BenchModel {
+    /// Short name for the output files (`smollm2`, `gemma3`, or the file stem).
+    key: String,
+    /// What quantweb reads: one file, or the byte chunks of one file in order.
+    parts: Vec<PathBuf>,
+    /// One GGUF file (wllama and llama.cpp cannot read raw chunks).
+    single: PathBuf,
+    /// URL paths on our server for `parts` and `single`.
+    parts_urls: Vec<String>,
+    single_url: String,
+}
+
+/// One table row.
+#[derive(Default)]
+struct Row {
+    engine: String,
+    /// "browser" or "native": ratios compare within a side.
+    side: &'static str,
+    is_quantweb: bool,
+    load_s: Option<f64>,
+    prefill_tok_s: Option<f64>,
+    decode_tok_s: Option<f64>,
+    peak_mb: Option<f64>,
+    prompt_tokens: Option<f64>,
+    gen_tokens: Option<f64>,
+    note: String,
+    error: Option<String>,
+}
+
+pub fn bench(opts: &Options) -> Result<()> {
+    let t0 = Instant::now();
+    if opts.prompt_tokens < 8 || opts.gen_tokens < 2 {
+        return Err("bench: -p must be at least 8 and -n at least 2".into());
+    }
+    let root = repo_root();
+    let dir = target_dir().join("bench");
+    fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    if !opts.skip_browser {
+        setup::setup()?; // wasm target, wasm-bindgen, npm packages (playwright-core, wllama)
+    }
+    let model = resolve_model(&opts.model, &dir)?;
+    let (p, n) = (opts.prompt_tokens, opts.gen_tokens);
+    let prompt_file = dir.join("prompt.txt");
+    fs::write(&prompt_file, PROMPT_TEXT)?;
+
+    // The prompt ids (and their text) from llama.cpp's tokenizer.
+    step("bench: the prompt, tokenized by llama.cpp (node-llama-cpp, vocab only)");
+    let have_oracle = if opts.skip_native {
+        oracle_installed()
+    } else {
+        ensure_oracle().map_err(|e| eprintln!("bench: {e}")).is_ok()
+    };
+    let mut prompt: Option<(Json, String)> = None;
+    if have_oracle {
+        match native_llamacpp(&model, &prompt_file, p, n, true) {
+            Ok(j) => {
+                let ids = j.get("prompt_ids").cloned().unwrap_or(Json::Null);
+                let text = j.get("prompt_text").and_then(Json::as_str).unwrap_or("");
+                println!(
+                    "prompt: {} ids, {} characters",
+                    ids.as_arr().map_or(0, |a| a.len()),
+                    text.len()
+                );
+                prompt = Some((ids, text.to_string()));
+            }
+            Err(e) => eprintln!("bench: tokenizing with llama.cpp failed: {e}"),
+        }
+    }
+    if prompt.is_none() {
+        eprintln!(
+            "bench: no llama.cpp tokenizer (tests/oracle/node_modules): the browser engines get the \
+             text, each tokenizes it itself; the token counts in the table say what they got"
+        );
+    }
+
+    let mut rows = Vec::new();
+    if !opts.skip_browser {
+        rows.extend(browser_rows(&model, &dir, p, n, prompt.as_ref())?);
+    }
+    if !opts.skip_native {
+        rows.push(quantweb_native_row(&model, p, n));
+        rows.push(llamacpp_native_row(&model, &prompt_file, p, n));
+    }
+
+    let table = render(opts, &model, &rows);
+    println!("\n{table}");
+    let md = dir.join(format!("{}.md", model.key));
+    fs::write(&md, &table)?;
+    println!(
+        "bench: wrote {} ({:.0} s in all)",
+        md.strip_prefix(&root).unwrap_or(&md).display(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The model
+
+fn resolve_model(arg: &str, dir: &Path) -> Result<BenchModel> {
+    let mdir = models::models_dir();
+    match arg {
+        "smollm2" => {
+            models::fetch_models(false)?;
+            let f = SMOLLM2.files[0];
+            Ok(BenchModel {
+                key: "smollm2".into(),
+                parts: vec![mdir.join(f)],
+                single: mdir.join(f),
+                parts_urls: vec![format!("/models/{f}")],
+                single_url: format!("/models/{f}"),
+            })
+        }
+        "gemma3" => {
+            models::fetch_models(true)?;
+            let parts: Vec<PathBuf> = GEMMA3.files.iter().map(|f| mdir.join(f)).collect();
+            let name = GEMMA3.files[0].trim_end_matches(".part00");
+            let single = dir.join(name);
+            join_parts(&parts, &single, GEMMA3.size)?;
+            Ok(BenchModel {
+                key: "gemma3".into(),
+                parts_urls: GEMMA3
+                    .files
+                    .iter()
+                    .map(|f| format!("/models/{f}"))
+                    .collect(),
+                parts,
+                single,
+                single_url: format!("/fixtures/{name}"),
+            })
+        }
+        path => {
+            let file = repo_root().join(path);
+            if !file.is_file() {
+                return Err(format!(
+                    "--model: {path} is neither smollm2, gemma3 nor a GGUF file \
+                     (one file; for byte chunks or shards, join them first)"
+                )
+                .into());
+            }
+            let name = file
+                .file_name()
+                .and_then(|s| s.to_str())
+                .ok_or("--model: the file name is not UTF-8")?
+                .to_string();
+            let key = name.trim_end_matches(".gguf").to_string();
+            // Served from target/bench/ (at /fixtures/) through a link, unless it is in models/.
+            let url = if file.parent() == Some(mdir.as_path()) {
+                format!("/models/{name}")
+            } else {
+                let link = dir.join(&name);
+                let _ = fs::remove_file(&link);
+                let abs = fs::canonicalize(&file)?;
+                #[cfg(unix)]
+                std::os::unix::fs::symlink(&abs, &link)?;
+                #[cfg(not(unix))]
+                fs::copy(&abs, &link)?;
+                format!("/fixtures/{name}")
+            };
+            Ok(BenchModel {
+                key,
+                parts: vec![file.clone()],
+                single: file,
+                parts_urls: vec![url.clone()],
+                single_url: url,
+            })
+        }
+    }
+}
+
+/// Concatenates byte chunks into one file, once (kept while its size is right and it is newer
+/// than the chunks; fetch-models has verified the chunks' sha256).
+fn join_parts(parts: &[PathBuf], out: &Path, size: u64) -> Result<()> {
+    let newest = parts
+        .iter()
+        .filter_map(|p| fs::metadata(p).and_then(|m| m.modified()).ok())
+        .max();
+    if let Ok(m) = fs::metadata(out) {
+        if m.len() == size && m.modified().ok() >= newest {
+            return Ok(());
+        }
+    }
+    step(&format!(
+        "bench: joining {} chunks into {}",
+        parts.len(),
+        out.display()
+    ));
+    let tmp = out.with_extension("gguf.tmp");
+    let mut w = fs::File::create(&tmp)?;
+    for p in parts {
+        std::io::copy(&mut fs::File::open(p)?, &mut w)?;
+    }
+    drop(w);
+    fs::rename(&tmp, out)?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Native
+
+fn oracle_dir() -> PathBuf {
+    repo_root().join("tests").join("oracle")
+}
+
+fn oracle_installed() -> bool {
+    oracle_dir()
+        .join("node_modules/node-llama-cpp/package.json")
+        .is_file()
+}
+
+/// node-llama-cpp in tests/oracle/node_modules (`npm ci` there when it is missing: ~730 MB).
+fn ensure_oracle() -> Result<()> {
+    if oracle_installed() {
+        return Ok(());
+    }
+    step("bench: npm ci in tests/oracle (node-llama-cpp 3.21.1, prebuilt CPU binaries)");
+    run_cmd(
+        Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            // Its postinstall would try to download or build llama.cpp if the prebuilt binary
+            // did not load; the bench uses build: "never" instead.
+            .env("NODE_LLAMA_CPP_SKIP_DOWNLOAD", "true")
+            .current_dir(oracle_dir()),
+        "npm ci in tests/oracle failed (network access to the npm registry is needed)",
+    )
+}
+
+/// Runs tests/bench/native_llamacpp.mjs and parses the JSON on its last stdout line.
+fn native_llamacpp(
+    model: &BenchModel,
+    prompt_file: &Path,
+    p: u32,
+    n: u32,
+    tokenize_only: bool,
+) -> Result<Json> {
+    let mut cmd = Command::new("node");
+    cmd.arg(repo_root().join("tests/bench/native_llamacpp.mjs"))
+        .arg("--model")
+        .arg(&model.single)
+        .arg("--prompt-file")
+        .arg(prompt_file)
+        .args(["-p", &p.to_string(), "-n", &n.to_string()])
+        .args(["--threads", &THREADS.to_string()])
+        .current_dir(repo_root())
+        .stderr(Stdio::inherit());
+    if tokenize_only {
+        cmd.arg("--tokenize-only");
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot start node: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("native_llamacpp.mjs failed ({})", out.status).into());
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or("");
+    Json::parse(last).map_err(|e| format!("native_llamacpp.mjs: bad JSON ({e})").into())
+}
+
+fn llamacpp_native_row(model: &BenchModel, prompt_file: &Path, p: u32, n: u32) -> Row {
+    step("bench: llama.cpp native (node-llama-cpp, CPU, 2 threads)");
+    let mut row = Row {
+        engine: "llama.cpp native CPU (node-llama-cpp 3.21.1)".into(),
+        side: "native",
+        note: "RSS peak minus node's RSS before loading".into(),
+        ..Row::default()
+    };
+    let res = ensure_oracle().and_then(|()| native_llamacpp(model, prompt_file, p, n, false));
+    match res {
+        Ok(j) => {
+            row.load_s = j.num("load_s");
+            row.prefill_tok_s = j.num("prefill_tok_s");
+            row.decode_tok_s = j.num("decode_tok_s");
+            row.peak_mb = j.num("peak_mem_mb");
+            row.prompt_tokens = j.num("prompt_tokens");
+            row.gen_tokens = j.num("gen_tokens");
+            println!(
+                "llama.cpp native: load {:.2} s, prefill {:.1} tok/s, decode {:.1} tok/s",
+                row.load_s.unwrap_or(f64::NAN),
+                row.prefill_tok_s.unwrap_or(f64::NAN),
+                row.decode_tok_s.unwrap_or(f64::NAN)
+            );
+        }
+        Err(e) => row.error = Some(e.to_string()),
+    }
+    row
+}
+
+fn quantweb_native_row(model: &BenchModel, p: u32, n: u32) -> Row {
+    step("bench: quantweb native (release CLI, wgpu)");
+    let mut row = Row {
+        engine: "quantweb native (wgpu)".into(),
+        side: "native",
+        is_quantweb: true,
+        note: "load = process wall - prefill - decode (GPU init + load); whole-process RSS peak"
+            .into(),
+        ..Row::default()
+    };
+    match quantweb_native(model, p, n) {
+        Ok((j, wall_s, peak)) => {
+            let t = j.get("timings").cloned().unwrap_or(Json::Null);
+            let ms = t.num("prefill_ms").unwrap_or(0.0) + t.num("decode_ms").unwrap_or(0.0);
+            row.load_s = Some((wall_s - ms / 1000.0).max(0.0));
+            row.prefill_tok_s = t.num("prefill_tok_s");
+            row.decode_tok_s = t.num("decode_tok_s");
+            row.peak_mb = peak;
+            row.prompt_tokens = j.num("prompt_tokens");
+            row.gen_tokens = j.num("generated_tokens");
+        }
+        Err(e) => row.error = Some(e.to_string()),
+    }
+    row
+}
+
+/// `quantweb bench PARTS -p P -n N --json`: (its JSON, process wall seconds, peak RSS in MB).
+fn quantweb_native(model: &BenchModel, p: u32, n: u32) -> Result<(Json, f64, Option<f64>)> {
+    let root = repo_root();
+    run_cmd(
+        Command::new(cargo())
+            .args(["build", "--release", "-p", "quantweb", "--bin", "quantweb"])
+            .current_dir(&root),
+        "the release build of the quantweb CLI failed: see the output above",
+    )?;
+    let exe = target_dir().join("release").join("quantweb");
+    let start = Instant::now();
+    let mut child = Command::new(&exe)
+        .arg("bench")
+        .args(&model.parts)
+        .args(["-p", &p.to_string(), "-n", &n.to_string(), "--json"])
+        .current_dir(&root)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+    let mut stdout = child.stdout.take().ok_or("no stdout")?;
+    let reader = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    // VmHWM (peak RSS) only grows: the last value read before the process exits is its peak,
+    // give or take the last 20 ms.
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak_kb: Option<u64> = None;
+    let status = loop {
+        if let Some(kb) = fs::read_to_string(&status_path).ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        }) {
+            peak_kb = Some(kb);
+        }
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let wall = start.elapsed().as_secs_f64();
+    let out = reader.join().unwrap_or_default();
+    if !status.success() {
+        return Err(format!("`quantweb bench` failed ({status})").into());
+    }
+    let json = Json::parse(out.trim()).map_err(|e| format!("quantweb bench --json: {e}"))?;
+    Ok((json, wall, peak_kb.map(|kb| kb as f64 / 1024.0)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Browser
+
+fn browser_rows(
+    model: &BenchModel,
+    dir: &Path,
+    p: u32,
+    n: u32,
+    prompt: Option<&(Json, String)>,
+) -> Result<Vec<Row>> {
+    let root = repo_root();
+    let mut engines = vec!["quantweb", "wllama-cpu", "wllama-webgpu"];
+    let mut rows = Vec::new();
+    if let Err(e) = wasm::build_wasm() {
+        eprintln!("bench: build-wasm failed, no quantweb browser row: {e}");
+        engines.retain(|e| *e != "quantweb");
+        rows.push(Row {
+            engine: "quantweb WebGPU (browser)".into(),
+            side: "browser",
+            is_quantweb: true,
+            error: Some(format!("build-wasm failed: {e}")),
+            ..Row::default()
+        });
+    }
+
+    step("bench: browser (headless Chromium): quantweb, wllama CPU, wllama WebGPU");
+    // wllama's single-file ES module and its wasm, next to a blank page, served at /fixtures/.
+    let wllama = root.join("node_modules/@wllama/wllama/esm");
+    let wdir = dir.join("wllama");
+    fs::create_dir_all(&wdir)?;
+    for (from, to) in [
+        ("index.js", "index.js"),
+        ("wasm/wllama.wasm", "wllama.wasm"),
+    ] {
+        fs::copy(wllama.join(from), wdir.join(to)).map_err(|e| {
+            format!(
+                "{}: {e} (run `cargo xtask setup`: npm installs @wllama/wllama)",
+                wllama.join(from).display()
+            )
+        })?;
+    }
+    fs::write(
+        dir.join("bench.html"),
+        "<!doctype html><meta charset=\"utf-8\"><title>quantweb bench</title>\n",
+    )?;
+
+    let config = serve::Config {
+        fixtures: dir.to_path_buf(),
+        ..serve::Config::repo(false)
+    };
+    let addr = serve::start("127.0.0.1", 0, config)?;
+    let base = format!("http://127.0.0.1:{}", addr.port());
+    let (ids, text) = match prompt {
+        Some((ids, text)) => (ids.to_string(), text.clone()),
+        None => ("null".to_string(), PROMPT_TEXT.to_string()),
+    };
+    let parts_urls: Vec<String> = model.parts_urls.iter().map(|u| json_str(u)).collect();
+    let quantweb_model = if parts_urls.len() == 1 {
+        parts_urls[0].clone()
+    } else {
+        format!("[{}]", parts_urls.join(","))
+    };
+    let cfg = format!(
+        "{{\"base_url\":{},\"page\":{},\"wllama_js\":\"/fixtures/wllama/index.js\",\
+         \"wllama_wasm\":\"/fixtures/wllama/wllama.wasm\",\"quantweb_js\":\"/pkg/quantweb.js\",\
+         \"model_url\":{},\"quantweb_model\":{},\"prompt_text\":{},\"prompt_ids\":{},\"p\":{p},\
+         \"n\":{n},\"threads\":{THREADS},\"ctx\":{},\"engines\":[{}],\"timeout_s\":{}}}",
+        json_str(&base),
+        json_str(&format!("{base}/fixtures/bench.html")),
+        json_str(&model.single_url),
+        quantweb_model,
+        json_str(&text),
+        ids,
+        (p + n + 16).max(512),
+        engines
+            .iter()
+            .map(|e| json_str(e))
+            .collect::<Vec<_>>()
+            .join(","),
+        browser_timeout_s(),
+    );
+    let cfg_path = dir.join(format!("{}.browser-config.json", model.key));
+    let out_path = dir.join(format!("{}.browser.json", model.key));
+    fs::write(&cfg_path, cfg)?;
+    let _ = fs::remove_file(&out_path);
+    let chromium = std::env::var("CHROMIUM")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "/usr/bin/chromium".into());
+    run_cmd(
+        Command::new("node")
+            .arg(root.join("tests/bench/bench.mjs"))
+            .arg(&cfg_path)
+            .arg(&out_path)
+            .env("CHROMIUM", &chromium)
+            .current_dir(&root),
+        "the browser bench failed: see the output above",
+    )?;
+    let out = Json::parse(&fs::read_to_string(&out_path)?)
+        .map_err(|e| format!("{}: {e}", out_path.display()))?;
+    let chromium_version = out.get("chromium").and_then(Json::as_str).unwrap_or("?");
+    for r in out.get("results").and_then(Json::as_arr).unwrap_or(&[]) {
+        let key = r.get("key").and_then(Json::as_str).unwrap_or("");
+        let mut row = Row {
+            engine: r
+                .get("engine")
+                .and_then(Json::as_str)
+                .unwrap_or(key)
+                .to_string(),
+            side: "browser",
+            is_quantweb: key == "quantweb",
+            load_s: r.num("load_s"),
+            prefill_tok_s: r.num("prefill_tok_s"),
+            decode_tok_s: r.num("decode_tok_s"),
+            peak_mb: r.num("peak_mem_mb"),
+            prompt_tokens: r.num("prompt_tokens"),
+            gen_tokens: r.num("gen_tokens"),
+            note: format!("Chromium {chromium_version}; RSS peak of all its processes"),
+            ..Row::default()
+        };
+        if r.get("ok") != Some(&Json::Bool(true)) {
+            row.error = Some(
+                r.get("error")
+                    .and_then(Json::as_str)
+                    .unwrap_or("failed")
+                    .to_string(),
+            );
+        }
+        if let Some(on) = r.get("weights_on").and_then(Json::as_str) {
+            let threads = r.num("threads").unwrap_or(0.0);
+            let _ = write!(row.note, "; weights on {on}, {threads} thread(s)");
+            // llama.cpp falls back to the CPU silently when ggml-webgpu finds no usable adapter.
+            if key == "wllama-webgpu" && on == "CPU" {
+                row.engine.push_str(" → fell back to CPU");
+            }
+        }
+        if let Some(a) = r.get("adapter").and_then(Json::as_str) {
+            let _ = write!(row.note, "; adapter {a}");
+        }
+        if r.get("finish_reason").and_then(Json::as_str) == Some("stop") {
+            let _ = write!(row.note, "; stopped at an end-of-generation token");
+        }
+        if let (Some(w), Some(k)) = (r.num("weight_mb"), r.num("kv_mb")) {
+            let _ = write!(row.note, "; weights {w:.0} MB + KV {k:.0} MB on the GPU");
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The table
+
+fn fmt_opt(v: Option<f64>, digits: usize) -> String {
+    match v {
+        Some(x) if x.is_finite() => format!("{x:.digits$}"),
+        _ => "—".into(),
+    }
+}
+
+/// quantweb's rate divided by this row's, on the same side (browser or native).
+fn ratio(q: Option<f64>, this: Option<f64>) -> String {
+    match (q, this) {
+        (Some(q), Some(t)) if q.is_finite() && t.is_finite() && t > 0.0 => format!("{:.2}", q / t),
+        _ => "—".into(),
+    }
+}
+
+fn render(opts: &Options, model: &BenchModel, rows: &[Row]) -> String {
+    let mut s = String::new();
+    let machine = machine_line();
+    let _ = writeln!(
+        s,
+        "## quantweb bench: {} (`{}`), prompt {} tokens, {} generated, greedy\n",
+        model.key,
+        model
+            .single
+            .strip_prefix(repo_root())
+            .unwrap_or(&model.single)
+            .display(),
+        opts.prompt_tokens,
+        opts.gen_tokens
+    );
+    let _ = writeln!(s, "{machine}\n");
+    let _ = writeln!(
+        s,
+        "| engine | load s | prefill tok/s | decode tok/s | peak mem MB | tokens p/n | prefill × | decode × |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let q = rows
+            .iter()
+            .find(|x| x.is_quantweb && x.side == r.side && x.error.is_none());
+        let (qp, qd) = (
+            q.and_then(|q| q.prefill_tok_s),
+            q.and_then(|q| q.decode_tok_s),
+        );
+        if let Some(e) = &r.error {
+            let e: String = e.chars().take(160).collect();
+            let _ = writeln!(
+                s,
+                "| {} | failed: {} | | | | | | |",
+                r.engine,
+                e.replace('|', "/")
+            );
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {}/{} | {} | {} |",
+            r.engine,
+            fmt_opt(r.load_s, 2),
+            fmt_opt(r.prefill_tok_s, 1),
+            fmt_opt(r.decode_tok_s, 1),
+            fmt_opt(r.peak_mb, 0),
+            fmt_opt(r.prompt_tokens, 0),
+            fmt_opt(r.gen_tokens, 0),
+            ratio(qp, r.prefill_tok_s),
+            ratio(qd, r.decode_tok_s),
+        );
+    }
+    s.push_str(
+        "\n×: quantweb's tok/s divided by this row's, on the same side (browser rows against \
+         quantweb in the browser, native rows against quantweb native); above 1 means quantweb is \
+         faster.\n\n",
+    );
+    s.push_str(
+        "- load s: browser: the engine's load call (fetch from the local server, parse, upload, \
+         context); llama.cpp native: getLlama + loadModel + createContext; quantweb native: the \
+         process's wall time minus prefill and decode (GPU init + load).\n\
+         - prefill tok/s: prompt tokens / time to process them (wllama: llama.cpp's \
+         prompt_per_second; llama.cpp native: prompt / time to the first sampled token).\n\
+         - decode tok/s: one token per step (wllama: predicted_per_second; llama.cpp native: \
+         (n-1) / time from the first to the last token).\n\
+         - peak mem MB: browser: peak of the summed RSS of all Chromium processes (renderer, \
+         GPU process holding SwiftShader's buffers, …) minus that on the blank page before the \
+         load; llama.cpp native: the node process's peak RSS minus its RSS before loading; \
+         quantweb native: the process's peak RSS (VmHWM), everything included.\n\
+         - Each browser engine and llama.cpp native: one warm-up (short prompt, 2 tokens), then \
+         one timed run; quantweb native: one run (`quantweb bench`). wllama and llama.cpp \
+         ignore end-of-generation tokens; the tokens column shows what each engine really ran.\n",
+    );
+    for r in rows
+        .iter()
+        .filter(|r| !r.note.is_empty() && r.error.is_none())
+    {
+        let _ = writeln!(s, "- {}: {}", r.engine, r.note);
+    }
+    s
+}
+
+/// "2 CPUs (AMD EPYC …), load average 3.1 2.4 2.2 at the end".
+fn machine_line() -> String {
+    let cpus = thread::available_parallelism().map_or(0, |n| n.get());
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "?".into());
+    let load = fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into());
+    format!("Machine: {cpus} CPUs ({cpu}), load average {load} at the end of the run.")
+}
+
+// ---------------------------------------------------------------------------------------------
+// A small JSON reader/writer (xtask is std-only apart from sha2)
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Json {
+    Null,
+    Bool(bool),
+    Num(f64),
+    Str(String),
+    Arr(Vec<Json>),
+    Obj(Vec<(String, Json)>),
+}
+
+impl Json {
+    pub fn parse(s: &str) -> std::result::Result<Json, String> {
+        let b = s.as_bytes();
+        let mut i = 0;
+        let v = parse_value(b, &mut i)?;
+        skip_ws(b, &mut i);
+        if i != b.len() {
+            return Err(format!("trailing characters at byte {i}"));
+        }
+        Ok(v)
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Json> {
+        match self {
+            Json::Obj(kv) => kv.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    pub fn num(&self, key: &str) -> Option<f64> {
+        match self.get(key)? {
+            Json::Num(x) => Some(*x),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Json::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_arr(&self) -> Option<&[Json]> {
+        match self {
+            Json::Arr(a) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Json {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Json::Null => f.write_str("null"),
+            Json::Bool(b) => write!(f, "{b}"),
+            Json::Num(x) if x.is_finite() => write!(f, "{x}"),
+            Json::Num(_) => f.write_str("null"),
+            Json::Str(s) => f.write_str(&json_str(s)),
+            Json::Arr(a) => {
+                f.write_str("[")?;
+                for (i, v) in a.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{v}")?;
+                }
+                f.write_str("]")
+            }
+            Json::Obj(kv) => {
+                f.write_str("{")?;
+                for (i, (k, v)) in kv.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{}:{v}", json_str(k))?;
+                }
+                f.write_str("}")
+            }
+        }
+    }
+}
+
+/// A JSON string literal.
+pub fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn skip_ws(b: &[u8], i: &mut usize) {
+    while *i < b.len() && matches!(b[*i], b' ' | b'\t' | b'\n' | b'\r') {
+        *i += 1;
+    }
+}
+
+fn parse_value(b: &[u8], i: &mut usize) -> std::result::Result<Json, String> {
+    skip_ws(b, i);
+    let Some(&c) = b.get(*i) else {
+        return Err("unexpected end".into());
+    };
+    let lit = |i: &mut usize, word: &str, v: Json| {
+        if b[*i..].starts_with(word.as_bytes()) {
+            *i += word.len();
+            Ok(v)
+        } else {
+            Err(format!("bad literal at byte {i}"))
+        }
+    };
+    match c {
+        b'n' => lit(i, "null", Json::Null),
+        b't' => lit(i, "true", Json::Bool(true)),
+        b'f' => lit(i, "false", Json::Bool(false)),
+        b'"' => parse_string(b, i).map(Json::Str),
+        b'[' => {
+            *i += 1;
+            let mut a = Vec::new();
+            skip_ws(b, i);
+            if b.get(*i) == Some(&b']') {
+                *i += 1;
+                return Ok(Json::Arr(a));
+            }
+            loop {
+                a.push(parse_value(b, i)?);
+                skip_ws(b, i);
+                match b.get(*i) {
+                    Some(b',') => *i += 1,
+                    Some(b']') => {
+                        *i += 1;
+                        return Ok(Json::Arr(a));
+                    }
+                    _ => return Err(format!("expected , or ] at byte {i}")),
+                }
+            }
+        }
+        b'{' => {
+            *i += 1;
+            let mut kv = Vec::new();
+            skip_ws(b, i);
+            if b.get(*i) == Some(&b'}') {
+                *i += 1;
+                return Ok(Json::Obj(kv));
+            }
+            loop {
+                skip_ws(b, i);
+                if b.get(*i) != Some(&b'"') {
+                    return Err(format!("expected a key at byte {i}"));
+                }
+                let k = parse_string(b, i)?;
+                skip_ws(b, i);
+                if b.get(*i) != Some(&b':') {
+                    return Err(format!("expected : at byte {i}"));
+                }
+                *i += 1;
+                kv.push((k, parse_value(b, i)?));
+                skip_ws(b, i);
+                match b.get(*i) {
+                    Some(b',') => *i += 1,
+                    Some(b'}') => {
+                        *i += 1;
+                        return Ok(Json::Obj(kv));
+                    }
+                    _ => return Err(format!("expected , or }} at byte {i}")),
+                }
+            }
+        }
+        _ => {
+            let start = *i;
+            while *i < b.len() && matches!(b[*i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
+                *i += 1;
+            }
+            std::str::from_utf8(&b[start..*i])
+                .ok()
+                .and_then(|s| s.parse::<f64>().ok())
+                .map(Json::Num)
+                .ok_or_else(|| format!("bad value at byte {start}"))
+        }
+    }
+}
+
+fn parse_string(b: &[u8], i: &mut usize) -> std::result::Result<String, String> {
+    *i += 1; // opening quote
+    let mut out: Vec<u8> = Vec::new();
+    loop {
+        let Some(&c) = b.get(*i) else {
+            return Err("unterminated string".into());
+        };
+        *i += 1;
+        match c {
+            b'"' => return String::from_utf8(out).map_err(|_| "string is not UTF-8".into()),
+            b'\\' => {
+                let Some(&e) = b.get(*i) else {
+                    return Err("unterminated escape".into());
+                };
+                *i += 1;
+                let ch = match e {
+                    b'"' => '"',
+                    b'\\' => '\\',
+                    b'/' => '/',
+                    b'b' => '\u{8}',
+                    b'f' => '\u{c}',
+                    b'n' => '\n',
+                    b'r' => '\r',
+                    b't' => '\t',
+                    b'u' => {
+                        let hex = |i: &mut usize| -> std::result::Result<u32, String> {
+                            let h = b.get(*i..*i + 4).ok_or("short \\u escape")?;
+                            *i += 4;
+                            u32::from_str_radix(std::str::from_utf8(h).map_err(|_| "bad \\u")?, 16)
+                                .map_err(|_| "bad \\u escape".to_string())
+                        };
+                        let mut cp = hex(i)?;
+                        if (0xD800..0xDC00).contains(&cp) && b.get(*i..*i + 2) == Some(b"\\u") {
+                            *i += 2;
+                            let lo = hex(i)?;
+                            cp =
+                                0x10000 + ((cp - 0xD800) << 10) + (lo.wrapping_sub(0xDC00) & 0x3FF);
+                        }
+                        char::from_u32(cp).unwrap_or('\u{FFFD}')
+                    }
+                    _ => return Err(format!("bad escape at byte {}", *i - 1)),
+                };
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trip() {
+        let src = r#" {"a": [1, -2.5e3, true, null], "s": "x\"y\\n\u00e9\ud83d\ude00", "o": {}} "#;
+        let v = Json::parse(src).unwrap();
+        assert_eq!(v.get("a").unwrap().as_arr().unwrap()[1], Json::Num(-2500.0));
+        assert_eq!(v.get("s").unwrap().as_str(), Some("x\"y\\né😀"));
+        assert_eq!(v.get("o"), Some(&Json::Obj(vec![])));
+        assert_eq!(Json::parse(&v.to_string()).unwrap(), v);
+        assert_eq!(json_str("a\nb\u{1}"), "\"a\\nb\\u0001\"");
+        for bad in ["", "{", "[1,]", "{\"a\" 1}", "\"abc", "tru", "1 2"] {
+            assert!(Json::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ratios() {
+        assert_eq!(ratio(Some(20.0), Some(10.0)), "2.00");
+        assert_eq!(ratio(Some(20.0), None), "—");
+        assert_eq!(ratio(Some(20.0), Some(0.0)), "—");
+        assert_eq!(fmt_opt(Some(1.234), 1), "1.2");
+        assert_eq!(fmt_opt(None, 1), "—");
+    }
+}
