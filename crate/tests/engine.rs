@@ -1,0 +1,91 @@
+//! The engine on a real model: KV prefix reuse gives the same tokens as a fresh run, stop
+//! strings and early stop end generation where they should, and the context limit is a named
+//! error or a "length" finish, never garbage.
+
+mod common;
+
+use quantweb::engine::{CompleteOptions, Engine, FinishReason};
+use quantweb::error::Error;
+use quantweb::gguf::GgufModel;
+use quantweb::model::Model;
+use quantweb::source::open_args;
+
+fn engine(n_ctx: u32) -> Option<Engine> {
+    let paths = common::model_paths(&[common::SMOLLM2])?;
+    let gpu = common::gpu()?;
+    let gguf = pollster::block_on(GgufModel::open(open_args(&paths).unwrap())).unwrap();
+    let model = pollster::block_on(Model::load(gpu, &gguf, n_ctx)).unwrap();
+    Some(Engine::new(&gguf, model).unwrap())
+}
+
+fn greedy(max_tokens: usize) -> CompleteOptions {
+    CompleteOptions {
+        max_tokens,
+        ..CompleteOptions::default()
+    }
+}
+
+#[test]
+fn prefix_reuse_stop_strings_abort_and_context_limit() {
+    let Some(mut e) = engine(48) else { return };
+    let prompt = e.prompt_tokens("The capital of France is", false);
+
+    // A fresh run, then the same prompt again: everything but the last prompt token is reused.
+    let first = pollster::block_on(e.complete(&prompt, &greedy(6), |_, _| true)).unwrap();
+    assert_eq!(first.finish_reason, FinishReason::Length);
+    assert_eq!(first.tokens.len(), 6);
+    assert_eq!(first.cached_tokens, 0);
+    let again = pollster::block_on(e.complete(&prompt, &greedy(6), |_, _| true)).unwrap();
+    assert_eq!(again.cached_tokens, prompt.len() - 1);
+    assert_eq!(again.tokens, first.tokens);
+
+    // A follow-up that extends the conversation continues from the cache and equals a run of
+    // the whole sequence from scratch.
+    let mut longer = prompt.clone();
+    longer.extend_from_slice(&first.tokens);
+    let followed = pollster::block_on(e.complete(&longer, &greedy(4), |_, _| true)).unwrap();
+    assert_eq!(followed.cached_tokens, prompt.len() + 5);
+    e.reset();
+    let fresh = pollster::block_on(e.complete(&longer, &greedy(4), |_, _| true)).unwrap();
+    assert_eq!(fresh.cached_tokens, 0);
+    assert_eq!(followed.tokens, fresh.tokens);
+
+    // A stop string inside the text: the text ends before it, and the streamed pieces never
+    // show it.
+    e.reset();
+    let stop = first.text.trim_start()[2..5].to_string();
+    let mut streamed = String::new();
+    let opts = CompleteOptions {
+        stop: vec![stop.clone()],
+        ..greedy(6)
+    };
+    let stopped = pollster::block_on(e.complete(&prompt, &opts, |piece, _| {
+        streamed.push_str(piece);
+        true
+    }))
+    .unwrap();
+    assert_eq!(stopped.finish_reason, FinishReason::Stop);
+    let cut = first.text.find(&stop).unwrap();
+    assert_eq!(stopped.text, first.text[..cut]);
+    assert_eq!(streamed, stopped.text);
+
+    // The callback stops it after two tokens.
+    let mut seen = 0;
+    let aborted = pollster::block_on(e.complete(&prompt, &greedy(6), |_, _| {
+        seen += 1;
+        seen < 2
+    }))
+    .unwrap();
+    assert_eq!(aborted.finish_reason, FinishReason::Abort);
+    assert_eq!(aborted.tokens, first.tokens[..2]);
+
+    // The context (48) ends generation with "length"; a prompt that fills it is an error.
+    let lots = pollster::block_on(e.complete(&prompt, &greedy(100), |_, _| true)).unwrap();
+    assert_eq!(lots.finish_reason, FinishReason::Length);
+    assert_eq!(prompt.len() + lots.tokens.len(), 48);
+    let too_long: Vec<u32> = prompt.iter().cycle().take(48).copied().collect();
+    assert!(matches!(
+        pollster::block_on(e.complete(&too_long, &greedy(1), |_, _| true)),
+        Err(Error::ContextFull { .. })
+    ));
+}
