@@ -21,8 +21,10 @@ struct Params {
 // f32 [n_tokens, units_per_row / UNITS_PER_BLOCK]: per block of x, what its min term lacks
 // (quantize.wgsl). Only for 32-element blocks (Q4_1, Q5_1): one block per K step.
 @group(0) @binding(4) var<storage, read> delta: array<f32>;
+#ifndef ROW_PER_THREAD
 var<workgroup> mins: array<f32, TM>;
 var<workgroup> deltas: array<f32, TN>;
+#endif
 #endif
 
 const TM: u32 = 32u;           // rows per tile
@@ -31,6 +33,44 @@ const TK4: u32 = 8u;           // vec4s of K per step (32 elements)
 const UNITS_PER_STEP: u32 = TK4 / UNIT_V4;
 const UNITS_PER_BLOCK: u32 = BLOCK / (4u * UNIT_V4);
 
+#ifdef ROW_PER_THREAD
+// CPU adapters (see matvec.wgsl): one invocation computes one row for the TN tokens of its
+// tile, dequantizing each unit once, with no shared memory and no barrier.
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>,
+        @builtin(num_workgroups) nwg: vec3<u32>) {
+    d_off = p.d_off;
+    let r = gid.x + gid.y * nwg.x * 64u;
+    if (r >= p.rows) {
+        return;
+    }
+    let t0 = gid.z * TN;
+    let nt = min(TN, p.n_tokens - t0);
+    let cols4 = p.units_per_row * UNIT_V4;
+    var acc: array<f32, TN>;
+    for (var u = 0u; u < p.units_per_row; u++) {
+        let unit = r * p.units_per_row + u;
+        let wv = dequant_unit(unit / UNITS_PER_BLOCK, unit % UNITS_PER_BLOCK);
+        for (var t = 0u; t < nt; t++) {
+            let xb = (t0 + t) * cols4 + u * UNIT_V4;
+            var s = 0.0;
+            for (var i = 0u; i < UNIT_V4; i++) {
+                s += dot(wv[i], x[xb + i]);
+            }
+#ifdef MIN_CORRECTION
+            if (u % UNITS_PER_BLOCK == 0u) {
+                s += block_min(unit / UNITS_PER_BLOCK)
+                    * delta[(t0 + t) * (p.units_per_row / UNITS_PER_BLOCK) + u / UNITS_PER_BLOCK];
+            }
+#endif
+            acc[t] += s;
+        }
+    }
+    for (var t = 0u; t < nt; t++) {
+        y[(t0 + t) * p.y_stride + p.row0 + r] = acc[t];
+    }
+}
+#else
 var<workgroup> ws: array<vec4<f32>, TM * TK4>;   // [row][k4]
 var<workgroup> xs: array<vec4<f32>, TN * TK4>;   // [token][k4]
 
@@ -118,3 +158,4 @@ fn main(@builtin(local_invocation_index) lid: u32,
         }
     }
 }
+#endif

@@ -386,6 +386,51 @@ struct JsMessage {
     content: String,
 }
 
+/// What this page's WebGPU adapter says of itself (wgpu's AdapterInfo keeps only the
+/// description, which browsers leave empty).
+struct BrowserAdapter {
+    description: String,
+    /// SwiftShader or another fallback: shaders run on the CPU.
+    cpu: bool,
+}
+
+async fn browser_adapter() -> BrowserAdapter {
+    let get = |o: &JsValue, k: &str| {
+        js_sys::Reflect::get(o, &JsValue::from_str(k)).unwrap_or(JsValue::UNDEFINED)
+    };
+    let text = |o: &JsValue, k: &str| get(o, k).as_string().unwrap_or_default();
+    let gpu = get(&get(&js_sys::global(), "navigator"), "gpu");
+    let adapter = match get(&gpu, "requestAdapter").dyn_into::<js_sys::Function>() {
+        Ok(f) => match f.call0(&gpu).map(js_sys::Promise::from) {
+            Ok(p) => JsFuture::from(p).await.unwrap_or(JsValue::NULL),
+            Err(_) => JsValue::NULL,
+        },
+        Err(_) => JsValue::NULL,
+    };
+    let info = get(&adapter, "info");
+    let (vendor, arch, desc) = (
+        text(&info, "vendor"),
+        text(&info, "architecture"),
+        text(&info, "description"),
+    );
+    let description = [vendor.as_str(), arch.as_str(), desc.as_str()]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ");
+    BrowserAdapter {
+        cpu: get(&info, "isFallbackAdapter").as_bool() == Some(true)
+            || arch.eq_ignore_ascii_case("swiftshader")
+            || desc.to_ascii_lowercase().contains("swiftshader"),
+        description: if description.is_empty() {
+            "WebGPU adapter".into()
+        } else {
+            description
+        },
+    }
+}
+
 const BUSY: &str = "the engine is busy with another request; wait for it or abort it";
 
 #[wasm_bindgen]
@@ -406,8 +451,11 @@ impl WasmEngine {
         let gguf = GgufModel::open(open_sources(source).await.map_err(js_err)?)
             .await
             .map_err(js_err)?;
-        let gpu = Gpu::new().await.map_err(js_err)?;
-        let adapter = format!("{} ({:?})", gpu.adapter_info.name, gpu.adapter_info.backend);
+        let mut gpu = Gpu::new().await.map_err(js_err)?;
+        let browser = browser_adapter().await;
+        // wgpu marks only a "fallback" adapter as a CPU one; SwiftShader may not say so.
+        gpu.features.cpu |= browser.cpu;
+        let adapter = browser.description;
         let n_ctx = o
             .context_length
             .unwrap_or(FitOptions::default().context_length as u32);

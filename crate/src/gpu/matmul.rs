@@ -23,7 +23,9 @@
 //!   memory (no subgroups). On CPU adapters (llvmpipe, SwiftShader), where a barrier is a
 //!   thread switch, the ROW_PER_THREAD variant gives each invocation a whole row instead;
 //! - `matmul.wgsl` (n_tokens > 1): 64 threads per 32 rows × 32 tokens tile, K in steps of 32;
-//!   the W tile is dequantized once into workgroup memory, each thread accumulates 4 × 4;
+//!   the W tile is dequantized once into workgroup memory, each thread accumulates 4 × 4 (on
+//!   CPU adapters, ROW_PER_THREAD: one invocation per row and 32 tokens, 2.6× faster prefill
+//!   on SwiftShader);
 //! - `embed.wgsl`: one thread per (token, unit).
 //!
 //! All arithmetic is f32, in the order of `quant::dequantize`, so dequantized weights equal the
@@ -363,7 +365,7 @@ impl QMatrix {
         if delta.is_some() {
             defs.insert("MIN_CORRECTION".into(), "1".into());
         }
-        let row_per_thread = n_tokens == 1 && gpu.features.cpu;
+        let row_per_thread = gpu.features.cpu;
         if row_per_thread {
             defs.insert("ROW_PER_THREAD".into(), "1".into());
         }
@@ -374,7 +376,8 @@ impl QMatrix {
                 let per_group = if row_per_thread { WG_SIZE } else { MATVEC_ROWS };
                 (params(gpu, &common), grid(part.rows.div_ceil(per_group)))
             } else {
-                let (gx, gy, _) = grid(part.rows.div_ceil(TILE));
+                let per_group = if row_per_thread { WG_SIZE } else { TILE };
+                let (gx, gy, _) = grid(part.rows.div_ceil(per_group));
                 (
                     params(gpu, &[&common[..], &[n_tokens, self.rows]].concat()),
                     (gx, gy, token_tiles),
@@ -600,7 +603,7 @@ mod tests {
                     m.gpu_bytes(),
                     data.len()
                 );
-                for (n, as_cpu) in [(1, cpu), (1, !cpu), (7, cpu), (64, cpu)] {
+                for (n, as_cpu) in [(1, cpu), (1, !cpu), (7, cpu), (64, cpu), (64, !cpu)] {
                     gpu.features.cpu = as_cpu;
                     let (got, want) = run_matmul(&gpu, &m, &w, n, &mut rng);
                     let e = nmse(&got, &want);
