@@ -27,7 +27,7 @@ fn greedy(max_tokens: usize) -> CompleteOptions {
 
 #[test]
 fn prefix_reuse_stop_strings_abort_and_context_limit() {
-    let Some(mut e) = engine(48) else { return };
+    let Some(mut e) = engine(16) else { return };
     let prompt = e.prompt_tokens("The capital of France is", false);
 
     // A fresh run, then the same prompt again: everything but the last prompt token is reused.
@@ -79,11 +79,11 @@ fn prefix_reuse_stop_strings_abort_and_context_limit() {
     assert_eq!(aborted.finish_reason, FinishReason::Abort);
     assert_eq!(aborted.tokens, first.tokens[..2]);
 
-    // The context (48) ends generation with "length"; a prompt that fills it is an error.
+    // The context (16) ends generation with "length"; a prompt that fills it is an error.
     let lots = pollster::block_on(e.complete(&prompt, &greedy(100), |_, _| true)).unwrap();
     assert_eq!(lots.finish_reason, FinishReason::Length);
-    assert_eq!(prompt.len() + lots.tokens.len(), 48);
-    let too_long: Vec<u32> = prompt.iter().cycle().take(48).copied().collect();
+    assert_eq!(prompt.len() + lots.tokens.len(), 16);
+    let too_long: Vec<u32> = prompt.iter().cycle().take(16).copied().collect();
     assert!(matches!(
         pollster::block_on(e.complete(&too_long, &greedy(1), |_, _| true)),
         Err(Error::ContextFull { .. })
