@@ -196,10 +196,46 @@ async function runInspect(source) {
 }
 
 /** The URL field: one URL, or several separated by spaces/newlines (byte chunks, in order). */
-function sourceFromField() {
-  const parts = $('url').value.trim().split(/\s+/).filter(Boolean);
+/** A model source from a text field: one URL, or several (shards, byte chunks) separated by spaces. */
+function sourceFromField(id) {
+  const parts = $(id).value.trim().split(/\s+/).filter(Boolean);
   if (parts.length === 0) return null;
   return parts.length === 1 ? parts[0] : parts;
+}
+
+/**
+ * Wires one model picker (the calculator's and the chat's share the shape): a URL form, preset
+ * buttons, a file input and a drop zone, all ending in `use(source)`.
+ */
+function wireSourcePicker({ form, field, presetAttr, fileInput, dropZone, empty, use }) {
+  $(form).addEventListener('submit', (e) => {
+    e.preventDefault();
+    const source = sourceFromField(field);
+    if (source) use(source);
+    else empty();
+  });
+  for (const b of document.querySelectorAll(`[data-${presetAttr}]`)) {
+    b.addEventListener('click', () => {
+      const source = PRESETS[b.dataset[presetAttr.replace(/-(\w)/g, (_, c) => c.toUpperCase())]];
+      $(field).value = Array.isArray(source) ? source.join(' ') : source;
+      use(source);
+    });
+  }
+  const pick = (fileList) => {
+    const files = [...fileList].sort((a, b) => a.name.localeCompare(b.name, 'en', { numeric: true }));
+    if (files.length) use(files.length === 1 ? files[0] : files);
+  };
+  $(fileInput).addEventListener('change', (e) => pick(e.target.files));
+  dropZone.addEventListener('dragover', (e) => {
+    e.preventDefault();
+    dropZone.classList.add('dragging');
+  });
+  dropZone.addEventListener('dragleave', () => dropZone.classList.remove('dragging'));
+  dropZone.addEventListener('drop', (e) => {
+    e.preventDefault();
+    dropZone.classList.remove('dragging');
+    pick(e.dataTransfer.files);
+  });
 }
 
 // ---------------------------------------------------------------- model facts
@@ -834,47 +870,18 @@ function newChat() {
   clearChatError();
 }
 
-function chatSourceFromField() {
-  const parts = $('chat-url').value.trim().split(/\s+/).filter(Boolean);
-  if (parts.length === 0) return null;
-  return parts.length === 1 ? parts[0] : parts;
-}
-
 function setupChat() {
   if (typeof navigator === 'undefined' || !navigator.gpu) {
     showChatError('WebGPU is not available', Object.assign(new Error('This browser does not offer WebGPU (navigator.gpu is missing), so models cannot run here.'), { name: 'NoWebGPUError' }));
   }
-  $('chat-url-form').addEventListener('submit', (e) => {
-    e.preventDefault();
-    const source = chatSourceFromField();
-    if (!source) {
-      showChatError('No model', new Error('Enter the URL of a GGUF file, pick a preset, or choose a file from your computer.'));
-      return;
-    }
-    loadModel(source);
-  });
-  for (const b of document.querySelectorAll('[data-chat-preset]')) {
-    b.addEventListener('click', () => {
-      const source = PRESETS[b.dataset.chatPreset];
-      $('chat-url').value = Array.isArray(source) ? source.join(' ') : source;
-      loadModel(source);
-    });
-  }
-  const pick = (fileList) => {
-    const files = [...fileList].sort((a, b) => a.name.localeCompare(b.name, 'en', { numeric: true }));
-    if (files.length) loadModel(files.length === 1 ? files[0] : files);
-  };
-  $('chat-file').addEventListener('change', (e) => pick(e.target.files));
-  const drop = $('chat-drop');
-  drop.addEventListener('dragover', (e) => {
-    e.preventDefault();
-    drop.classList.add('dragging');
-  });
-  drop.addEventListener('dragleave', () => drop.classList.remove('dragging'));
-  drop.addEventListener('drop', (e) => {
-    e.preventDefault();
-    drop.classList.remove('dragging');
-    pick(e.dataTransfer.files);
+  wireSourcePicker({
+    form: 'chat-url-form',
+    field: 'chat-url',
+    presetAttr: 'chat-preset',
+    fileInput: 'chat-file',
+    dropZone: $('chat-drop'),
+    empty: () => showChatError('No model', new Error('Enter the URL of a GGUF file, pick a preset, or choose a file from your computer.')),
+    use: loadModel,
   });
   $('load-cancel').addEventListener('click', () => {
     if (chat.loading) chat.loading.abort();
@@ -912,41 +919,17 @@ function main() {
   setupChat();
   ready().catch((e) => showError('quantweb could not start', messageOf(e), 'Reload the page. If it keeps failing, this browser may not support WebAssembly.'));
 
-  $('url-form').addEventListener('submit', (e) => {
-    e.preventDefault();
-    const source = sourceFromField();
-    if (!source) {
+  wireSourcePicker({
+    form: 'url-form',
+    field: 'url',
+    presetAttr: 'preset',
+    fileInput: 'file',
+    dropZone: document.querySelector('.file-pick'),
+    empty: () => {
       showError('No URL', 'Enter the URL of a GGUF file, pick an example, or choose a file from your computer.', null);
       $('url').focus();
-      return;
-    }
-    runInspect(source);
-  });
-
-  for (const b of document.querySelectorAll('[data-preset]')) {
-    b.addEventListener('click', () => {
-      const source = PRESETS[b.dataset.preset];
-      $('url').value = Array.isArray(source) ? source.join(' ') : source;
-      runInspect(source);
-    });
-  }
-
-  const pickFiles = (fileList) => {
-    const files = [...fileList].sort((a, b) => a.name.localeCompare(b.name, 'en', { numeric: true }));
-    if (files.length === 0) return;
-    runInspect(files.length === 1 ? files[0] : files);
-  };
-  $('file').addEventListener('change', (e) => pickFiles(e.target.files));
-  const drop = document.querySelector('.file-pick');
-  drop.addEventListener('dragover', (e) => {
-    e.preventDefault();
-    drop.classList.add('dragging');
-  });
-  drop.addEventListener('dragleave', () => drop.classList.remove('dragging'));
-  drop.addEventListener('drop', (e) => {
-    e.preventDefault();
-    drop.classList.remove('dragging');
-    pickFiles(e.dataTransfer.files);
+    },
+    use: runInspect,
   });
 
   $('ctx').addEventListener('input', recompute);
