@@ -186,8 +186,7 @@ async function handle(msg) {
     }
     case 'chat': {
       const eng = need();
-      const text = eng.chatPrompt(msg.messages);
-      const tokens = eng.promptTokens(text, true);
+      const tokens = eng.chatTokens(msg.messages);
       return generate(id, tokens, msg.options, msg.stream);
     }
     case 'tokenize':

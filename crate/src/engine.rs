@@ -108,9 +108,11 @@ impl Engine {
         })
     }
 
-    /// The chat template rendered for `messages`, ready for the assistant's turn.
-    pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<String> {
-        self.template.render(messages, true)
+    /// Prompt ids of `messages` through the chat template, ready for the assistant's turn, as
+    /// llama.cpp makes them: special-token text parsed, and a BOS the template writes itself
+    /// not doubled by the tokenizer's.
+    pub fn chat_tokens(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        self.template.encode(&self.tokenizer, messages, true)
     }
 
     /// Token ids of a prompt as llama.cpp makes them: BOS first when the model adds one;

@@ -530,9 +530,10 @@ impl WasmEngine {
         Ok(e.prompt_tokens(text, parse_special))
     }
 
-    /// The chat template rendered for `[{role, content}, …]`, ready for the assistant's turn.
-    #[wasm_bindgen(js_name = chatPrompt)]
-    pub fn chat_prompt(&self, messages: JsValue) -> std::result::Result<String, JsError> {
+    /// Prompt ids of `[{role, content}, …]` through the chat template, ready for the assistant's
+    /// turn, as llama.cpp makes them (a BOS the template writes is not doubled).
+    #[wasm_bindgen(js_name = chatTokens)]
+    pub fn chat_tokens(&self, messages: JsValue) -> std::result::Result<Vec<u32>, JsError> {
         let msgs: Vec<JsMessage> = serde_wasm_bindgen::from_value(messages)
             .map_err(|e| bad_arg("messages must be [{role, content}, …]", e))?;
         let msgs: Vec<ChatMessage> = msgs
@@ -540,7 +541,7 @@ impl WasmEngine {
             .map(|m| ChatMessage::new(m.role, m.content))
             .collect();
         let e = self.inner.try_borrow().map_err(|_| JsError::new(BUSY))?;
-        e.chat_prompt(&msgs).map_err(js_err)
+        e.chat_tokens(&msgs).map_err(js_err)
     }
 
     /// Generates after `prompt` (ids). `options`: `{max_tokens, temperature, top_k, top_p,

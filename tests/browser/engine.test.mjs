@@ -199,6 +199,12 @@ test('Gemma 3 byte chunks download into the cache, equal llama.cpp greedy; the s
     measured.gemma3.cachedLoadMs = Math.round(again.loadMs);
     const first = await must(page, (prompt) => window.engine.complete({ prompt, max_tokens: 1, temperature: 0 }), GEMMA_CASE.prompt);
     assert.deepEqual(first.tokens, GEMMA_CASE.tokens.slice(0, 1));
+    // A chat through the built-in Gemma turns (the file has no template): llama.cpp's prompt,
+    // one BOS, and its first answer token.
+    const chatCase = golden('generate-gemma3.json', 'chat_4');
+    const reply = await must(page, (messages) => window.engine.chat.completions.create({ messages, max_tokens: 1, temperature: 0 }), chatCase.messages);
+    assert.equal(reply.usage.prompt_tokens, chatCase.prompt_tokens.length, 'chat prompt tokens');
+    assert.equal(reply.choices[0].message.content, await must(page, (ids) => window.engine.detokenize(ids), chatCase.tokens.slice(0, 1)));
     await must(page, () => window.engine.unload());
 
     assert.equal(await must(page, (key) => Engine.deleteCached(key), cached[0].key), true);

@@ -204,13 +204,12 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let (gguf, m) = load(&model, ctx)?;
             let mut engine = Engine::new(&gguf, m)?;
-            let text = if chat {
-                engine.chat_prompt(&[ChatMessage::new("user", prompt)])?
-            } else {
-                prompt
-            };
             // A rendered template carries special tokens as text; a raw prompt only with --special.
-            let prompt_tokens = engine.prompt_tokens(&text, chat || special);
+            let prompt_tokens = if chat {
+                engine.chat_tokens(&[ChatMessage::new("user", prompt)])?
+            } else {
+                engine.prompt_tokens(&prompt, special)
+            };
             let opts = CompleteOptions {
                 max_tokens,
                 temperature: sampling.temperature,
