@@ -475,7 +475,7 @@ export interface CachedModel {
  * A model on the GPU, run in a Web Worker; requests run one at a time, in order. Errors are
  * `Error`s with a `name`: NoWebGPUError, HttpError, NetworkError (network, CORS or an
  * interrupted download: `resumable`), QuotaExceededError, CacheUnavailableError, AbortError,
- * NotLoadedError, or the engine's own (not a GGUF, unsupported architecture, context full, …).
+ * NotLoadedError, DeviceLostError (the GPU was reset: load the model again), or the engine's own (not a GGUF, unsupported architecture, context full, …).
  */
 export class Engine {
   /** `source`: a URL, a File/Blob, or an array (shards or byte chunks, in order). */

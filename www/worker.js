@@ -32,7 +32,9 @@ const post = (m) => self.postMessage(m);
 
 function errorOut(e) {
   if (e && typeof e === 'object' && 'message' in e) {
-    return { name: e.name || 'Error', message: String(e.message), resumable: Boolean(e.resumable) };
+    // The engine's errors arrive as plain Errors; a lost GPU device gets its own name.
+    const name = /GPU device was lost/.test(e.message) ? 'DeviceLostError' : e.name || 'Error';
+    return { name, message: String(e.message), resumable: Boolean(e.resumable) };
   }
   return { name: 'Error', message: String(e) };
 }

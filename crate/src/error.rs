@@ -166,6 +166,9 @@ pub enum Error {
     #[error("GPU: {0}")]
     Gpu(String),
 
+    #[error("the GPU device was lost ({reason}): load the model again (reload the page if it keeps happening)")]
+    DeviceLost { reason: String },
+
     // ---- calculator ----
     #[error("unknown KV cache type {0:?}; use f16, f32 or q8_0")]
     BadKvType(String),

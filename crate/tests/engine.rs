@@ -88,4 +88,13 @@ fn prefix_reuse_stop_strings_abort_and_context_limit() {
         pollster::block_on(e.complete(&too_long, &greedy(1), |_, _| true)),
         Err(Error::ContextFull { .. })
     ));
+
+    // A lost device (here destroyed on purpose) is a named error, not garbage or a hang.
+    e.model.gpu.device.destroy();
+    let lost = pollster::block_on(e.complete(&prompt, &greedy(2), |_, _| true));
+    assert!(matches!(lost, Err(Error::DeviceLost { .. })), "{lost:?}");
+    assert!(lost
+        .unwrap_err()
+        .to_string()
+        .contains("load the model again"));
 }

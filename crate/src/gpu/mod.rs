@@ -51,6 +51,10 @@ pub struct Gpu {
     /// Parameter uniforms by content and bind groups by (pipeline, buffers): allocated once,
     /// reused by every later batch of the same shapes.
     uniforms: RefCell<HashMap<Vec<u32>, wgpu::Buffer>>,
+    /// Why the device was lost, once it is (driver reset, GPU process crash, destroy()).
+    lost: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    /// The first error the device reported outside any call (wgpu's default handler panics).
+    failed: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     binds: RefCell<HashMap<(wgpu::ComputePipeline, Vec<wgpu::Buffer>), wgpu::BindGroup>>,
 }
 
@@ -84,6 +88,20 @@ impl Gpu {
             })
             .await
             .map_err(|e| Error::Gpu(format!("could not open the GPU device: {e}")))?;
+        let lost = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let flag = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            if let Ok(mut l) = flag.lock() {
+                *l = Some(format!("{reason:?}: {message}"));
+            }
+        });
+        let failed = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let first = failed.clone();
+        device.on_uncaptured_error(std::sync::Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut f) = first.lock() {
+                f.get_or_insert_with(|| e.to_string());
+            }
+        }));
         Ok(Gpu {
             device,
             queue,
@@ -96,6 +114,8 @@ impl Gpu {
             adapter_info: adapter.get_info(),
             pipelines: RefCell::new(HashMap::new()),
             uniforms: RefCell::new(HashMap::new()),
+            lost,
+            failed,
             binds: RefCell::new(HashMap::new()),
         })
     }
@@ -206,7 +226,20 @@ impl Gpu {
     }
 
     /// Copies `size` bytes of `src` back to the CPU, without blocking.
+    /// [`Error::DeviceLost`] once the device is gone, or the first error it reported: every
+    /// result read after that would be garbage or never come.
+    pub fn check_lost(&self) -> Result<()> {
+        if let Some(reason) = self.lost.lock().ok().and_then(|l| l.clone()) {
+            return Err(Error::DeviceLost { reason });
+        }
+        match self.failed.lock().ok().and_then(|f| f.clone()) {
+            Some(e) => Err(Error::Gpu(e)),
+            None => Ok(()),
+        }
+    }
+
     pub async fn read(&self, src: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
+        self.check_lost()?;
         let size = size.next_multiple_of(4);
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
@@ -225,8 +258,10 @@ impl Gpu {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| Error::Gpu(format!("device poll: {e}")))?;
-        rx.await
-            .map_err(|_| Error::Gpu("the GPU device was lost while reading a result".into()))?
+        let mapped = rx.await;
+        self.check_lost()?;
+        mapped
+            .map_err(|_| Error::Gpu("a result was never read back".into()))?
             .map_err(|e| Error::Gpu(format!("reading a result back failed: {e}")))?;
         let out = staging
             .slice(..)

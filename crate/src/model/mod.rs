@@ -336,6 +336,7 @@ impl Model {
                 reason: "nothing to evaluate",
             });
         }
+        self.gpu.check_lost()?;
         let needed = self.pos as u64 + tokens.len() as u64;
         if needed > self.n_ctx as u64 {
             return Err(Error::ContextFull {
