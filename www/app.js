@@ -649,7 +649,7 @@ function renderProgress(p) {
   const bar = $('load-bar');
   bar.max = p.total || 1;
   bar.value = p.loaded || 0;
-  const phase = p.phase === 'download' ? 'Downloading' : p.phase === 'upload' ? 'Uploading to the GPU' : p.phase;
+  const phase = { download: 'Downloading', upload: 'Uploading to the GPU', compile: 'Compiling GPU kernels' }[p.phase] ?? p.phase;
   $('load-phase').textContent = phase;
   $('load-progress').dataset.phase = p.phase;
   const pct = p.total ? `${((100 * p.loaded) / p.total).toFixed(0)} %` : '';

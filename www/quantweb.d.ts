@@ -294,10 +294,11 @@ export function deviceBudget(gpuMemoryBytes: number, device?: DeviceInfo | null,
 
 /**
  * Load progress. `download`: bytes of the model files on disk in the browser cache (resumed
- * bytes count from the start); `upload`: tensor bytes copied into GPU buffers.
+ * bytes count from the start); `upload`: tensor bytes copied into GPU buffers; `compile`: the
+ * GPU kernels (0 of 1, then 1 of 1).
  */
 export interface LoadProgress {
-  phase: 'download' | 'upload';
+  phase: 'download' | 'upload' | 'compile';
   loaded: number;
   total: number;
   /** Over the last ~3 s; 0 until measurable. */

@@ -118,9 +118,10 @@ async function load(id, { source, contextLength, cache: useCache = true }) {
       throw new TypeError('a model source is a URL string, a File/Blob, or an array of them');
     }
     const tUpload = performance.now();
-    const meter = new Meter('upload', (p) => post({ id, type: 'progress', ...p }));
+    const meters = {}; // 'upload' (tensor bytes), then 'compile' (0 of 1, then 1 of 1)
     const eng = await WasmEngine.load(loadSource, contextLength ? { contextLength } : {}, (p) => {
-      meter.update(p.loaded, p.total, { tensor: p.tensor });
+      meters[p.phase] ??= new Meter(p.phase, (m) => post({ id, type: 'progress', ...m }));
+      meters[p.phase].update(p.loaded, p.total, { tensor: p.tensor }, p.phase === 'compile');
     });
     const tDone = performance.now();
     engine = eng;

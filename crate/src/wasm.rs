@@ -435,9 +435,10 @@ const BUSY: &str = "the engine is busy with another request; wait for it or abor
 
 #[wasm_bindgen]
 impl WasmEngine {
-    /// Opens `source` (as `inspect`), uploads its weights to a WebGPU device tensor by tensor
-    /// and allocates the KV cache. `onProgress({phase, loaded, total, tensor})` follows the
-    /// upload in tensor bytes.
+    /// Opens `source` (as `inspect`), uploads its weights to a WebGPU device tensor by tensor,
+    /// allocates the KV cache and compiles the kernels. `onProgress({phase, loaded, total,
+    /// tensor})` follows the upload in tensor bytes (phase "upload"), then the compilation
+    /// (phase "compile", 0 then 1 of 1).
     pub async fn load(
         source: JsValue,
         options: JsValue,
@@ -459,22 +460,31 @@ impl WasmEngine {
         let n_ctx = o
             .context_length
             .unwrap_or(FitOptions::default().context_length as u32);
-        let model = Model::load_with_progress(gpu, &gguf, n_ctx, |p| {
-            if let Some(f) = &on_progress {
-                let event = ProgressEvent {
-                    phase: "upload",
-                    loaded: p.loaded,
-                    total: p.total,
-                    tensor: p.tensor,
-                };
-                if let Ok(v) = to_js(&event) {
-                    // A throwing progress callback must not abort the load.
-                    let _ = f.call1(&JsValue::NULL, &v);
-                }
+        let report = |event: ProgressEvent| {
+            if let (Some(f), Ok(v)) = (&on_progress, to_js(&event)) {
+                // A throwing progress callback must not abort the load.
+                let _ = f.call1(&JsValue::NULL, &v);
             }
+        };
+        let model = Model::load_with_progress(gpu, &gguf, n_ctx, |p| {
+            report(ProgressEvent {
+                phase: "upload",
+                loaded: p.loaded,
+                total: p.total,
+                tensor: p.tensor,
+            })
         })
         .await
         .map_err(js_err)?;
+        let compiling = |loaded| ProgressEvent {
+            phase: "compile",
+            loaded,
+            total: 1,
+            tensor: "",
+        };
+        report(compiling(0));
+        model.compile().map_err(js_err)?;
+        report(compiling(1));
         let engine = Engine::new(&gguf, model).map_err(js_err)?;
         let m = &engine.model;
         let info = EngineInfo {

@@ -167,7 +167,7 @@ test('Gemma 3 byte chunks download into the cache, equal llama.cpp greedy; the s
     measured.gemma3 = { firstLoadMs: Math.round(info.loadMs), downloadMs: Math.round(info.downloadMs), wasmMemoryBytesAfterLoad: info.wasmMemoryBytes, weightBytes: info.weightBytes, kvBytes: info.kvBytes };
     assert.equal(info.architecture, 'gemma3');
     assert.equal(info.source, 'network');
-    assert.deepEqual(info.phases, ['download', 'upload']);
+    assert.deepEqual(info.phases, ['download', 'upload', 'compile']);
     // Each chunk: one 1-byte probe, then one whole-file GET.
     for (const p of GEMMA_PARTS) {
       const reqs = log.requests.filter((r) => r.url.endsWith(`/models/${p}`));

@@ -146,6 +146,8 @@ fn load(model: &[String], ctx: u32) -> Result<(GgufModel, Model)> {
     let gguf = pollster::block_on(GgufModel::open(open_args(model)?))?;
     let gpu = pollster::block_on(Gpu::new())?;
     let m = pollster::block_on(Model::load(gpu, &gguf, ctx))?;
+    // Shader compilation happens here, not inside the first prefill's timing.
+    m.compile()?;
     Ok((gguf, m))
 }
 

@@ -387,7 +387,44 @@ impl Model {
         gpu.queue
             .write_buffer(&s.ids, 0, bytemuck::cast_slice(tokens));
         let mut enc = gpu.encoder();
-        let e = &mut enc;
+        self.record_batch(&mut enc, n, want)?;
+        gpu.queue.submit([enc.finish()]);
+        let result = match want {
+            None => None,
+            Some(Want::AllLogits) => {
+                let all = s.all_logits.as_ref().expect("allocated in eval");
+                Some(Output::AllLogits(
+                    gpu.read_f32(all, (n * c.n_vocab) as usize).await?,
+                ))
+            }
+            Some(Want::Argmax) => {
+                let id = gpu.read(&s.token, 4).await?;
+                Some(Output::Token(u32::from_le_bytes([
+                    id[0], id[1], id[2], id[3],
+                ])))
+            }
+            Some(Want::Logits) => Some(Output::Logits(
+                gpu.read_f32(&s.logits, c.n_vocab as usize).await?,
+            )),
+        };
+        self.pos += n;
+        Ok(result)
+    }
+
+    /// Compiles every kernel a prefill and a decode step use (recording one of each without
+    /// running it), so the first answer does not wait for shader compilation.
+    pub fn compile(&self) -> Result<()> {
+        for n in [1, 2.min(self.n_ctx)] {
+            let mut enc = self.gpu.encoder();
+            self.record_batch(&mut enc, n, Some(Want::Argmax))?;
+        }
+        Ok(())
+    }
+
+    /// Records the forward pass of `n` tokens (ids in `state.ids`, positions from `state.pos`)
+    /// and the projection `want` asks for.
+    fn record_batch(&self, e: &mut wgpu::CommandEncoder, n: u32, want: Option<Want>) -> Result<()> {
+        let (c, s, gpu) = (&self.config, &self.state, &self.gpu);
         let (d, hd, eps) = (c.n_embd, c.head_dim, c.rms_eps);
 
         self.token_embd
@@ -481,20 +518,13 @@ impl Model {
         }
 
         let output = self.output.as_ref().unwrap_or(&self.token_embd);
-        let result = match want {
-            None => {
-                gpu.queue.submit([enc.finish()]);
-                None
-            }
+        match want {
+            None => {}
             Some(Want::AllLogits) => {
                 let all = s.all_logits.as_ref().expect("allocated in eval");
                 RmsNorm::record(gpu, e, &s.x, &self.output_norm, &s.xb, n, d, eps)?;
                 let xb = s.act.record(gpu, e, &s.xb, n, d, &[output])?;
                 output.record_matmul(gpu, e, xb.for_matrix(output)?, all, n)?;
-                gpu.queue.submit([enc.finish()]);
-                Some(Output::AllLogits(
-                    gpu.read_f32(all, (n * c.n_vocab) as usize).await?,
-                ))
             }
             Some(w) => {
                 // Only the last position is normed and projected to the vocabulary.
@@ -504,21 +534,10 @@ impl Model {
                 output.record_matmul(gpu, e, last.for_matrix(output)?, &s.logits, 1)?;
                 if w == Want::Argmax {
                     Argmax::record(gpu, e, &s.logits, c.n_vocab, &s.token)?;
-                    gpu.queue.submit([enc.finish()]);
-                    let id = gpu.read(&s.token, 4).await?;
-                    Some(Output::Token(u32::from_le_bytes([
-                        id[0], id[1], id[2], id[3],
-                    ])))
-                } else {
-                    gpu.queue.submit([enc.finish()]);
-                    Some(Output::Logits(
-                        gpu.read_f32(&s.logits, c.n_vocab as usize).await?,
-                    ))
                 }
             }
-        };
-        self.pos += n;
-        Ok(result)
+        }
+        Ok(())
     }
 
     /// GPU bytes held by the KV caches.
