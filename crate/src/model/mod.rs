@@ -446,34 +446,22 @@ impl Model {
                 RmsNorm::record_in_place(gpu, e, &s.k, kn, n * c.n_head_kv, hd, eps)?;
             }
             let (base, scale) = c.rope_for_layer(il);
-            Rope::record(
-                gpu,
-                e,
-                &s.q,
-                n,
-                c.n_head,
-                hd,
-                c.n_rot,
-                &s.pos,
-                base,
-                scale,
-                c.rope_mode,
-                None,
-            )?;
-            Rope::record(
-                gpu,
-                e,
-                &s.k,
-                n,
-                c.n_head_kv,
-                hd,
-                c.n_rot,
-                &s.pos,
-                base,
-                scale,
-                c.rope_mode,
-                None,
-            )?;
+            for (x, heads) in [(&s.q, c.n_head), (&s.k, c.n_head_kv)] {
+                Rope::record(
+                    gpu,
+                    e,
+                    x,
+                    n,
+                    heads,
+                    hd,
+                    c.n_rot,
+                    &s.pos,
+                    base,
+                    scale,
+                    c.rope_mode,
+                    None,
+                )?;
+            }
             l.kv.record_store(gpu, e, &s.k, &s.v, n, &s.pos)?;
             let window = if c.sliding[il] { c.window } else { 0 };
             Attention::record(
