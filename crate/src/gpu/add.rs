@@ -1,4 +1,4 @@
-//! Residual add, in place: `x += y`.
+//! Residual add and bias add, in place: `x += y`, `x[t, :] += b`.
 
 use super::{params, shader::defines, Gpu};
 use crate::error::Result;
@@ -16,8 +16,32 @@ impl Add {
         y: &wgpu::Buffer,
         n: u32,
     ) -> Result<()> {
+        Self::record_repeated(gpu, enc, x, y, n, n)
+    }
+
+    /// Records `x[t, i] += b[i]`: x f32 [n_tokens, width], b f32 [width] (qwen2's q/k/v biases).
+    pub fn record_bias(
+        gpu: &Gpu,
+        enc: &mut wgpu::CommandEncoder,
+        x: &wgpu::Buffer,
+        b: &wgpu::Buffer,
+        n_tokens: u32,
+        width: u32,
+    ) -> Result<()> {
+        Self::record_repeated(gpu, enc, x, b, n_tokens * width, width)
+    }
+
+    /// `x[i] += y[i % m]` for i < n.
+    fn record_repeated(
+        gpu: &Gpu,
+        enc: &mut wgpu::CommandEncoder,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        n: u32,
+        m: u32,
+    ) -> Result<()> {
         let pipeline = gpu.pipeline("add.wgsl", &defines(&[("WG_SIZE", &WG_SIZE.to_string())]))?;
-        let p = params(gpu, &[n]);
+        let p = params(gpu, &[n, m]);
         let bind = gpu.bind(&pipeline, &[x, y, &p]);
         gpu.dispatch(enc, &pipeline, &bind, grid(n.div_ceil(WG_SIZE)));
         Ok(())
@@ -50,5 +74,25 @@ mod tests {
             let want: Vec<f32> = a.iter().zip(&b).map(|(a, b)| a + b).collect();
             assert_eq!(nmse(&got, &want), 0.0, "n = {n}");
         }
+    }
+
+    #[test]
+    fn adds_bias_to_every_token() {
+        let Some(gpu) = test_gpu() else { return };
+        let (tokens, width) = (5usize, 96usize);
+        let a: Vec<f32> = (0..tokens * width).map(|i| (i as f32).sin()).collect();
+        let b: Vec<f32> = (0..width).map(|i| i as f32 * 0.5 - 7.0).collect();
+        let x = gpu.upload("x", bytemuck::cast_slice(&a));
+        let y = gpu.upload("b", bytemuck::cast_slice(&b));
+        let mut enc = gpu.encoder();
+        Add::record_bias(&gpu, &mut enc, &x, &y, tokens as u32, width as u32).unwrap();
+        gpu.queue.submit([enc.finish()]);
+        let got = pollster::block_on(gpu.read_f32(&x, a.len())).unwrap();
+        let want: Vec<f32> = a
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v + b[i % width])
+            .collect();
+        assert_eq!(got, want);
     }
 }

@@ -299,6 +299,11 @@ impl QMatrix {
         self.parts.iter().map(|p| p.buf.size()).sum()
     }
 
+    /// Buffers holding the matrix: more than one when it exceeds the binding or buffer limit.
+    pub fn buffer_count(&self) -> usize {
+        self.parts.len()
+    }
+
     /// Units per row (`units_per_row` in the shaders).
     fn units_per_row(&self) -> u32 {
         self.cols / unit_elements(self.ty)
@@ -811,33 +816,49 @@ mod tests {
         }
     }
 
-    /// Informational: decode matvec time of SmolLM2's ffn_down on this adapter.
+    /// Informational: matvec (1 token) and matmul (32 tokens) time of SmolLM2's ffn_down on
+    /// this adapter, with the CPU-adapter variants and without.
     #[test]
     fn matmul_time_smollm2_ffn_down() {
-        let Some(gpu) = test_gpu() else { return };
+        let Some(mut gpu) = test_gpu() else { return };
         let Some(smol) = model(&SMOLLM2) else { return };
-        let (q, _) = real(&gpu, &smol, "blk.0.ffn_down.weight", GgmlType::Q4_1);
-        let x = gpu.upload("x", bytemuck::cast_slice(&vec![0.5f32; q.cols as usize]));
-        let y = gpu.storage("y", q.rows as u64 * 4);
-        let run = |reps: u32| {
-            let mut enc = gpu.encoder();
-            for _ in 0..reps {
-                q.record_matmul(&gpu, &mut enc, MatIn::plain(&x), &y, 1)
-                    .unwrap();
-            }
-            gpu.queue.submit([enc.finish()]);
-            pollster::block_on(gpu.read(&y, 4)).unwrap();
-        };
-        run(1);
-        let t = std::time::Instant::now();
-        run(20);
-        eprintln!(
-            "ffn_down matvec [{} x {}] Q4_1 on {}: {:.0} µs per dispatch",
-            q.cols,
-            q.rows,
-            gpu.adapter_info.name,
-            t.elapsed().as_secs_f64() * 1e6 / 20.0
+        let (q4, _) = real(&gpu, &smol, "blk.0.ffn_down.weight", GgmlType::Q4_1);
+        let f = vec![0.25f32; (q4.cols * q4.rows) as usize];
+        let dims = [q4.cols as u64, q4.rows as u64];
+        let f32m =
+            QMatrix::upload(&gpu, "f32", GgmlType::F32, &dims, bytemuck::cast_slice(&f)).unwrap();
+        let x = gpu.upload(
+            "x",
+            bytemuck::cast_slice(&vec![0.5f32; 32 * q4.cols as usize]),
         );
+        let y = gpu.storage("y", 32 * q4.rows as u64 * 4);
+        for (q, cpu) in [(&q4, true), (&q4, false), (&f32m, true), (&f32m, false)] {
+            gpu.features.cpu = cpu;
+            for n in [1, 32] {
+                let run = |reps: u32| {
+                    let mut enc = gpu.encoder();
+                    for _ in 0..reps {
+                        q.record_matmul(&gpu, &mut enc, MatIn::plain(&x), &y, n)
+                            .unwrap();
+                    }
+                    gpu.queue.submit([enc.finish()]);
+                    pollster::block_on(gpu.read(&y, 4)).unwrap();
+                };
+                run(1);
+                let t = std::time::Instant::now();
+                run(10);
+                let s = t.elapsed().as_secs_f64() / 10.0;
+                eprintln!(
+                    "ffn_down [{} x {}] {} × {n} tokens on {} (cpu variant {cpu}): {:.0} µs, {:.1} GFLOP/s",
+                    q.cols,
+                    q.rows,
+                    q.ty,
+                    gpu.adapter_info.name,
+                    s * 1e6,
+                    2.0 * (q.cols * q.rows * n) as f64 / s / 1e9
+                );
+            }
+        }
     }
 
     #[test]

@@ -22,14 +22,19 @@ pub const BATCH: u32 = 64;
 /// Bytes of a matrix read and uploaded at once while loading: what the CPU side holds of it.
 const UPLOAD_CHUNK: u64 = 8 << 20;
 
-/// One transformer block, fields named by their GGUF tensors (`blk.N.<name>`).
+/// One transformer block, fields named by their GGUF tensors (`blk.N.<name>`). phi3's fused
+/// `attn_qkv` and `ffn_up` (gate then up) are loaded as the row ranges that are attn_q/k/v and
+/// ffn_gate/up, so the forward pass is the same for every architecture.
 pub struct Layer {
     pub attn_norm: wgpu::Buffer,                   // f32 [n_embd]
     pub attn_q: QMatrix,                           // [n_embd] -> [n_head · head_dim]
     pub attn_k: QMatrix,                           // [n_embd] -> [n_head_kv · head_dim]
     pub attn_v: QMatrix,                           // [n_embd] -> [n_head_kv · head_dim]
-    pub attn_q_norm: Option<wgpu::Buffer>,         // f32 [head_dim] (gemma3)
-    pub attn_k_norm: Option<wgpu::Buffer>,         // f32 [head_dim] (gemma3)
+    pub attn_q_bias: Option<wgpu::Buffer>,         // f32 [n_head · head_dim] (qwen2)
+    pub attn_k_bias: Option<wgpu::Buffer>,         // f32 [n_head_kv · head_dim] (qwen2)
+    pub attn_v_bias: Option<wgpu::Buffer>,         // f32 [n_head_kv · head_dim] (qwen2)
+    pub attn_q_norm: Option<wgpu::Buffer>,         // f32 [head_dim] (gemma3, qwen3)
+    pub attn_k_norm: Option<wgpu::Buffer>,         // f32 [head_dim] (gemma3, qwen3)
     pub attn_output: QMatrix,                      // [n_head · head_dim] -> [n_embd]
     pub post_attention_norm: Option<wgpu::Buffer>, // f32 [n_embd] (gemma3)
     pub ffn_norm: wgpu::Buffer,                    // f32 [n_embd]
@@ -166,19 +171,40 @@ impl Model {
                 Ok::<_, Error>(data)
             }
         };
-        // Matrices stream in: a few MiB of rows at a time go from the source to the GPU.
-        let matrix = |name: String| {
+        // Matrices stream in: a few MiB of rows at a time go from the source to the GPU. A
+        // fused tensor (phi3's attn_qkv, gate+up) becomes one matrix per row range.
+        let source_name = &info.parts[0].name;
+        let matrix_rows = |name: String, first: u64, rows: Option<u64>| {
             let (gpu, tick, info_of) = (&gpu, &tick, &info_of);
             async move {
                 let t = info_of(&name)?;
-                let m = QMatrix::create(gpu, &name, t.ty, &t.dims)?;
+                let all = t.dims.get(1).copied().unwrap_or(1);
+                let rows = rows.unwrap_or(all);
+                if first + rows > all {
+                    return Err(Error::BadShape {
+                        source_name: source_name.clone(),
+                        reason: format!("{} rows expected", first + rows),
+                        tensor: name,
+                        dims: t.dims,
+                    });
+                }
+                let label = if rows == all {
+                    name.clone()
+                } else {
+                    format!("{name}[{first}..]")
+                };
+                let m = QMatrix::create(gpu, &label, t.ty, &[t.dims[0], rows])?;
                 let row_bytes = m.row_bytes();
-                let rows_per_read = ((UPLOAD_CHUNK / row_bytes).max(2) & !1).min(m.rows as u64);
+                let rows_per_read = ((UPLOAD_CHUNK / row_bytes).max(2) & !1).min(rows);
                 let mut row = 0u64;
-                while row < m.rows as u64 {
-                    let n = rows_per_read.min(m.rows as u64 - row);
+                while row < rows {
+                    let n = rows_per_read.min(rows - row);
                     let data = gguf
-                        .read_tensor_range(&name, row * row_bytes, (n * row_bytes) as usize)
+                        .read_tensor_range(
+                            &name,
+                            (first + row) * row_bytes,
+                            (n * row_bytes) as usize,
+                        )
                         .await?;
                     m.write_rows(gpu, row as u32, &data)?;
                     tick(&name, data.len());
@@ -187,6 +213,7 @@ impl Model {
                 Ok::<_, Error>(m)
             }
         };
+        let matrix = |name: String| matrix_rows(name, 0, None);
         let vector = |name: String| {
             let (gpu, read, info_of) = (&gpu, &read, &info_of);
             async move {
@@ -219,18 +246,53 @@ impl Model {
             } else {
                 n_ctx
             };
+            let (q_rows, kv_rows) = (
+                (c.n_head * c.head_dim) as u64,
+                (c.n_head_kv * c.head_dim) as u64,
+            );
+            let [attn_q, attn_k, attn_v] = if gguf.tensor(&n("attn_qkv.weight")).is_some() {
+                let qkv = n("attn_qkv.weight");
+                [
+                    matrix_rows(qkv.clone(), 0, Some(q_rows)).await?,
+                    matrix_rows(qkv.clone(), q_rows, Some(kv_rows)).await?,
+                    matrix_rows(qkv, q_rows + kv_rows, Some(kv_rows)).await?,
+                ]
+            } else {
+                [
+                    matrix(n("attn_q.weight")).await?,
+                    matrix(n("attn_k.weight")).await?,
+                    matrix(n("attn_v.weight")).await?,
+                ]
+            };
+            let attn_norm = vector(n("attn_norm.weight")).await?;
+            let ff = c.n_ff as u64;
+            let [ffn_gate, ffn_up] = if gguf.tensor(&n("ffn_gate.weight")).is_some() {
+                [
+                    matrix(n("ffn_gate.weight")).await?,
+                    matrix(n("ffn_up.weight")).await?,
+                ]
+            } else {
+                // ggml_swiglu of the fused [gate; up] output: silu of the first half.
+                [
+                    matrix_rows(n("ffn_up.weight"), 0, Some(ff)).await?,
+                    matrix_rows(n("ffn_up.weight"), ff, Some(ff)).await?,
+                ]
+            };
             layers.push(Layer {
-                attn_norm: vector(n("attn_norm.weight")).await?,
-                attn_q: matrix(n("attn_q.weight")).await?,
-                attn_k: matrix(n("attn_k.weight")).await?,
-                attn_v: matrix(n("attn_v.weight")).await?,
+                attn_norm,
+                attn_q,
+                attn_k,
+                attn_v,
+                attn_q_bias: optional(n("attn_q.bias")).await?,
+                attn_k_bias: optional(n("attn_k.bias")).await?,
+                attn_v_bias: optional(n("attn_v.bias")).await?,
                 attn_q_norm: optional(n("attn_q_norm.weight")).await?,
                 attn_k_norm: optional(n("attn_k_norm.weight")).await?,
                 attn_output: matrix(n("attn_output.weight")).await?,
                 post_attention_norm: optional(n("post_attention_norm.weight")).await?,
                 ffn_norm: vector(n("ffn_norm.weight")).await?,
-                ffn_gate: matrix(n("ffn_gate.weight")).await?,
-                ffn_up: matrix(n("ffn_up.weight")).await?,
+                ffn_gate,
+                ffn_up,
                 ffn_down: matrix(n("ffn_down.weight")).await?,
                 post_ffw_norm: optional(n("post_ffw_norm.weight")).await?,
                 kv: KvCache::new(&gpu, &n("kv"), cells, c.n_head_kv, c.head_dim),
@@ -441,6 +503,15 @@ impl Model {
                 .record_matmul(gpu, e, xb.for_matrix(&l.attn_k)?, &s.k, n)?;
             l.attn_v
                 .record_matmul(gpu, e, xb.for_matrix(&l.attn_v)?, &s.v, n)?;
+            for (bias, y, heads) in [
+                (&l.attn_q_bias, &s.q, c.n_head),
+                (&l.attn_k_bias, &s.k, c.n_head_kv),
+                (&l.attn_v_bias, &s.v, c.n_head_kv),
+            ] {
+                if let Some(b) = bias {
+                    Add::record_bias(gpu, e, y, b, n, heads * hd)?;
+                }
+            }
             if let (Some(qn), Some(kn)) = (&l.attn_q_norm, &l.attn_k_norm) {
                 RmsNorm::record_in_place(gpu, e, &s.q, qn, n * c.n_head, hd, eps)?;
                 RmsNorm::record_in_place(gpu, e, &s.k, kn, n * c.n_head_kv, hd, eps)?;
