@@ -1,7 +1,8 @@
 // Rotary position embedding, in place on x: [n_tokens, n_heads, head_dim], one thread per rotated
 // pair. Token t has position pos0 + t; only the first n_rot dims of a head rotate.
 // NEOX pairs (i, i + n_rot/2), otherwise (normal, ggml mode 0) pairs (2i, 2i + 1).
-// FREQ_FACTORS divides pair i's angle by ff[i] (llama3 / phi3 rope factors).
+// FREQ_FACTORS divides pair i's angle by ff[i] (llama3 / phi3 rope factors); cos and sin are
+// scaled by attn_factor (phi3 LongRoPE).
 //
 // The angle is ggml-cpu's, operation for operation (ggml_rope_cache_init, ext_factor = 0): the
 // f32 theta starts at the position and is multiplied by theta_scale = base^(-2/n_rot) once per
@@ -10,7 +11,7 @@
 // error inside [-π, π] (absolute 2^-11) and angles here reach the context length.
 struct Params {
     n_tokens: u32, n_heads: u32, head_dim: u32, n_rot: u32,
-    theta_scale: u32, freq_scale: u32,
+    theta_scale: u32, freq_scale: u32, attn_factor: u32,
 }
 // The batch's first position (crate::gpu::Pos), rewritten before each batch.
 struct Pos { pos0: u32 }
@@ -69,7 +70,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     theta = theta / ff[i];
 #endif
     theta = bitcast<f32>(p.freq_scale) * theta;
-    let sc = sincos(theta);
+    // ggml's rope_yarn: cos and sin times mscale (attn_factor), then the rotation.
+    let sc = sincos(theta) * bitcast<f32>(p.attn_factor);
 
     let base = row * p.head_dim;
 #ifdef NEOX

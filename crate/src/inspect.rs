@@ -371,9 +371,16 @@ impl HParams {
 
 /// Which layers use the sliding window, as llama.cpp decides per architecture: a per-layer
 /// `sliding_window_pattern` array when the file has one; otherwise gemma3 has 5 local layers out
-/// of every 6 (il % 6 < 5), gemma2 alternates (even layers local), cohere2 3 of 4, and any other
-/// architecture with a window applies it to every layer.
+/// of every 6 (il % 6 < 5), gemma2 alternates (even layers local), cohere2 3 of 4. Every other
+/// architecture attends over the whole context even when its file states a window: llama.cpp
+/// ignores `llama.attention.sliding_window` (Mistral 7B v0.1) and disables it for phi3.
 fn is_sliding_layer(meta: &Meta, arch: &str, il: u32) -> bool {
+    let period = match arch {
+        "gemma3" => 6,
+        "gemma2" => 2,
+        "cohere2" => 4,
+        _ => return false,
+    };
     if let Some(flags) = meta
         .m
         .get(&format!("{arch}.attention.sliding_window_pattern"))
@@ -384,12 +391,6 @@ fn is_sliding_layer(meta: &Meta, arch: &str, il: u32) -> bool {
             .and_then(Value::as_bool)
             .unwrap_or(false);
     }
-    let period = match arch {
-        "gemma3" => 6,
-        "gemma2" => 2,
-        "cohere2" => 4,
-        _ => return true,
-    };
     il % period < period - 1
 }
 

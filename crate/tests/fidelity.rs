@@ -1,11 +1,12 @@
-//! The whole engine against llama.cpp, on the golden prompts of tests/golden/generate-*.json
-//! (made by tests/oracle/make_model_goldens.mjs from llama.cpp's greedy decoding):
+//! The whole engine against llama.cpp, on the golden prompts of tests/golden/*.json (made by
+//! tests/oracle/make_model_goldens.mjs from llama.cpp's greedy decoding): the real models
+//! (generate-*.json) and the tiny random models of other architectures (tiny-*.json):
 //! - every prompt's tokens (chat prompts through the engine's template) equal llama.cpp's;
-//! - on the checked cases, teacher-forced over llama.cpp's 64-token greedy continuation, our top
-//!   token agrees with its at ≥ 98 % of the positions, and our logprobs of its five best first
-//!   tokens are within the tolerances below;
+//! - on the checked cases, teacher-forced over llama.cpp's greedy continuation, our top token
+//!   agrees with its (rates and near-tie rules in [`Tolerances`]), and our logprobs of its best
+//!   first tokens are close;
 //! - greedy generation through the engine gives its first 16 tokens exactly, or up to a step
-//!   where llama.cpp's own top two are within NEAR_TIE.
+//!   where llama.cpp's own top two are within a near-tie.
 //!
 //! Runs on the GPU wgpu finds (Mesa llvmpipe in CI). `QUANTWEB_FIDELITY_ALL=1` checks every
 //! golden case instead of two per model (slow on llvmpipe: for measuring, not for CI).
@@ -18,7 +19,8 @@ use quantweb::model::{Model, Output, Want};
 use quantweb::sample::{argmax, log_prob};
 use quantweb::source::open_args;
 use serde::Deserialize;
-use std::path::PathBuf;
+
+mod common;
 
 #[derive(Deserialize)]
 struct Golden {
@@ -49,62 +51,68 @@ struct Message {
     content: String,
 }
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 /// The model and its golden file, or `None` (skip) when the model or a GPU is missing and the
 /// run does not require them.
 fn setup(files: &[&str], golden: &str) -> Option<(GgufModel, Gpu, Golden)> {
-    let paths: Vec<String> = files
-        .iter()
-        .map(|f| root().join("models").join(f).display().to_string())
-        .collect();
-    if let Some(p) = paths.iter().find(|p| !std::path::Path::new(p).exists()) {
-        assert!(
-            std::env::var("QUANTWEB_REQUIRE_MODELS").as_deref() != Ok("1"),
-            "{p} missing: run `cargo xtask fetch-models --all`"
-        );
-        eprintln!("skipping: {p} missing");
-        return None;
-    }
-    let gpu = match pollster::block_on(Gpu::new()) {
-        Ok(g) => g,
-        Err(e) => {
-            assert!(
-                std::env::var("QUANTWEB_REQUIRE_GPU").as_deref() != Ok("1"),
-                "{e}"
-            );
-            eprintln!("skipping: {e}");
-            return None;
-        }
-    };
+    let paths = common::model_paths(files)?;
+    let gpu = common::gpu()?;
     let gguf = pollster::block_on(GgufModel::open(open_args(&paths).unwrap())).unwrap();
     let golden: Golden = serde_json::from_str(
-        &std::fs::read_to_string(root().join("tests/golden").join(golden)).unwrap(),
+        &std::fs::read_to_string(common::root().join("tests/golden").join(golden)).unwrap(),
     )
     .unwrap();
     Some((gguf, gpu, golden))
 }
 
-/// How far our logprobs of llama.cpp's top 5 at the first generated position may be from its
-/// (the likeliest, then the others). Measured on the checked cases: ≤ 0.116 and ≤ 0.178
-/// (SmolLM2), ≤ 0.050 and ≤ 0.160 (gemma3); a wrong RoPE, norm or mask moves them by units.
-const TOP1_TOLERANCE: f64 = 0.15;
-const TOP5_TOLERANCE: f64 = 0.25;
-/// Greedy tokens must equal llama.cpp's up to the first step where its own top two are closer
-/// than this (a near-tie another correct engine may resolve the other way); measured flips
-/// happened at margins 0.008, 0.013 and 0.063.
-const NEAR_TIE: f64 = 0.1;
-/// The cases checked in CI: one raw and one chat-templated prompt per model.
-const CHECKED: [&str; 2] = ["raw_0", "chat_4"];
+/// What counts as agreeing with llama.cpp for one family of goldens.
+struct Tolerances {
+    /// Our logprob of llama.cpp's likeliest first token may differ from its by less than this.
+    top1: f64,
+    /// The same for its next four candidates; `None`: not compared.
+    top5: Option<f64>,
+    /// Greedy tokens must equal llama.cpp's up to the first step where its own top two are
+    /// closer than this (a near-tie that another correct engine may resolve the other way).
+    near_tie: f64,
+    /// Teacher-forced top-1 agreement over all positions must reach this.
+    min_agreement: f64,
+    /// Teacher-forced, every position where llama.cpp's margin is at least `near_tie` must agree.
+    agree_beyond_near_ties: bool,
+}
+
+/// The real models. Measured on the checked cases: logprobs within 0.116 / 0.178 (SmolLM2),
+/// 0.050 / 0.160 (gemma3), where a wrong RoPE, norm or mask moves them by units; greedy flips
+/// happened at llama.cpp margins 0.008, 0.013 and 0.063. ARCHITECTURE.md ("Matching llama.cpp")
+/// explains why exactness stops at ulp-level order differences.
+const REAL: Tolerances = Tolerances {
+    top1: 0.15,
+    top5: Some(0.25),
+    near_tie: 0.1,
+    min_agreement: 0.98,
+    agree_beyond_near_ties: false,
+};
+
+/// The tiny random models: their logits have a standard deviation of 64 (tests/tiny/README.md),
+/// so every relative error is 64× larger in logits than in a real model. An exact f64
+/// forward pass of them disagrees with llama.cpp at margins up to 6 and moves low-ranked
+/// logprobs by units; our engine, which rounds as llama.cpp does, disagrees only below a margin
+/// of 1 (measured: 0.11–0.99). So every position where llama.cpp is surer than 1 must agree.
+const TINY: Tolerances = Tolerances {
+    top1: 0.15,
+    top5: None,
+    near_tie: 1.0,
+    min_agreement: 0.9,
+    agree_beyond_near_ties: true,
+};
+
 const GREEDY_TOKENS: usize = 16;
-const MIN_AGREEMENT: f64 = 0.98;
+/// The cases checked in CI for the real models: one raw and one chat-templated prompt each.
+const CHECKED: [&str; 2] = ["raw_0", "chat_4"];
 /// Tokens per forward pass when teacher-forcing: under 64, so attention computes as in
 /// llama.cpp's decode steps, which produced the goldens.
 const SCORE_BATCH: u32 = 32;
 
-fn check(files: &[&str], golden: &str) {
+/// Checks the golden cases named in `checked` (every case with QUANTWEB_FIDELITY_ALL=1).
+fn check(files: &[&str], golden: &str, checked: &[&str], tol: &Tolerances) {
     let Some((gguf, gpu, golden)) = setup(files, golden) else {
         return;
     };
@@ -129,7 +137,7 @@ fn check(files: &[&str], golden: &str) {
             _ => engine.prompt_tokens(&case.prompt, false),
         };
         assert_eq!(ids, case.prompt_tokens, "{}: prompt tokens", case.name);
-        if !all && !CHECKED.contains(&case.name.as_str()) {
+        if !all && !checked.contains(&case.name.as_str()) {
             continue;
         }
 
@@ -159,15 +167,19 @@ fn check(files: &[&str], golden: &str) {
                 agree += 1;
             } else {
                 missed.push(format!("{j} (llama.cpp margin {:.3})", case.margins[j]));
+                if tol.agree_beyond_near_ties && case.margins[j] >= tol.near_tie {
+                    failures.push(format!(
+                        "{}: teacher-forced position {j} disagrees where llama.cpp's margin is {:.3} (not a near-tie)",
+                        case.name, case.margins[j]
+                    ));
+                }
             }
         }
         eprintln!("{}: teacher-forced misses at {missed:?}", case.name);
         for (rank, t) in case.first_top5.iter().enumerate() {
             let ours = log_prob(rows[0], t.id);
-            let tolerance = if rank == 0 {
-                TOP1_TOLERANCE
-            } else {
-                TOP5_TOLERANCE
+            let Some(tolerance) = (if rank == 0 { Some(tol.top1) } else { tol.top5 }) else {
+                continue;
             };
             let d = (ours - t.logprob).abs();
             if d >= tolerance {
@@ -199,7 +211,7 @@ fn check(files: &[&str], golden: &str) {
                 "{}: greedy tokens equal llama.cpp's for {same}, then part where its margin is {margin:.3}",
                 case.name
             );
-            if margin >= NEAR_TIE {
+            if margin >= tol.near_tie {
                 failures.push(format!(
                     "{}: greedy tokens {:?} ({:?}) part from llama.cpp's {:?} at {same}, where its margin is {margin:.3} (not a near-tie)",
                     case.name,
@@ -217,9 +229,10 @@ fn check(files: &[&str], golden: &str) {
         worst[0],
         worst[1]
     );
-    if rate < MIN_AGREEMENT {
+    if rate < tol.min_agreement {
         failures.push(format!(
-            "teacher-forced agreement {rate:.3} < {MIN_AGREEMENT}"
+            "teacher-forced agreement {rate:.3} < {}",
+            tol.min_agreement
         ));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -227,21 +240,46 @@ fn check(files: &[&str], golden: &str) {
 
 #[test]
 fn smollm2_matches_llama_cpp() {
-    check(
-        &["SmolLM2-135M-Instruct.Q4_1.gguf"],
-        "generate-smollm2.json",
-    );
+    check(&[common::SMOLLM2], "generate-smollm2.json", &CHECKED, &REAL);
 }
 
 #[test]
 fn gemma3_matches_llama_cpp() {
+    check(&common::GEMMA_PARTS, "generate-gemma3.json", &CHECKED, &REAL);
+}
+
+/// The tiny random-weight models of tests/tiny (architectures with no real test model): both
+/// golden cases each, a raw prompt and a chat-templated one.
+fn check_tiny(arch: &str) {
     check(
-        &[
-            "gemma-3-270m-q4_k_m.gguf.part00",
-            "gemma-3-270m-q4_k_m.gguf.part01",
-            "gemma-3-270m-q4_k_m.gguf.part02",
-            "gemma-3-270m-q4_k_m.gguf.part03",
-        ],
-        "generate-gemma3.json",
+        &[&format!("tiny-{arch}.gguf")],
+        &format!("tiny-{arch}.json"),
+        &["raw_0", "chat_1"],
+        &TINY,
     );
+}
+
+#[test]
+fn tiny_qwen2_matches_llama_cpp() {
+    check_tiny("qwen2");
+}
+
+#[test]
+fn tiny_qwen3_matches_llama_cpp() {
+    check_tiny("qwen3");
+}
+
+#[test]
+fn tiny_phi3_matches_llama_cpp() {
+    check_tiny("phi3");
+}
+
+#[test]
+fn tiny_llama3_matches_llama_cpp() {
+    check_tiny("llama3");
+}
+
+#[test]
+fn tiny_mistral_matches_llama_cpp() {
+    check_tiny("mistral");
 }

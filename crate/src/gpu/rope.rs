@@ -17,16 +17,28 @@ pub enum RopeMode {
 
 pub struct Rope;
 
+/// How a layer rotates its q and k.
+#[derive(Clone, Copy)]
+pub struct RopeSpec<'a> {
+    /// Rotated dimensions per head (even, ≤ head_dim); the rest stay.
+    pub n_rot: u32,
+    pub base: f32,
+    pub freq_scale: f32,
+    /// Multiplies cos and sin (ggml's `mscale`; phi3 LongRoPE's `rope.scaling.attn_factor`).
+    pub attn_factor: f32,
+    pub mode: RopeMode,
+    /// f32 [n_rot / 2] divisors of the frequencies (llama3 `rope_freqs`, phi3 rope factors).
+    pub freq_factors: Option<&'a wgpu::Buffer>,
+}
+
 const WG_SIZE: u32 = 64;
 
 impl Rope {
     /// Rotates x: f32 [n_tokens, n_heads, head_dim] in place; token t has position pos + t.
-    /// The first `n_rot` dims of each head rotate (even, ≤ head_dim), the rest stay. Pair i turns
-    /// by `theta_i = freq_scale · (pos · theta_scale^i) / ff[i]`, `theta_scale =
-    /// base^(-2/n_rot)`, computed as ggml-cpu does (f32, repeated products; YaRN off:
-    /// ext_factor 0, attn_factor 1). `freq_factors`: f32 [n_rot/2] (llama3 / phi3 rope factors).
-    /// Angles are accurate for positions·freq_scale below 2e5.
-    #[allow(clippy::too_many_arguments)]
+    /// Pair i turns by `theta_i = freq_scale · (pos · theta_scale^i) / ff[i]`, `theta_scale =
+    /// base^(-2/n_rot)`, and is scaled by attn_factor, computed as ggml-cpu does (f32, repeated
+    /// products; YaRN's ramp off: ext_factor 0). Angles are accurate for positions·freq_scale
+    /// below 2e5.
     pub fn record(
         gpu: &Gpu,
         enc: &mut wgpu::CommandEncoder,
@@ -34,29 +46,26 @@ impl Rope {
         n_tokens: u32,
         n_heads: u32,
         head_dim: u32,
-        n_rot: u32,
         pos: &Pos,
-        base: f32,
-        freq_scale: f32,
-        mode: RopeMode,
-        freq_factors: Option<&wgpu::Buffer>,
+        spec: &RopeSpec,
     ) -> Result<()> {
+        let n_rot = spec.n_rot;
         if n_rot == 0 || !n_rot.is_multiple_of(2) || n_rot > head_dim {
             return Err(Error::Gpu(format!(
                 "rope: n_rot = {n_rot} must be even, positive and at most head_dim = {head_dim}"
             )));
         }
         let mut defs = vec![("WG_SIZE", WG_SIZE.to_string())];
-        if mode == RopeMode::Neox {
+        if spec.mode == RopeMode::Neox {
             defs.push(("NEOX", String::new()));
         }
-        if freq_factors.is_some() {
+        if spec.freq_factors.is_some() {
             defs.push(("FREQ_FACTORS", String::new()));
         }
         let defs: Vec<(&str, &str)> = defs.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let pipeline = gpu.pipeline("rope.wgsl", &defines(&defs))?;
         // ggml: powf(freq_base, -2.0f/n_dims), in f32 (Rust's powf is the C library's powf).
-        let theta_scale = base.powf(-2.0 / n_rot as f32);
+        let theta_scale = spec.base.powf(-2.0 / n_rot as f32);
         let p = params(
             gpu,
             &[
@@ -65,11 +74,12 @@ impl Rope {
                 head_dim,
                 n_rot,
                 theta_scale.to_bits(),
-                freq_scale.to_bits(),
+                spec.freq_scale.to_bits(),
+                spec.attn_factor.to_bits(),
             ],
         );
         let mut buffers = vec![x];
-        if let Some(ff) = freq_factors {
+        if let Some(ff) = spec.freq_factors {
             buffers.push(ff);
         }
         buffers.push(&p);
@@ -96,6 +106,7 @@ mod tests {
         freq_scale: f32,
         mode: RopeMode,
         factors: Option<Vec<f32>>,
+        attn_factor: f32,
     }
 
     /// ggml-cpu's rope (ggml_rope_cache_init + rotate_pairs), written out plainly.
@@ -110,7 +121,7 @@ mod tests {
                     let ff = c.factors.as_ref().map_or(1.0, |f| f[i]);
                     let th = c.freq_scale * (theta / ff);
                     theta *= theta_scale;
-                    (th.cos(), th.sin())
+                    (th.cos() * c.attn_factor, th.sin() * c.attn_factor)
                 })
                 .collect();
             for h in 0..c.n_heads {
@@ -134,7 +145,7 @@ mod tests {
         let Some(gpu) = test_gpu() else { return };
         let llama3_factors: Vec<f32> = (0..32).map(|i| 1.0 + (i as f32) * 0.25).collect();
         use RopeMode::{Neox, Normal};
-        let llama3 = Some(llama3_factors);
+        let llama3 = Some(llama3_factors.clone());
         // (tokens, heads, head_dim, n_rot, pos0, base, freq_scale, mode, factors)
         let cases = [
             // SmolLM2-like decode step: normal mode, 1 token deep into the context.
@@ -147,7 +158,19 @@ mod tests {
             (6, 2, 96, 32, 17, 10000.0, 1.0, Neox, None),
             (6, 2, 96, 32, 17, 10000.0, 1.0, Normal, None),
             // llama3 rope factors.
-            (4, 8, 64, 64, 8000, 500000.0, 1.0, Normal, llama3),
+            (4, 8, 64, 64, 8000, 500000.0, 1.0, Normal, llama3.clone()),
+            // phi3 LongRoPE: partial NEOX with factors and an attention factor.
+            (
+                3,
+                6,
+                64,
+                48,
+                40,
+                10000.0,
+                1.0,
+                Neox,
+                Some(llama3_factors[..24].to_vec()),
+            ),
             // Long context: angles near 1.3e5 rad.
             (2, 2, 128, 128, 131_000, 10000.0, 1.0, Neox, None),
         ]
@@ -161,6 +184,8 @@ mod tests {
                 base,
                 freq_scale,
                 mode,
+                // phi3's factor for a 32× longer context: sqrt(1 + ln 32 / ln 4096).
+                attn_factor: if n_rot == 48 { 1.190_238_1 } else { 1.0 },
                 factors,
             },
         );
@@ -181,12 +206,15 @@ mod tests {
                 c.n_tokens as u32,
                 c.n_heads as u32,
                 c.head_dim as u32,
-                c.n_rot as u32,
                 &Pos::new(&gpu, c.pos0 as u32),
-                c.base,
-                c.freq_scale,
-                c.mode,
-                ff.as_ref(),
+                &RopeSpec {
+                    n_rot: c.n_rot as u32,
+                    base: c.base,
+                    freq_scale: c.freq_scale,
+                    attn_factor: c.attn_factor,
+                    mode: c.mode,
+                    freq_factors: ff.as_ref(),
+                },
             )
             .unwrap();
             gpu.queue.submit([enc.finish()]);
@@ -226,12 +254,15 @@ mod tests {
                 1,
                 1,
                 64,
-                n_rot,
                 &Pos::new(&gpu, 0),
-                1e4,
-                1.0,
-                RopeMode::Normal,
-                None
+                &RopeSpec {
+                    n_rot,
+                    base: 1e4,
+                    freq_scale: 1.0,
+                    attn_factor: 1.0,
+                    mode: RopeMode::Normal,
+                    freq_factors: None,
+                },
             )
             .is_err());
         }

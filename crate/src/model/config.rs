@@ -5,12 +5,19 @@ use crate::error::{Error, Result};
 use crate::gpu::{Activation, RopeMode};
 use crate::inspect::ModelInfo;
 
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "gemma3"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "gemma3", "qwen2", "qwen3", "phi3"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Arch {
+    /// Llama 1–3, Mistral, SmolLM2, TinyLlama.
     Llama,
     Gemma3,
+    /// q/k/v biases.
+    Qwen2,
+    /// q/k norms.
+    Qwen3,
+    /// Fused attn_qkv and gate+up; long/short rope factors.
+    Phi3,
 }
 
 #[derive(Clone, Debug)]
@@ -25,12 +32,17 @@ pub struct Config {
     pub n_ff: u32,
     pub n_vocab: u32,
     pub n_ctx_train: u32,
+    /// The context the model was pretrained with before rope scaling (phi3 picks its long rope
+    /// factors beyond it).
+    pub n_ctx_orig: u32,
     pub rms_eps: f32,
     pub rope_mode: RopeMode,
     /// Rotated dimensions per head.
     pub n_rot: u32,
     pub rope_base: f32,
     pub rope_freq_scale: f32,
+    /// Multiplies RoPE's cos and sin (phi3 LongRoPE: `rope.scaling.attn_factor`).
+    pub rope_attn_factor: f32,
     /// gemma3's local (sliding-window) layers rotate with their own base.
     pub rope_base_local: f32,
     /// 0 when the model has no sliding window.
@@ -49,6 +61,9 @@ impl Config {
         let arch = match info.architecture.as_str() {
             "llama" => Arch::Llama,
             "gemma3" => Arch::Gemma3,
+            "qwen2" => Arch::Qwen2,
+            "qwen3" => Arch::Qwen3,
+            "phi3" => Arch::Phi3,
             other => {
                 return Err(Error::UnsupportedArchitecture {
                     arch: other.into(),
@@ -98,24 +113,29 @@ impl Config {
             n_ff: hp.feed_forward_length.unwrap_or(4 * hp.embedding_length),
             n_vocab: hp.vocab_size as u32,
             n_ctx_train: hp.context_length,
+            n_ctx_orig: meta("rope.scaling.original_context_length")
+                .and_then(|v| v.as_u64())
+                .map_or(hp.context_length, |n| n as u32),
             rms_eps: meta_f32("attention.layer_norm_rms_epsilon").unwrap_or(1e-6),
+            // llama.cpp's llama_model_rope_type.
             rope_mode: match arch {
                 Arch::Llama => RopeMode::Normal,
-                Arch::Gemma3 => RopeMode::Neox,
+                Arch::Gemma3 | Arch::Qwen2 | Arch::Qwen3 | Arch::Phi3 => RopeMode::Neox,
             },
             n_rot: meta("rope.dimension_count")
                 .and_then(|v| v.as_u64())
                 .map_or(head_dim, |n| n as u32),
             rope_base: hp.rope_freq_base.map_or(10_000.0, |b| b as f32),
             rope_freq_scale: scaling.map_or(1.0, |f| 1.0 / f),
+            rope_attn_factor: meta_f32("rope.scaling.attn_factor").unwrap_or(1.0),
             rope_base_local: 10_000.0,
             window,
             sliding: (0..hp.layers)
                 .map(|il| window > 0 && hp.sliding_window_layers.contains(&il))
                 .collect(),
             embed_scale: match arch {
-                Arch::Llama => 1.0,
                 Arch::Gemma3 => (hp.embedding_length as f32).sqrt(),
+                _ => 1.0,
             },
             // llama.cpp: gemma3 27B (62 layers) scales by n_embd / n_head, the others by the head size.
             attn_scale: match arch {
@@ -125,8 +145,8 @@ impl Config {
                 _ => 1.0 / (head_dim as f32).sqrt(),
             },
             activation: match arch {
-                Arch::Llama => Activation::Silu,
                 Arch::Gemma3 => Activation::GeluTanh,
+                _ => Activation::Silu,
             },
         })
     }

@@ -11,7 +11,7 @@ pub use config::{Arch, Config, SUPPORTED_ARCHITECTURES};
 use crate::error::{Error, Result};
 use crate::gguf::GgufModel;
 use crate::gpu::{
-    ActQuant, Add, Argmax, Attention, GatedAct, Gpu, KvCache, Pos, QMatrix, RmsNorm, Rope,
+    ActQuant, Add, Argmax, Attention, GatedAct, Gpu, KvCache, Pos, QMatrix, RmsNorm, Rope, RopeSpec,
 };
 use crate::inspect::ModelInfo;
 use crate::quant::{dequantize, GgmlType};
@@ -116,6 +116,8 @@ pub struct Model {
     pub gpu: Gpu,
     pub token_embd: QMatrix,       // [n_vocab rows of n_embd]
     pub output_norm: wgpu::Buffer, // f32 [n_embd]
+    /// Divisors of the rotation frequencies (llama3, phi3), f32 [n_rot / 2].
+    pub rope_factors: Option<wgpu::Buffer>,
     /// `None` when tied to `token_embd`.
     pub output: Option<QMatrix>, // [n_embd] -> [n_vocab]
     pub layers: Vec<Layer>,
@@ -304,6 +306,15 @@ impl Model {
             None => None,
         };
         let output_norm = vector("output_norm.weight".into()).await?;
+        // llama.cpp's get_rope_factors: llama3's rope_freqs; else phi3's long factors when the
+        // context is longer than the original one, its short ones otherwise.
+        let rope_factors = if gguf.tensor("rope_freqs.weight").is_some() {
+            Some(vector("rope_freqs.weight".into()).await?)
+        } else if n_ctx > c.n_ctx_orig {
+            optional("rope_factors_long.weight".into()).await?
+        } else {
+            optional("rope_factors_short.weight".into()).await?
+        };
 
         let f32s = |label: &str, n: u32| gpu.storage(label, n as u64 * 4);
         let b = BATCH;
@@ -337,6 +348,7 @@ impl Model {
             gpu,
             token_embd,
             output_norm,
+            rope_factors,
             output,
             layers,
             n_ctx,
@@ -516,23 +528,17 @@ impl Model {
                 RmsNorm::record_in_place(gpu, e, &s.q, qn, n * c.n_head, hd, eps)?;
                 RmsNorm::record_in_place(gpu, e, &s.k, kn, n * c.n_head_kv, hd, eps)?;
             }
-            let (base, scale) = c.rope_for_layer(il);
-            for (x, heads) in [(&s.q, c.n_head), (&s.k, c.n_head_kv)] {
-                Rope::record(
-                    gpu,
-                    e,
-                    x,
-                    n,
-                    heads,
-                    hd,
-                    c.n_rot,
-                    &s.pos,
-                    base,
-                    scale,
-                    c.rope_mode,
-                    None,
-                )?;
-            }
+            let (base, freq_scale) = c.rope_for_layer(il);
+            let rope = RopeSpec {
+                n_rot: c.n_rot,
+                base,
+                freq_scale,
+                attn_factor: c.rope_attn_factor,
+                mode: c.rope_mode,
+                freq_factors: self.rope_factors.as_ref(),
+            };
+            Rope::record(gpu, e, &s.q, n, c.n_head, hd, &s.pos, &rope)?;
+            Rope::record(gpu, e, &s.k, n, c.n_head_kv, hd, &s.pos, &rope)?;
             l.kv.record_store(gpu, e, &s.k, &s.v, n, &s.pos)?;
             let window = if c.sliding[il] { c.window } else { 0 };
             Attention::record(
