@@ -1,0 +1,67 @@
+// Every architecture in the browser: the tiny random-weight models of tests/tiny (qwen2, qwen3,
+// phi3, Llama 3, Mistral-style llama) load through the JS engine API in headless Chromium on
+// SwiftShader WebGPU and generate llama.cpp's greedy tokens (tests/golden/tiny-*.json).
+//
+// Their logits have a standard deviation of 64, so, as in crate/tests/fidelity.rs, a step where
+// llama.cpp's own top two are within NEAR_TIE of each other may go either way; up to there the
+// tokens must be equal.
+//
+// Run: `cargo xtask test --browser-only`, or with a server already running:
+//   QUANTWEB_BASE_URL=http://127.0.0.1:8080 node --test tests/browser/archs.test.mjs
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, existsSync } from 'node:fs';
+import path from 'node:path';
+import { launch, baseUrl } from './lib.mjs';
+import { root } from './fixtures.mjs';
+
+const ARCHS = ['qwen2', 'qwen3', 'phi3', 'llama3', 'mistral'];
+const N_TOKENS = 16;
+const NEAR_TIE = 1.0;
+const MINUTE = 60_000;
+
+let browser;
+
+before(async () => {
+  for (const a of ARCHS) {
+    assert.ok(existsSync(path.join(root, 'models', `tiny-${a}.gguf`)), `models/tiny-${a}.gguf is missing: run \`cargo xtask fetch-models --all\``);
+  }
+  browser = await launch();
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+for (const arch of ARCHS) {
+  test(`tiny ${arch}: loads in the browser and generates llama.cpp's greedy tokens`, { timeout: 5 * MINUTE }, async () => {
+    const golden = JSON.parse(readFileSync(path.join(root, 'tests', 'golden', `tiny-${arch}.json`), 'utf8'));
+    const c = golden.cases.find((x) => x.name === 'raw_0');
+    const page = await browser.newPage();
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    try {
+      await page.goto(`${baseUrl}/`);
+      const res = await page.evaluate(async ({ url, prompt, n }) => {
+        const { Engine } = await import('/quantweb.js');
+        const engine = await Engine.load(url, { cache: false, contextLength: 256 });
+        const out = await engine.complete({ prompt, max_tokens: n, temperature: 0 });
+        const info = engine.info;
+        await engine.unload();
+        return { ...out, architecture: info.architecture };
+      }, { url: `/models/tiny-${arch}.gguf`, prompt: c.prompt, n: N_TOKENS });
+      assert.equal(res.architecture, golden.model.architecture);
+      assert.deepEqual(res.prompt_tokens, c.prompt_tokens, 'prompt tokens (BOS as llama.cpp)');
+      assert.equal(res.tokens.length, N_TOKENS);
+      const i = res.tokens.findIndex((t, k) => t !== c.tokens[k]);
+      if (i >= 0 && c.margins[i] >= NEAR_TIE) {
+        assert.fail(`greedy token ${i} is ${res.tokens[i]}, llama.cpp's ${c.tokens[i]} where its top-2 margin is ${c.margins[i]} (not a near-tie); ours ${JSON.stringify(res.tokens)}, llama.cpp ${JSON.stringify(c.tokens.slice(0, N_TOKENS))}`);
+      }
+      console.log(`tiny ${arch}: ${i < 0 ? N_TOKENS : i} of ${N_TOKENS} greedy tokens equal llama.cpp's${i >= 0 ? ` (then a near-tie, margin ${c.margins[i]})` : ''}; decode ${res.timings.decode_tok_s.toFixed(1)} tok/s`);
+      assert.deepEqual(errors, []);
+    } finally {
+      await page.close();
+    }
+  });
+}
