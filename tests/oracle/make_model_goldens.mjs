@@ -1,12 +1,17 @@
 // Golden files for the engine's end-to-end fidelity tests, produced by the llama.cpp oracle
 // (node-llama-cpp 3.21.1, prebuilt linux-x64 CPU build): greedy generations for the two real
-// test models. See tests/oracle/README.md for setup, the choices made here and timings.
+// test models, or (--tiny) for the tiny random-weight models of tests/tiny/. See
+// tests/oracle/README.md for setup, the choices made here and timings.
 //
 //   node tests/oracle/make_model_goldens.mjs                 # writes tests/golden/generate-*.json
 //   node tests/oracle/make_model_goldens.mjs --out DIR       # writes DIR/generate-*.json instead
 //   node tests/oracle/make_model_goldens.mjs --only gemma3   # one model (smollm2 | gemma3)
+//   node tests/oracle/make_model_goldens.mjs --tiny          # writes tests/golden/tiny-*.json
+//   node tests/oracle/make_model_goldens.mjs --tiny --only tiny-phi3
+//   node tests/oracle/make_model_goldens.mjs --quantized target/quantized  # quant-<model>-<TYPE>.json
 //   node tests/oracle/make_model_goldens.mjs --bench         # prefill/decode tok/s, writes nothing
 //   ... --threads N   # llama.cpp threads (default 2); the generated ids do not depend on it
+//   ... --context N   # context size (default 512; tiny-phi3 switches to rope_factors_long above 4096)
 //   ... --runs N      # --bench: timed runs per model after the warm-up (default 3)
 //
 // The output is a pure function of the models and the oracle build: no timestamps, no timings.
@@ -38,20 +43,30 @@ function packageDir(name) {
   return dir;
 }
 
-const MAX_NEW_TOKENS = 64;
-const CONTEXT_SIZE = 512;
 const TOP_K_DEBUG = 5;
 
-const RAW_PROMPTS = [
-  "The capital of France is",
-  "def fibonacci(n):",
-  "Once upon a time, in a small village,",
-  "1, 2, 3, 4, 5,",
-];
-const CHAT_MESSAGES = [
-  [{ role: "user", content: "What is the capital of France?" }],
-  [{ role: "user", content: "Write a haiku about the sea." }],
-];
+// What each set of models is asked: raw prompts, chat messages (one user turn each, rendered with
+// the model's template plus the generation prompt) and the number of greedy tokens.
+const REAL_CASES = {
+  maxNewTokens: 64,
+  raw: [
+    "The capital of France is",
+    "def fibonacci(n):",
+    "Once upon a time, in a small village,",
+    "1, 2, 3, 4, 5,",
+  ],
+  chat: [
+    [{ role: "user", content: "What is the capital of France?" }],
+    [{ role: "user", content: "Write a haiku about the sea." }],
+  ],
+};
+// Tiny models: a raw prompt long enough (16-19 ids) that prompt + 32 tokens crosses tiny-mistral's
+// 8-token sliding window several times over, and one chat turn.
+const TINY_CASES = {
+  maxNewTokens: 32,
+  raw: ["Once upon a time, in a small village, there lived an old clockmaker who"],
+  chat: [[{ role: "user", content: "What is the capital of France?" }]],
+};
 
 // Gemma 3 turn format for a single user message plus the generation prompt. It is what llama.cpp's
 // built-in "gemma" template (llama_chat_apply_template / --chat-template gemma) and node-llama-cpp's
@@ -82,20 +97,60 @@ const MODELS = {
   },
 };
 
+// The tiny random-weight models written by tests/tiny/make_tiny_models.py (cargo xtask
+// fetch-models --all), checked against tests/tiny/SHA256SUMS like the real ones above.
+const TINY_NAMES = ["tiny-qwen2", "tiny-qwen3", "tiny-phi3", "tiny-llama3", "tiny-mistral"];
+function tinyModels() {
+  const sumsPath = path.join(ROOT, "tests", "tiny", "SHA256SUMS");
+  const sums = new Map(fs.readFileSync(sumsPath, "utf8").split("\n").filter((l) => l.trim())
+    .map((l) => { const [sha, file] = l.trim().split(/\s+/); return [file, sha]; }));
+  return Object.fromEntries(TINY_NAMES.map((name) => {
+    const file = `${name}.gguf`;
+    if (!sums.has(file)) throw new Error(`${sumsPath}: no line for ${file}`);
+    return [name, { out: `${name}.json`, file, parts: [`models/${file}`], sha256: sums.get(file),
+      generator: "tests/tiny/make_tiny_models.py" }];
+  }));
+}
+
+// Models converted by `quantweb quantize` (DIR/<model>-<TYPE>.gguf, e.g. smollm2-Q2_K.gguf from
+// SmolLM2 Q4_1 with --type Q2_K --allow-requantize): one raw prompt each, the file's sha256
+// recorded as found. DIR must be inside the workspace (paths are recorded relative to it).
+const QUANT_CASES = { maxNewTokens: 64, raw: [REAL_CASES.raw[0]], chat: [] };
+function quantizedModels(dir) {
+  const specs = {};
+  for (const file of fs.readdirSync(dir).filter((f) => /^[a-z0-9]+-[A-Z0-9_]+\.gguf$/.test(f)).sort()) {
+    const [model, type] = file.slice(0, -".gguf".length).split(/-(?=[A-Z0-9_]+$)/);
+    if (!MODELS[model]) throw new Error(`${file}: ${model} is not one of ${Object.keys(MODELS).join(", ")}`);
+    const rel = path.relative(ROOT, path.join(dir, file));
+    if (rel.startsWith("..")) throw new Error(`--quantized: ${dir} is outside the workspace`);
+    const sha256 = createHash("sha256").update(fs.readFileSync(path.join(dir, file))).digest("hex");
+    specs[`${model}-${type}`] = { out: `quant-${model}-${type}.json`, file, parts: [rel], sha256,
+      generator: `quantweb quantize ${MODELS[model].parts.join(" ")} ${rel} --type ${type} --allow-requantize` };
+  }
+  if (Object.keys(specs).length === 0) throw new Error(`--quantized: no <model>-<TYPE>.gguf in ${dir}`);
+  return specs;
+}
+
 function parseArgs(argv) {
-  const args = { out: path.join(ROOT, "tests", "golden"), only: null, bench: false, threads: 2, runs: 3 };
+  const args = { out: path.join(ROOT, "tests", "golden"), only: null, bench: false, tiny: false, threads: 2, runs: 3, context: 512 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === "--out") args.out = path.resolve(argv[++i]);
     else if (a === "--only") args.only = argv[++i];
     else if (a === "--bench") args.bench = true;
+    else if (a === "--tiny") args.tiny = true;
+    else if (a === "--quantized") args.quantized = path.resolve(argv[++i]);
     else if (a === "--threads") args.threads = Number(argv[++i]);
     else if (a === "--runs") args.runs = Number(argv[++i]);
+    else if (a === "--context") args.context = Number(argv[++i]);
     else throw new Error(`unknown argument ${a}`);
   }
-  for (const k of ["threads", "runs"])
+  for (const k of ["threads", "runs", "context"])
     if (!(Number.isInteger(args[k]) && args[k] >= 1)) throw new Error(`--${k}: a positive integer`);
-  if (args.only && !MODELS[args.only]) throw new Error(`--only: one of ${Object.keys(MODELS).join(", ")}`);
+  args.models = args.tiny ? tinyModels() : MODELS;
+  args.cases = args.tiny ? TINY_CASES : REAL_CASES;
+  if (args.quantized) [args.models, args.cases] = [quantizedModels(args.quantized), QUANT_CASES];
+  if (args.only && !args.models[args.only]) throw new Error(`--only: one of ${Object.keys(args.models).join(", ")}`);
   return args;
 }
 
@@ -199,15 +254,15 @@ function promptTokens(model, text, special) {
   return ids;
 }
 
-// Greedy generation: up to MAX_NEW_TOKENS ids; an EOG id ends it and is kept as the last id.
-async function generate(sequence, model, prompt) {
+// Greedy generation: up to maxNewTokens ids; an EOG id ends it and is kept as the last id.
+async function generate(sequence, model, prompt, maxNewTokens) {
   await sequence.clearHistory();
   const tokens = [];
   let stop = "max_tokens";
   for await (const t of sequence.evaluate(prompt, { temperature: 0, yieldEogToken: true })) {
     tokens.push(t);
     if (model.isEogToken(t)) { stop = "eog"; break; }
-    if (tokens.length >= MAX_NEW_TOKENS) break;
+    if (tokens.length >= maxNewTokens) break;
   }
   return { tokens, stop };
 }
@@ -274,19 +329,19 @@ function formatJson(value) {
   return out;
 }
 
-async function makeGolden(llama, key, spec, outDir, threads) {
+async function makeGolden(llama, key, spec, outDir, threads, CASES, contextSize) {
   const t0 = performance.now();
   const file = materializeModel(spec);
   try {
     const model = await llama.loadModel({ modelPath: file.path });
-    const context = await model.createContext({ contextSize: CONTEXT_SIZE, threads });
+    const context = await model.createContext({ contextSize, threads });
     const sequence = context.getSequence();
     const md = model.fileInfo.metadata;
 
     const cases = [];
     const inputs = [
-      ...RAW_PROMPTS.map((p) => ({ chat: false, prompt: p })),
-      ...CHAT_MESSAGES.map((messages) => {
+      ...CASES.raw.map((p) => ({ chat: false, prompt: p })),
+      ...CASES.chat.map((messages) => {
         const r = renderChat(model, messages);
         return { chat: true, prompt: r.text, messages, template_source: r.source };
       }),
@@ -294,7 +349,7 @@ async function makeGolden(llama, key, spec, outDir, threads) {
     for (const [i, inp] of inputs.entries()) {
       const tc = performance.now();
       const prompt_tokens = promptTokens(model, inp.prompt, inp.chat);
-      const { tokens, stop } = await generate(sequence, model, prompt_tokens);
+      const { tokens, stop } = await generate(sequence, model, prompt_tokens, CASES.maxNewTokens);
       const probe = await probePass(sequence, model, prompt_tokens, tokens);
       const c = { name: `${inp.chat ? "chat" : "raw"}_${i}`, chat: inp.chat, prompt: inp.prompt };
       if (inp.chat) { c.messages = inp.messages; c.template_source = inp.template_source; }
@@ -309,17 +364,19 @@ async function makeGolden(llama, key, spec, outDir, threads) {
       });
       cases.push(c);
       console.log(`${key} ${c.name}: ${prompt_tokens.length} prompt tokens -> ${tokens.length} (${stop}) ` +
-        `${JSON.stringify(c.text.slice(0, 60))} [${((performance.now() - tc) / 1000).toFixed(1)} s]`);
+        `${JSON.stringify(c.text.slice(0, 60))} min margin ${c.min_margin}, ` +
+        `${probe.margins.filter((m) => m !== null && m < 0.5).length} below 0.5 ` +
+        `[${((performance.now() - tc) / 1000).toFixed(1)} s]`);
     }
 
     const golden = {
       about: "Greedy generations from the llama.cpp oracle; made by tests/oracle/make_model_goldens.mjs (see tests/oracle/README.md)",
       oracle: oracleInfo(llama),
       settings: {
-        context_size: CONTEXT_SIZE,
+        context_size: contextSize,
         threads,
         sampling: "greedy (temperature 0, no penalties), KV cache cleared between prompts",
-        max_new_tokens: MAX_NEW_TOKENS,
+        max_new_tokens: CASES.maxNewTokens,
         tokens: "generated ids; ends early only at an end-of-generation id, which is kept as the last id (stop: 'eog')",
         text: "detokenize(tokens, specialTokens = true): special tokens rendered as their text",
         prompt_tokens: "model.tokenize(prompt, specialTokens = chat), with BOS prepended when should_prepend_bos",
@@ -331,6 +388,7 @@ async function makeGolden(llama, key, spec, outDir, threads) {
         from: spec.parts,
         sha256: file.sha256,
         size: file.size,
+        generator: spec.generator,
         architecture: md.general.architecture,
         n_vocab: llamaVocabSize(model),
         bos_id: model.tokens.bos,
@@ -372,12 +430,12 @@ function llamaVocabSize(model) {
 // Prefill and decode speed: a 128-token prompt, 64 generated tokens, `runs` runs after a warm-up.
 // prefill = 128 / (time to the first sampled token); decode = 63 / (time from the first to the
 // 64th sampled token), i.e. one token evaluated per step.
-async function bench(llama, key, spec, threads, RUNS) {
+async function bench(llama, key, spec, threads, RUNS, contextSize) {
   const PROMPT_LEN = 128, GEN = 64;
   const file = materializeModel(spec);
   try {
     const model = await llama.loadModel({ modelPath: file.path });
-    const context = await model.createContext({ contextSize: CONTEXT_SIZE, threads });
+    const context = await model.createContext({ contextSize, threads });
     const sequence = context.getSequence();
     const text = "The history of the printing press begins in the fifteenth century, when Johannes " +
       "Gutenberg combined movable metal type, oil-based inks and a wooden screw press into a system " +
@@ -421,9 +479,9 @@ async function bench(llama, key, spec, threads, RUNS) {
 const args = parseArgs(process.argv.slice(2));
 // build: "never": use the prebuilt binary only; never try to download or compile llama.cpp.
 const llama = await getLlama({ gpu: false, build: "never" });
-const keys = args.only ? [args.only] : Object.keys(MODELS);
+const keys = args.only ? [args.only] : Object.keys(args.models);
 for (const key of keys) {
-  if (args.bench) await bench(llama, key, MODELS[key], args.threads, args.runs);
-  else await makeGolden(llama, key, MODELS[key], args.out, args.threads);
+  if (args.bench) await bench(llama, key, args.models[key], args.threads, args.runs, args.context);
+  else await makeGolden(llama, key, args.models[key], args.out, args.threads, args.cases, args.context);
 }
 await llama.dispose();

