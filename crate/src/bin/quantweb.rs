@@ -94,6 +94,25 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Rewrite a model as llama.cpp gguf-split shards OUTPREFIX-00001-of-0000N.gguf, …
+    Split {
+        /// The model (a file, the first shard of a split model, or all byte chunks in order),
+        /// then the prefix of the shards; options may come anywhere.
+        #[arg(required = true, num_args = 1.., value_name = "MODEL… OUTPREFIX")]
+        args: Vec<String>,
+        /// Tensor data per shard, as gguf-split: 512M (10^6 bytes) or 2G (10^9).
+        #[arg(long, conflicts_with = "max_tensors")]
+        max_size: Option<String>,
+        /// Tensors per shard (the default, 128, as gguf-split).
+        #[arg(long)]
+        max_tensors: Option<u64>,
+        /// Shard 1 holds only the metadata.
+        #[arg(long)]
+        no_tensor_first_split: bool,
+        /// Print the plan, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Prefill and decode speed.
     Bench {
         #[arg(required = true)]
@@ -106,6 +125,20 @@ enum Cmd {
         gen_tokens: u32,
         #[arg(long)]
         json: bool,
+    },
+    /// Convert a model to one type, as `llama-quantize --pure`: weight matrices get TYPE (or
+    /// llama.cpp's fallback where their rows do not fit its blocks), other tensors are copied.
+    Quantize {
+        /// The model (a file, the first shard of a split model, or all byte chunks in order),
+        /// then the output file.
+        #[arg(required = true, num_args = 1.., value_name = "MODEL… OUT")]
+        args: Vec<String>,
+        /// F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL or IQ4_XS.
+        #[arg(long = "type", value_name = "TYPE")]
+        ty: String,
+        /// Quantize an already quantized model again (through f32: the errors add up).
+        #[arg(long)]
+        allow_requantize: bool,
     },
 }
 
@@ -276,6 +309,35 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+        Cmd::Split {
+            mut args,
+            max_size,
+            max_tensors,
+            no_tensor_first_split,
+            dry_run,
+        } => {
+            use quantweb::gguf::split::{parse_max_size, split_files, SplitLimit, SplitOptions};
+            let prefix = args.pop().filter(|_| !args.is_empty());
+            let prefix = prefix.ok_or_else(|| quantweb::Error::BadOption {
+                name: "split",
+                value: "one path".into(),
+                reason: "give the model, then the prefix of the shards",
+            })?;
+            let limit = match max_size {
+                Some(s) => SplitLimit::MaxBytes(parse_max_size(&s)?),
+                None => SplitLimit::MaxTensors(max_tensors.unwrap_or(128)),
+            };
+            let opts = SplitOptions {
+                limit,
+                no_tensor_first_split,
+            };
+            for s in split_files(&args, &prefix, &opts, dry_run)? {
+                println!(
+                    "{}  {} tensors  {} bytes",
+                    s.path, s.n_tensors, s.file_bytes
+                );
+            }
+        }
         Cmd::Bench {
             model,
             prompt_tokens,
@@ -317,7 +379,70 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
+        Cmd::Quantize {
+            mut args,
+            ty,
+            allow_requantize,
+        } => {
+            let out = args.pop().filter(|_| !args.is_empty());
+            let out = out.ok_or_else(|| quantweb::Error::BadOption {
+                name: "quantize",
+                value: "one path".into(),
+                reason: "give the model, then the output file",
+            })?;
+            quantize_model(&args, &out, &ty, allow_requantize)?;
+        }
     }
+    Ok(())
+}
+
+/// `quantweb quantize`: the plan, what falls back or is requantized, then OUT via a temp file.
+fn quantize_model(model: &[String], out: &str, ty: &str, allow_requantize: bool) -> Result<()> {
+    use quantweb::quant::{convert, GgmlType};
+    use std::collections::BTreeMap;
+    use std::io::IsTerminal;
+    let target = GgmlType::from_name(ty).ok_or_else(|| quantweb::Error::BadOption {
+        name: "--type",
+        value: ty.into(),
+        reason: "not a ggml type name (e.g. Q4_K, Q8_0, F16)",
+    })?;
+    let gguf = pollster::block_on(GgufModel::open(open_args(model)?))?;
+    let plans = convert::plan(&gguf, target, allow_requantize)?;
+    let mut fallbacks: BTreeMap<GgmlType, Vec<&str>> = BTreeMap::new();
+    for p in plans.iter().filter(|p| p.fallback_from.is_some()) {
+        fallbacks.entry(p.to).or_default().push(&p.name);
+    }
+    for (to, names) in &fallbacks {
+        eprintln!(
+            "fallback to {to} for {} tensors whose rows are not a multiple of {target}'s {} values: {}",
+            names.len(),
+            target.block_size(),
+            names.join(", ")
+        );
+    }
+    let requantized = plans.iter().filter(|p| p.requantizes()).count();
+    if requantized > 0 {
+        eprintln!("warning: requantizing {requantized} already quantized tensors through f32: the errors of both formats add up");
+    }
+    let start = std::time::Instant::now();
+    let progress = std::io::stderr().is_terminal();
+    let bytes = convert::write_file(&gguf, target, &plans, std::path::Path::new(out), |i, p| {
+        if progress {
+            eprint!("\r[{:>4}/{}] {:<40}", i + 1, plans.len(), p.name);
+        }
+    })?;
+    if progress {
+        eprintln!();
+    }
+    let converted = plans.iter().filter(|p| p.converts()).count();
+    println!(
+        "wrote {out}: {} ({bytes} bytes), {} tensors: {converted} converted, {} fell back, {} copied; {:.1} s",
+        human(bytes),
+        plans.len(),
+        fallbacks.values().map(Vec::len).sum::<usize>(),
+        plans.len() - converted,
+        start.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

@@ -1,7 +1,9 @@
-//! GGUF: the model file format of llama.cpp. Header parsing, multi-part models, a writer.
+//! GGUF: the model file format of llama.cpp. Header parsing, multi-part models, a writer,
+//! llama.cpp-compatible splitting into shards.
 
 mod model;
 mod parse;
+pub mod split;
 mod value;
 mod writer;
 

@@ -39,6 +39,7 @@ impl Rope {
     /// base^(-2/n_rot)`, and is scaled by attn_factor, computed as ggml-cpu does (f32, repeated
     /// products; YaRN's ramp off: ext_factor 0). Angles are accurate for positions·freq_scale
     /// below 2e5.
+    #[allow(clippy::too_many_arguments)]
     pub fn record(
         gpu: &Gpu,
         enc: &mut wgpu::CommandEncoder,

@@ -1,14 +1,17 @@
 //! GGML tensor types: how many elements a block holds and how many bytes it takes.
 //!
 //! The ids are ggml's `enum ggml_type` (ggml.h). Every id that ggml defines is listed so that a
-//! header using an exotic type can still be inspected and sized; `dequantize` only exists for the
-//! types in [`GgmlType::is_supported`].
+//! header using an exotic type can still be inspected and sized; `dequantize` and `quantize` only
+//! exist for the types in [`GgmlType::is_supported`].
 
 mod blocks;
+pub mod convert;
 mod dequant;
+mod quantize;
 
 pub use blocks::*;
 pub use dequant::dequantize;
+pub use quantize::{can_quantize, f32_to_bf16, f32_to_f16, quantize};
 
 use serde::Serialize;
 
