@@ -113,19 +113,20 @@ function tinyModels() {
 }
 
 // Models converted by `quantweb quantize` (DIR/<model>-<TYPE>.gguf, e.g. smollm2-Q2_K.gguf from
-// SmolLM2 Q4_1 with --type Q2_K --allow-requantize): one raw prompt each, the file's sha256
+// SmolLM2 Q4_1 with --type Q2_K --allow-requantize, or tiny-llama3-Q2_K.gguf): one raw prompt each, the file's sha256
 // recorded as found. DIR must be inside the workspace (paths are recorded relative to it).
 const QUANT_CASES = { maxNewTokens: 64, raw: [REAL_CASES.raw[0]], chat: [] };
 function quantizedModels(dir) {
   const specs = {};
-  for (const file of fs.readdirSync(dir).filter((f) => /^[a-z0-9]+-[A-Z0-9_]+\.gguf$/.test(f)).sort()) {
+  const sources = { ...MODELS, ...tinyModels() };
+  for (const file of fs.readdirSync(dir).filter((f) => /^[a-z0-9-]+-[A-Z0-9_]+\.gguf$/.test(f)).sort()) {
     const [model, type] = file.slice(0, -".gguf".length).split(/-(?=[A-Z0-9_]+$)/);
-    if (!MODELS[model]) throw new Error(`${file}: ${model} is not one of ${Object.keys(MODELS).join(", ")}`);
+    if (!sources[model]) throw new Error(`${file}: ${model} is not one of ${Object.keys(sources).join(", ")}`);
     const rel = path.relative(ROOT, path.join(dir, file));
     if (rel.startsWith("..")) throw new Error(`--quantized: ${dir} is outside the workspace`);
     const sha256 = createHash("sha256").update(fs.readFileSync(path.join(dir, file))).digest("hex");
     specs[`${model}-${type}`] = { out: `quant-${model}-${type}.json`, file, parts: [rel], sha256,
-      generator: `quantweb quantize ${MODELS[model].parts.join(" ")} ${rel} --type ${type} --allow-requantize` };
+      generator: `quantweb quantize ${sources[model].parts.join(" ")} ${rel} --type ${type} --allow-requantize` };
   }
   if (Object.keys(specs).length === 0) throw new Error(`--quantized: no <model>-<TYPE>.gguf in ${dir}`);
   return specs;

@@ -7,6 +7,11 @@
 //! A verified model is recorded in `models/.verified` (file name, size, mtime, sha256), so later
 //! runs only compare sizes and mtimes instead of hashing 350 MB again.
 //!
+//! The requantized models (`QUANTIZED` below) are made by our own `quantweb quantize`, with the
+//! command and the sha256 recorded in their llama.cpp golden `tests/golden/quant-<name>.json`
+//! (the oracle read them from where that command wrote them; here they go to models/, so the
+//! browser tests can load them too).
+//!
 //! The tiny models are generated, not downloaded: `tests/tiny/make_tiny_models.py` builds them
 //! from the real models' tokenizers and seeded random weights, run by the python of a venv
 //! (`target/pyenv`) that holds exactly the pinned `gguf` and `numpy` from PyPI (Debian's python3
@@ -90,6 +95,7 @@ pub fn fetch_models(all: bool) -> Result<()> {
     }
     if all {
         ensure_tiny_models(&dir)?;
+        ensure_quantized_models(&dir)?;
     }
     Ok(())
 }
@@ -408,4 +414,133 @@ fn tiny_pyenv() -> Result<PathBuf> {
     )?;
     fs::write(&marker, want)?;
     Ok(python)
+}
+
+/// The requantized models the tests check against llama.cpp (`tests/golden/quant-<name>.json`):
+/// both real models in the four types that no real test model has (Q2_K, Q3_K, IQ4_NL, IQ4_XS)
+/// and gemma in Q5_K, plus the tiny Llama 3 in every type the tiny models lack, which is cheap
+/// enough for the browser tests. The other goldens there (Q4_K, Q6_K, Q8_0 of both real models;
+/// their types are already in gemma's Q4_K_M) are for `QUANTWEB_FIDELITY_ALL=1` runs.
+pub const QUANTIZED: &[&str] = &[
+    "smollm2-Q2_K",
+    "smollm2-Q3_K",
+    "smollm2-IQ4_NL",
+    "smollm2-IQ4_XS",
+    "gemma3-Q2_K",
+    "gemma3-Q3_K",
+    "gemma3-Q5_K",
+    "gemma3-IQ4_NL",
+    "gemma3-IQ4_XS",
+    "tiny-llama3-Q4_1",
+    "tiny-llama3-Q5_0",
+    "tiny-llama3-Q5_1",
+    "tiny-llama3-Q2_K",
+    "tiny-llama3-Q3_K",
+    "tiny-llama3-Q4_K",
+    "tiny-llama3-Q5_K",
+    "tiny-llama3-Q6_K",
+    "tiny-llama3-IQ4_NL",
+    "tiny-llama3-IQ4_XS",
+    "tiny-llama3-BF16",
+];
+
+/// A string field of the golden's `"model"` object, e.g. `"sha256"` or `"generator"`.
+fn golden_model_field(golden: &str, path: &Path, key: &str) -> Result<String> {
+    let model = golden
+        .find("\"model\": {")
+        .ok_or_else(|| format!("{}: no \"model\" object", path.display()))?;
+    let pat = format!("\"{key}\": \"");
+    let start = golden[model..]
+        .find(&pat)
+        .map(|i| model + i + pat.len())
+        .ok_or_else(|| format!("{}: model.{key} missing", path.display()))?;
+    let end = golden[start..]
+        .find('"')
+        .ok_or_else(|| format!("{}: model.{key} unterminated", path.display()))?;
+    Ok(golden[start..start + end].to_string())
+}
+
+/// Makes each of [`QUANTIZED`] that is missing or stale with the golden's own command (a
+/// release build of `quantweb`, rows spread over the cores), into models/, and checks its
+/// sha256 against the golden's: a different file means the quantizer changed and the golden
+/// must be remade by the oracle (tests/oracle/README.md).
+fn ensure_quantized_models(dir: &Path) -> Result<()> {
+    let mut todo = vec![];
+    for name in QUANTIZED {
+        let path = repo_root().join(format!("tests/golden/quant-{name}.json"));
+        let golden = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let sha = golden_model_field(&golden, &path, "sha256")?;
+        let generator = golden_model_field(&golden, &path, "generator")?;
+        let file = format!("{name}.gguf");
+        if stamped(dir, &[&file], &sha) {
+            continue;
+        }
+        todo.push((file, sha, generator));
+    }
+    if todo.is_empty() {
+        println!(
+            "requantized models ({}): present and verified",
+            QUANTIZED.len()
+        );
+        return Ok(());
+    }
+    run_cmd(
+        Command::new(crate::util::cargo()).args([
+            "build",
+            "--release",
+            "-p",
+            "quantweb",
+            "--bin",
+            "quantweb",
+        ]),
+        "building quantweb (release) for the requantized test models failed",
+    )?;
+    let exe = target_dir().join("release/quantweb");
+    for (file, sha, generator) in todo {
+        // "quantweb quantize SRC… OUT --type T --allow-requantize": sources are repo-relative;
+        // the output goes to models/ under a temporary name.
+        let args: Vec<&str> = generator.split_whitespace().collect();
+        let Some(out_at) = args.iter().position(|a| a.ends_with(&file)) else {
+            return Err(
+                format!("quant-{file}: generator {generator:?} does not write {file}").into(),
+            );
+        };
+        if args.get(..2) != Some(&["quantweb", "quantize"][..]) {
+            return Err(format!("quant-{file}: unexpected generator {generator:?}").into());
+        }
+        let tmp = dir.join(format!(".{file}.{}", std::process::id()));
+        let mut cmd = Command::new(&exe);
+        cmd.arg("quantize");
+        for src in &args[2..out_at] {
+            cmd.arg(repo_root().join(src));
+        }
+        cmd.arg(&tmp).args(&args[out_at + 1..]);
+        let t = Instant::now();
+        let made = run_cmd(&mut cmd, &format!("quantweb quantize for {file} failed"))
+            .and_then(|_| Ok(sha256_files(std::slice::from_ref(&tmp))?));
+        let got = match made {
+            Ok(got) => got,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        if got != sha {
+            let _ = fs::remove_file(&tmp);
+            return Err(format!(
+                "{file}: quantweb quantize now writes a file with sha256 {got}, but \
+                 tests/golden/quant-{} was made by llama.cpp from one with {sha}. If the quantizer \
+                 changed on purpose, remake that golden (tests/oracle/README.md, --quantized).",
+                file.trim_end_matches(".gguf")
+            )
+            .into());
+        }
+        fs::rename(&tmp, dir.join(&file))?;
+        write_stamps(dir, &[&file], &sha)?;
+        println!(
+            "{file}: made and verified in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
 }
