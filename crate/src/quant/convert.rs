@@ -362,6 +362,7 @@ async fn convert_tensor(
 
 /// [`quantize`] of whole rows, natively spread over the CPU cores (rows are independent, and
 /// the IQ4 searches take minutes on one core for a 250M-weight model); the bytes are the same.
+#[cfg_attr(target_arch = "wasm32", allow(unused_variables))]
 fn quantize_rows(ty: GgmlType, values: &[f32], ncols: usize) -> Result<Vec<u8>> {
     #[cfg(not(target_arch = "wasm32"))]
     {
