@@ -9,7 +9,7 @@
 
 mod common;
 
-use quantweb::gguf::split::{assign_offsets, encode_header};
+use quantweb::gguf::writer::{assign_offsets, encode_header};
 use quantweb::gguf::{GgufModel, Layout, TensorInfo, Value, DEFAULT_ALIGNMENT};
 use quantweb::inspect::ModelInfo;
 use quantweb::model::{Model, Output, Want};

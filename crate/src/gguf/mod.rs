@@ -5,7 +5,7 @@ mod model;
 mod parse;
 pub mod split;
 mod value;
-mod writer;
+pub mod writer;
 
 pub use model::{shard_names, GgufModel, Layout, ModelTensor};
 pub use parse::{

@@ -22,7 +22,8 @@
 
 use super::{dequantize, quantize, GgmlType};
 use crate::error::{Error, Result};
-use crate::gguf::{GgufModel, GgufWriter, Value, DEFAULT_ALIGNMENT};
+use crate::gguf::writer::{assign_offsets, encode_header};
+use crate::gguf::{GgufModel, TensorInfo, Value, DEFAULT_ALIGNMENT};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -261,29 +262,22 @@ fn alignment(model: &GgufModel) -> u64 {
 
 /// The header of the new file up to the start of the tensor data (padding included).
 fn header(model: &GgufModel, target: GgmlType, plans: &[TensorPlan]) -> Vec<u8> {
-    // GgufWriter writes magic, version, counts and the metadata; the tensor infos (whose data
-    // is streamed later, not held by a writer) are appended here and the count patched in.
-    let mut out = GgufWriter {
-        metadata: out_metadata(model, target),
-        tensors: vec![],
-    }
-    .to_bytes();
-    out[8..16].copy_from_slice(&(plans.len() as u64).to_le_bytes());
     let align = alignment(model);
-    let mut offset = 0u64;
-    for p in plans {
-        out.extend_from_slice(&(p.name.len() as u64).to_le_bytes());
-        out.extend_from_slice(p.name.as_bytes());
-        out.extend_from_slice(&(p.dims.len() as u32).to_le_bytes());
-        for d in &p.dims {
-            out.extend_from_slice(&d.to_le_bytes());
-        }
-        out.extend_from_slice(&p.to.id().to_le_bytes());
-        out.extend_from_slice(&offset.to_le_bytes());
-        offset = (offset + p.out_bytes()).next_multiple_of(align);
-    }
-    out.resize(out.len().next_multiple_of(align as usize), 0);
-    out
+    let mut infos: Vec<TensorInfo> = plans
+        .iter()
+        .map(|p| TensorInfo {
+            name: p.name.clone(),
+            dims: p.dims.clone(),
+            ty: p.to,
+            offset: 0,
+            n_elements: p.n_elements(),
+            n_bytes: p.out_bytes(),
+        })
+        .collect();
+    assign_offsets(&mut infos, align);
+    let metadata = out_metadata(model, target);
+    let metadata: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    encode_header(&metadata, &infos, align)
 }
 
 /// Writes the converted model to `out`: the header, then each tensor as [`plan`] decided, copied
