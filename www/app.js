@@ -609,10 +609,11 @@ function chatAdvice(e, source) {
   if (e && e.name === 'NoWebGPUError') return 'Open this page in a recent Chrome or Edge (desktop, or Android 121+). In other browsers, enable WebGPU in the settings or flags. Use the Calculator tab meanwhile.';
   if (e && e.name === 'QuotaExceededError') return 'Delete cached models below, free disk space, or untick "Keep a copy in this browser" to stream the model without caching it.';
   if (e && e.name === 'CacheUnavailableError') return 'Untick "Keep a copy in this browser" and load again.';
-  if (/context/i.test(m) && /(full|exceed|overflow|longer|too long|context length)/i.test(m)) return 'The conversation no longer fits the context: start a new chat, or raise the context length and reload the model.';
-  if (/unsupported|not supported|cannot run/i.test(m)) return 'quantweb runs llama-style (Llama, SmolLM2, …) and Gemma 3 models for now, with the quantizations the Calculator lists. Pick another model.';
-  if (/device (was )?lost|DeviceLost/i.test(m)) return 'The GPU was reset (driver crash or the tab was in the background too long). Reload the model.';
-  if (/interrupted|ended at/i.test(m)) return 'The connection dropped. Load again: the download resumes where it stopped.';
+  if (e && e.name === 'ContextFullError') return 'The conversation no longer fits the context: start a new chat, or raise the context length and reload the model.';
+  if (e && e.name === 'UnsupportedModelError') return 'quantweb runs Llama (1–3), SmolLM2, Mistral, Qwen 2/2.5/3, Phi-3 and Gemma 3 models in F32, F16, BF16, Q4_0…Q8_0, Q2_K…Q6_K, IQ4_NL and IQ4_XS. Nothing was downloaded; pick another file of this model (e.g. its Q4_K_M) or another model.';
+  if (e && e.name === 'InvalidModelError') return 'The file is not a complete GGUF model: check the URL points at the .gguf file itself (not a web page), or download it again.';
+  if (e && e.name === 'DeviceLostError') return 'The GPU was reset (driver crash or the tab was in the background too long). Reload the model.';
+  if (e && e.resumable) return 'The connection dropped. Load again: the download resumes where it stopped.';
   return adviceFor(m, source);
 }
 

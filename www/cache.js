@@ -250,16 +250,17 @@ function quotaError(needed, total, est) {
  *
  * `onProgress({loaded, total, part, parts})`: bytes on disk so far / in all (resumed bytes count
  * as loaded from the start).
+ * `check(urls)`: awaited after the size probes and before anything is stored or downloaded (the
+ * worker reads the model's header there, so an unrunnable model costs no download); what it
+ * throws is thrown.
  * Errors: HttpError (status in the message), NetworkError (network/CORS, download interrupted;
  * the partial file is kept for the next try), QuotaExceededError, CacheUnavailableError,
  * AbortError.
  */
-export async function download(urls, { onProgress, signal } = {}) {
+export async function download(urls, { onProgress, signal, check } = {}) {
   const hit = await lookup(urls);
   if (hit) return { ...hit, downloaded: 0 };
   const key = cacheKey(urls);
-  const dir = await entryDir(key, true);
-  const old = await readMeta(dir);
   const n = urls.length;
 
   // Sizes and ETags, CONCURRENCY at a time.
@@ -267,6 +268,10 @@ export async function download(urls, { onProgress, signal } = {}) {
   await pool(n, async (i) => {
     heads[i] = await probe(urls[i], partLabel(i, n), signal);
   });
+  if (check) await check(urls);
+  // Only now is the entry created: a model that failed the probes or the check leaves nothing.
+  const dir = await entryDir(key, true);
+  const old = await readMeta(dir);
 
   const parts = [];
   for (let i = 0; i < n; i++) {

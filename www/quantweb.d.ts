@@ -221,8 +221,9 @@ export function ready(): Promise<QuantwebSync>;
 
 /**
  * Reads only the header (HTTP Range for URLs, local slices for Files: nothing is uploaded).
- * Rejects with an Error whose message names the problem: HTTP status (404 …), network/CORS
- * failure, "not a GGUF file", a server without Range support, a truncated header.
+ * Rejects with a named Error whose message names the problem: HttpError (404 …, a server
+ * without Range support), NetworkError (network/CORS failure), InvalidModelError ("not a GGUF
+ * file", a truncated or malformed header).
  */
 export function inspect(source: ModelSource): Promise<ModelInfo>;
 export function estimateMemory(info: ModelInfo, options?: EstimateOptions): Promise<MemoryEstimate>;
@@ -476,7 +477,10 @@ export interface CachedModel {
  * A model on the GPU, run in a Web Worker; requests run one at a time, in order. Errors are
  * `Error`s with a `name`: NoWebGPUError, HttpError, NetworkError (network, CORS or an
  * interrupted download: `resumable`), QuotaExceededError, CacheUnavailableError, AbortError,
- * NotLoadedError, DeviceLostError (the GPU was reset: load the model again), or the engine's own (not a GGUF, unsupported architecture, context full, …).
+ * NotLoadedError, DeviceLostError (the GPU was reset: load the model again),
+ * UnsupportedModelError (a quant type, architecture or tokenizer this engine does not run; the
+ * message names it and the tensors; found from the header alone, before any download),
+ * InvalidModelError (not a GGUF, truncated or malformed), ContextFullError, BusyError.
  */
 export class Engine {
   /** `source`: a URL, a File/Blob, or an array (shards or byte chunks, in order). */

@@ -18,7 +18,7 @@
 // Engine calls run one at a time, in arrival order (the WasmEngine is not re-entrant); `abort`
 // is handled at once, between tokens, because the engine awaits every GPU readback.
 
-import init, { WasmEngine } from './pkg/quantweb.js';
+import init, { WasmEngine, checkRunnable } from './pkg/quantweb.js';
 import * as cache from './cache.js';
 
 let wasm = null; // init() promise → wasm exports (for memory size)
@@ -107,6 +107,7 @@ async function load(id, { source, contextLength, cache: useCache = true }) {
         const meter = new Meter('download', (p) => post({ id, type: 'progress', ...p }));
         const got = await cache.download(urls, {
           signal: state.controller.signal,
+          check: (urls) => checkRunnable(urls),
           onProgress: ({ loaded, total, part, parts }) => meter.update(loaded, total, { part, parts }),
         });
         from = got.downloaded > 0 ? 'network' : 'cache';

@@ -6,7 +6,8 @@ use crate::chat::{ChatMessage, ChatTemplate};
 use crate::error::{Error, Result};
 use crate::generate::{generate, Timings};
 use crate::gguf::GgufModel;
-use crate::model::{Arch, Model};
+use crate::inspect::ModelInfo;
+use crate::model::{Arch, Config, Model};
 use crate::sample::{Sampler, SamplerConfig};
 use crate::tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
@@ -86,19 +87,44 @@ pub struct Engine {
     history: Vec<u32>,
 }
 
+/// Fails, with the error a load would give, on anything the header alone shows to be
+/// unrunnable: an unsupported quant type, architecture, tokenizer or chat template. Reads no
+/// weights, so the browser can call it before downloading a model.
+pub fn check_runnable(gguf: &GgufModel) -> Result<ModelInfo> {
+    // First, because another architecture's keys would otherwise be reported as missing.
+    if let Some(arch) = gguf
+        .metadata
+        .get("general.architecture")
+        .and_then(|v| v.as_str())
+    {
+        Arch::from_name(arch)?;
+    }
+    let info = ModelInfo::from_model(gguf)?;
+    info.check_supported()?;
+    let config = Config::from_info(&info)?;
+    text_side(gguf, config.arch)?;
+    Ok(info)
+}
+
+/// The tokenizer and chat template of a model, and where the template comes from. Without a
+/// template in the file, llama.cpp's built-in one for the architecture (Gemma's, else ChatML).
+fn text_side(gguf: &GgufModel, arch: Arch) -> Result<(Tokenizer, ChatTemplate, &'static str)> {
+    let tokenizer = Tokenizer::from_model(gguf)?;
+    let (template, source) = match ChatTemplate::from_model(gguf, &tokenizer) {
+        Ok(t) => (t, "model"),
+        Err(Error::NoChatTemplate { .. }) if arch == Arch::Gemma3 => {
+            (ChatTemplate::gemma(&tokenizer)?, "gemma")
+        }
+        Err(Error::NoChatTemplate { .. }) => (ChatTemplate::chatml(&tokenizer)?, "chatml"),
+        Err(e) => return Err(e),
+    };
+    Ok((tokenizer, template, source))
+}
+
 impl Engine {
-    /// Builds the tokenizer and the chat template around a loaded model. Without a template
-    /// in the file, llama.cpp's built-in one for the architecture (Gemma's, else ChatML).
+    /// Builds the tokenizer and the chat template around a loaded model.
     pub fn new(gguf: &GgufModel, model: Model) -> Result<Engine> {
-        let tokenizer = Tokenizer::from_model(gguf)?;
-        let (template, template_source) = match ChatTemplate::from_model(gguf, &tokenizer) {
-            Ok(t) => (t, "model"),
-            Err(Error::NoChatTemplate { .. }) if model.config.arch == Arch::Gemma3 => {
-                (ChatTemplate::gemma(&tokenizer)?, "gemma")
-            }
-            Err(Error::NoChatTemplate { .. }) => (ChatTemplate::chatml(&tokenizer)?, "chatml"),
-            Err(e) => return Err(e),
-        };
+        let (tokenizer, template, template_source) = text_side(gguf, model.config.arch)?;
         Ok(Engine {
             model,
             tokenizer,

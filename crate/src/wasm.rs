@@ -1,8 +1,9 @@
 //! The wasm edge: JS-facing functions and browser byte sources (Blob/File, fetch with Range).
-//! Errors become `JsError` here and nowhere else.
+//! Errors become JS `Error`s here and nowhere else, each with a `name` that says its kind
+//! (see [`error_name`]).
 
 use crate::chat::ChatMessage;
-use crate::engine::{CompleteOptions, Engine};
+use crate::engine::{self, CompleteOptions, Engine};
 use crate::error::{Error, Result};
 use crate::gguf::{shard_names, GgufModel, INITIAL_WINDOW};
 use crate::gpu::Gpu;
@@ -22,21 +23,65 @@ extern "C" {
     fn global_fetch(req: &web_sys::Request) -> js_sys::Promise;
 }
 
-fn to_js<T: Serialize>(v: &T) -> std::result::Result<JsValue, JsError> {
-    v.serialize(&serde_wasm_bindgen::Serializer::json_compatible())
-        .map_err(|e| JsError::new(&e.to_string()))
+/// A failure as JS sees it: an `Error` with a `name`.
+type JsResult<T> = std::result::Result<T, JsValue>;
+
+fn js_error(name: &str, message: &str) -> JsValue {
+    let e = js_sys::Error::new(message);
+    e.set_name(name);
+    e.into()
 }
 
-fn js_err(e: Error) -> JsError {
-    JsError::new(&e.to_string())
+/// The JS `name` of an engine error, so that pages can react to a kind of failure without
+/// parsing messages (quantweb.d.ts lists them).
+fn error_name(e: &Error) -> &'static str {
+    match e {
+        Error::Http { .. } | Error::RangeNotSupported { .. } => "HttpError",
+        Error::Network { .. } => "NetworkError",
+        Error::UnsupportedType { .. }
+        | Error::UnsupportedArchitecture { .. }
+        | Error::UnsupportedTokenizer { .. }
+        | Error::UnsupportedPreTokenizer { .. }
+        | Error::UnsupportedVersion { .. } => "UnsupportedModelError",
+        Error::BadMagic { .. }
+        | Error::Truncated { .. }
+        | Error::HeaderTooLarge { .. }
+        | Error::LengthBeyondData { .. }
+        | Error::UnknownValueType { .. }
+        | Error::NestingTooDeep { .. }
+        | Error::BadUtf8 { .. }
+        | Error::Duplicate { .. }
+        | Error::UnknownTensorType { .. }
+        | Error::BadShape { .. }
+        | Error::BadTensorOffset { .. }
+        | Error::OverlappingTensors { .. }
+        | Error::WrongValueType { .. }
+        | Error::MissingKey { .. }
+        | Error::BadValue { .. }
+        | Error::Shards(_)
+        | Error::NoSuchTensor(_)
+        | Error::BadBlockData { .. } => "InvalidModelError",
+        Error::ContextFull { .. } => "ContextFullError",
+        Error::DeviceLost { .. } => "DeviceLostError",
+        _ => "Error",
+    }
+}
+
+fn to_js<T: Serialize>(v: &T) -> JsResult<JsValue> {
+    v.serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(|e| js_error("Error", &e.to_string()))
+}
+
+fn js_err(e: Error) -> JsValue {
+    js_error(error_name(&e), &e.to_string())
 }
 
 /// An argument that did not deserialize; serde-wasm-bindgen's message already starts "Error: ".
-fn bad_arg(what: &str, e: serde_wasm_bindgen::Error) -> JsError {
-    JsError::new(&format!(
-        "{what}: {}",
-        e.to_string().trim_start_matches("Error: ")
-    ))
+fn bad_arg(what: &str, e: serde_wasm_bindgen::Error) -> JsValue {
+    js_error(
+        "TypeError",
+        &format!("{what}: {}", e.to_string().trim_start_matches("Error: ")),
+    )
 }
 
 fn js_message(v: &JsValue) -> String {
@@ -265,11 +310,22 @@ async fn open_sources(source: JsValue) -> Result<Vec<Box<dyn ByteSource>>> {
 /// Reads a model's header (only the header: HTTP Range for URLs, slices for files) and returns
 /// what `quantweb inspect --json` prints.
 #[wasm_bindgen]
-pub async fn inspect(source: JsValue) -> std::result::Result<JsValue, JsError> {
+pub async fn inspect(source: JsValue) -> JsResult<JsValue> {
     let model = GgufModel::open(open_sources(source).await.map_err(js_err)?)
         .await
         .map_err(js_err)?;
     to_js(&ModelInfo::from_model(&model).map_err(js_err)?)
+}
+
+/// Reads only the header of `source` (as `inspect`) and rejects, with the error `WasmEngine.load`
+/// would give (UnsupportedModelError, InvalidModelError, …), a model this engine cannot run;
+/// resolves to the `inspect` object otherwise. The worker calls it before downloading a model.
+#[wasm_bindgen(js_name = checkRunnable)]
+pub async fn check_runnable(source: JsValue) -> JsResult<JsValue> {
+    let model = GgufModel::open(open_sources(source).await.map_err(js_err)?)
+        .await
+        .map_err(js_err)?;
+    to_js(&engine::check_runnable(&model).map_err(js_err)?)
 }
 
 #[derive(Deserialize, Default)]
@@ -282,7 +338,7 @@ struct EstimateOptions {
 
 /// What `quantweb fit --json` prints, for an object returned by `inspect`.
 #[wasm_bindgen(js_name = estimateMemory)]
-pub fn estimate_memory(info: JsValue, options: JsValue) -> std::result::Result<JsValue, JsError> {
+pub fn estimate_memory(info: JsValue, options: JsValue) -> JsResult<JsValue> {
     let info: ModelInfo = serde_wasm_bindgen::from_value(info)
         .map_err(|e| bad_arg("not a model info object from inspect()", e))?;
     let o: EstimateOptions = if options.is_undefined() || options.is_null() {
@@ -316,7 +372,7 @@ struct FitQuery {
 
 /// fits / tight / does_not_fit with reasons, for a total (a row of `estimateMemory`) on a device.
 #[wasm_bindgen(js_name = judgeFit)]
-pub fn judge_fit(query: JsValue) -> std::result::Result<JsValue, JsError> {
+pub fn judge_fit(query: JsValue) -> JsResult<JsValue> {
     let q: FitQuery =
         serde_wasm_bindgen::from_value(query).map_err(|e| bad_arg("bad fit query", e))?;
     to_js(&memory::verdict(
@@ -335,7 +391,7 @@ struct RuleOfThumb {
 
 /// The seed's quick rule for a typed parameter count ("8B", "135M").
 #[wasm_bindgen(js_name = ruleOfThumb)]
-pub fn rule_of_thumb(params: &str) -> std::result::Result<JsValue, JsError> {
+pub fn rule_of_thumb(params: &str) -> JsResult<JsValue> {
     let parameters = memory::parse_param_count(params).map_err(js_err)?;
     to_js(&RuleOfThumb {
         parameters,
@@ -443,7 +499,7 @@ impl WasmEngine {
         source: JsValue,
         options: JsValue,
         on_progress: Option<js_sys::Function>,
-    ) -> std::result::Result<WasmEngine, JsError> {
+    ) -> JsResult<WasmEngine> {
         let o: LoadOptions = if options.is_undefined() || options.is_null() {
             LoadOptions::default()
         } else {
@@ -452,6 +508,7 @@ impl WasmEngine {
         let gguf = GgufModel::open(open_sources(source).await.map_err(js_err)?)
             .await
             .map_err(js_err)?;
+        engine::check_runnable(&gguf).map_err(js_err)?;
         let mut gpu = Gpu::new().await.map_err(js_err)?;
         let browser = browser_adapter().await;
         // wgpu marks only a "fallback" adapter as a CPU one; SwiftShader may not say so.
@@ -510,47 +567,51 @@ impl WasmEngine {
 
     /// `{architecture, name, contextLength, trainedContext, nVocab, weightBytes, kvBytes,
     /// chatTemplate ("model" | "gemma" | "chatml"), adapter}`.
-    pub fn info(&self) -> std::result::Result<JsValue, JsError> {
+    pub fn info(&self) -> JsResult<JsValue> {
         to_js(&self.info)
     }
 
     /// Token ids of `text` without BOS.
-    pub fn tokenize(
-        &self,
-        text: &str,
-        parse_special: bool,
-    ) -> std::result::Result<Vec<u32>, JsError> {
-        let e = self.inner.try_borrow().map_err(|_| JsError::new(BUSY))?;
+    pub fn tokenize(&self, text: &str, parse_special: bool) -> JsResult<Vec<u32>> {
+        let e = self
+            .inner
+            .try_borrow()
+            .map_err(|_| js_error("BusyError", BUSY))?;
         Ok(e.tokenizer.encode(text, false, parse_special))
     }
 
-    pub fn detokenize(&self, ids: Vec<u32>) -> std::result::Result<String, JsError> {
-        let e = self.inner.try_borrow().map_err(|_| JsError::new(BUSY))?;
+    pub fn detokenize(&self, ids: Vec<u32>) -> JsResult<String> {
+        let e = self
+            .inner
+            .try_borrow()
+            .map_err(|_| js_error("BusyError", BUSY))?;
         e.tokenizer.decode(&ids, false).map_err(js_err)
     }
 
     /// Prompt ids as llama.cpp makes them (BOS first when the model adds one).
     #[wasm_bindgen(js_name = promptTokens)]
-    pub fn prompt_tokens(
-        &self,
-        text: &str,
-        parse_special: bool,
-    ) -> std::result::Result<Vec<u32>, JsError> {
-        let e = self.inner.try_borrow().map_err(|_| JsError::new(BUSY))?;
+    pub fn prompt_tokens(&self, text: &str, parse_special: bool) -> JsResult<Vec<u32>> {
+        let e = self
+            .inner
+            .try_borrow()
+            .map_err(|_| js_error("BusyError", BUSY))?;
         Ok(e.prompt_tokens(text, parse_special))
     }
 
     /// Prompt ids of `[{role, content}, …]` through the chat template, ready for the assistant's
     /// turn, as llama.cpp makes them (a BOS the template writes is not doubled).
     #[wasm_bindgen(js_name = chatTokens)]
-    pub fn chat_tokens(&self, messages: JsValue) -> std::result::Result<Vec<u32>, JsError> {
+    pub fn chat_tokens(&self, messages: JsValue) -> JsResult<Vec<u32>> {
         let msgs: Vec<JsMessage> = serde_wasm_bindgen::from_value(messages)
             .map_err(|e| bad_arg("messages must be [{role, content}, …]", e))?;
         let msgs: Vec<ChatMessage> = msgs
             .into_iter()
             .map(|m| ChatMessage::new(m.role, m.content))
             .collect();
-        let e = self.inner.try_borrow().map_err(|_| JsError::new(BUSY))?;
+        let e = self
+            .inner
+            .try_borrow()
+            .map_err(|_| js_error("BusyError", BUSY))?;
         e.chat_tokens(&msgs).map_err(js_err)
     }
 
@@ -564,7 +625,7 @@ impl WasmEngine {
         prompt: Vec<u32>,
         options: JsValue,
         on_token: Option<js_sys::Function>,
-    ) -> std::result::Result<js_sys::Promise, JsError> {
+    ) -> JsResult<js_sys::Promise> {
         let opts: CompleteOptions = if options.is_undefined() || options.is_null() {
             CompleteOptions::default()
         } else {
@@ -575,7 +636,9 @@ impl WasmEngine {
         Ok(wasm_bindgen_futures::future_to_promise(async move {
             // Held across the awaits on purpose: it is the engine's lock, and every other
             // method only try-borrows, answering BUSY instead of panicking.
-            let mut e = inner.try_borrow_mut().map_err(|_| JsError::new(BUSY))?;
+            let mut e = inner
+                .try_borrow_mut()
+                .map_err(|_| js_error("BusyError", BUSY))?;
             let done = e
                 .complete(&prompt, &opts, |piece, id| match &on_token {
                     // `false` or a throw stops generation.
@@ -590,16 +653,16 @@ impl WasmEngine {
                 })
                 .await
                 .map_err(js_err)?;
-            Ok(to_js(&done)?)
+            to_js(&done)
         }))
     }
 
     /// Forgets the conversation in the KV cache.
-    pub fn reset(&self) -> std::result::Result<(), JsError> {
+    pub fn reset(&self) -> JsResult<()> {
         let mut e = self
             .inner
             .try_borrow_mut()
-            .map_err(|_| JsError::new(BUSY))?;
+            .map_err(|_| js_error("BusyError", BUSY))?;
         e.reset();
         Ok(())
     }

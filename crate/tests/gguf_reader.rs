@@ -458,3 +458,58 @@ fn unsupported_tensor_types_are_listed_by_name() {
         "{e}"
     );
 }
+
+/// `check_runnable` is what the browser calls before downloading: every error a load would give
+/// from the header alone, quant types first, then the tokenizer (built only after the upload
+/// in a load).
+#[test]
+fn check_runnable_fails_on_the_header_alone() {
+    use quantweb::engine::check_runnable;
+    let m = open(
+        tiny_model()
+            .tensor(
+                "blk.0.ffn_down.weight",
+                &[256, 2],
+                GgmlType::IQ2_XXS,
+                vec![0; 66 * 2],
+            )
+            .to_bytes(),
+    )
+    .unwrap();
+    let e = check_runnable(&m).unwrap_err();
+    assert!(
+        matches!(&e, Error::UnsupportedType { ty: GgmlType::IQ2_XXS, tensors } if tensors == "blk.0.ffn_down.weight"),
+        "{e}"
+    );
+    let m = open(
+        tiny_model()
+            .kv("tokenizer.ggml.model", Value::String("t5".into()))
+            .to_bytes(),
+    )
+    .unwrap();
+    let e = check_runnable(&m).unwrap_err();
+    assert!(
+        matches!(&e, Error::UnsupportedTokenizer { model, .. } if model == "t5"),
+        "{e}"
+    );
+    let m = open(
+        GgufWriter::new()
+            .kv("general.architecture", Value::String("mamba".into()))
+            .kv("mamba.block_count", Value::U32(1))
+            .kv("mamba.embedding_length", Value::U32(32))
+            .kv("mamba.context_length", Value::U32(128))
+            .tensor(
+                "token_embd.weight",
+                &[32, 8],
+                GgmlType::F32,
+                f32_bytes(&[0.5; 256]),
+            )
+            .to_bytes(),
+    )
+    .unwrap();
+    let e = check_runnable(&m).unwrap_err();
+    assert!(
+        matches!(&e, Error::UnsupportedArchitecture { arch, .. } if arch == "mamba"),
+        "{e}"
+    );
+}

@@ -14,10 +14,13 @@ import assert from 'node:assert/strict';
 import { readFileSync, existsSync, mkdirSync, linkSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { launch, baseUrl, altBaseUrl } from './lib.mjs';
-import { root, fixturesDir, splitGguf } from './fixtures.mjs';
+import { root, fixturesDir, splitGguf, retypeTensors } from './fixtures.mjs';
 
 const SMOL = 'SmolLM2-135M-Instruct.Q4_1.gguf';
 const GEMMA_PARTS = [0, 1, 2, 3].map((i) => `gemma-3-270m-q4_k_m.gguf.part0${i}`);
+const IQ2_XXS_TENSORS = ['blk.0.ffn_down.weight', 'blk.7.ffn_down.weight'];
+/** gguf/parse.rs INITIAL_WINDOW: the most a header read fetches. */
+const HEADER_WINDOW = 4 << 20;
 const N_TOKENS = Number(process.env.QUANTWEB_GOLDEN_TOKENS || 16);
 const MINUTE = 60_000;
 
@@ -40,6 +43,8 @@ before(async () => {
   rmSync(gap, { recursive: true, force: true });
   mkdirSync(gap, { recursive: true });
   for (const i of [0, 2]) linkSync(shards[i], path.join(gap, path.basename(shards[i])));
+  // SmolLM2 with two FFN matrices claiming IQ2_XXS (ggml type 16), which quantweb does not run.
+  retypeTensors(path.join(root, 'models', SMOL), path.join(fixturesDir, 'smol-iq2xxs.gguf'), IQ2_XXS_TENSORS, 16);
   browser = await launch();
 });
 
@@ -266,8 +271,9 @@ test('an interrupted download is a named error, keeps its bytes, and resumes wit
     assert.equal(info.source, 'network');
     assert.equal(info.downloadedBytes, 98362432 - partial[0].storedBytes, 'only the missing bytes were downloaded');
     const resumed = log.requests.slice(before).filter((r) => r.url.includes('/flaky/'));
-    assert.deepEqual(resumed.map((r) => r.headers.range), ['bytes=0-0', `bytes=${partial[0].storedBytes}-`]);
-    const resp = await resumed[1].req.response();
+    // The size probe, the header read (is the model runnable?), then the missing bytes.
+    assert.deepEqual(resumed.map((r) => r.headers.range), ['bytes=0-0', `bytes=0-${HEADER_WINDOW - 1}`, `bytes=${partial[0].storedBytes}-`]);
+    const resp = await resumed[2].req.response();
     assert.equal(resp.status(), 206);
     assert.equal((await must(page, () => Engine.cached()))[0].complete, true);
     await must(page, () => window.engine.unload());
@@ -310,12 +316,14 @@ test('quota, no WebGPU, bad sources: clear named errors before any model downloa
     assert.match(noCors.error.message, /CORS/);
 
     const missing = await inPage(page, () => Engine.load('/models/nope.gguf', { cache: false }));
-    assert.match(missing.error?.message || '', /HTTP 404/);
+    assert.equal(missing.error?.name, 'HttpError');
+    assert.match(missing.error.message, /HTTP 404/);
     const cachedMissing = await inPage(page, () => Engine.load('/models/nope.gguf'));
     assert.equal(cachedMissing.error?.name, 'HttpError');
     assert.match(cachedMissing.error.message, /HTTP 404 \(not found\) for .*nope\.gguf/);
     const notGguf = await inPage(page, () => Engine.load(new Blob(['hello, this is not a model'])));
-    assert.match(notGguf.error?.message || '', /not a GGUF/i);
+    assert.equal(notGguf.error?.name, 'InvalidModelError');
+    assert.match(notGguf.error.message, /not a GGUF/i);
   } finally {
     await context.close();
   }
@@ -335,6 +343,30 @@ test('quota, no WebGPU, bad sources: clear named errors before any model downloa
     assert.ok(await page.isVisible('#chat-error'));
   } finally {
     await noGpu.close();
+  }
+});
+
+test('an unsupported quant type is a named error from the header alone: nothing downloaded or cached', { timeout: 3 * MINUTE }, async () => {
+  const { context, page, log } = await openPage();
+  try {
+    const url = '/fixtures/smol-iq2xxs.gguf';
+    for (const cache of [true, false]) {
+      const r = await inPage(page, ([url, cache]) => Engine.load(url, { cache }), [url, cache]);
+      assert.equal(r.error?.name, 'UnsupportedModelError', JSON.stringify(r));
+      assert.match(r.error.message, /type IQ2_XXS is not supported \(tensors: blk\.0\.ffn_down\.weight, blk\.7\.ffn_down\.weight\)/);
+    }
+    const ranges = log.requests.filter((r) => r.url.includes('smol-iq2xxs')).map((r) => r.headers.range);
+    assert.ok(ranges.length > 0);
+    for (const range of ranges) {
+      const m = /^bytes=(\d+)-(\d+)$/.exec(range || '');
+      assert.ok(m && Number(m[2]) < HEADER_WINDOW, `only header reads, got ${JSON.stringify(ranges)}`);
+    }
+    assert.deepEqual(await must(page, () => Engine.cached()), [], 'nothing was stored');
+    // The calculator's header read names the same tensors without failing.
+    const info = await must(page, async (url) => (await import('/quantweb.js')).inspect(url), url);
+    assert.deepEqual(info.unsupported_types, [{ type: 'IQ2_XXS', tensors: IQ2_XXS_TENSORS }]);
+  } finally {
+    await context.close();
   }
 });
 

@@ -125,3 +125,22 @@ export function splitGguf(src, outDir, stem, count = 3) {
   }
   return names;
 }
+
+/**
+ * Copies `src` to `out` with the ggml type id of the named tensors replaced by `typeId` (the
+ * data is left as it is: the file is only for tests of the header checks). Returns `out`.
+ */
+export function retypeTensors(src, out, names, typeId) {
+  if (existsSync(out) && statSync(out).mtimeMs >= statSync(src).mtimeMs) return out;
+  const buf = readFileSync(src);
+  const h = parseHeader(buf);
+  for (const name of names) {
+    const t = h.tensors.find((x) => x.name === name);
+    if (!t) throw new Error(`${src} has no tensor ${name}`);
+    // The type is the last u32 of the info before its offset.
+    t.infoNoOffset.writeUInt32LE(typeId, t.infoNoOffset.length - 4);
+  }
+  mkdirSync(path.dirname(out), { recursive: true });
+  writeFileSync(out, buf);
+  return out;
+}

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use quantweb::chat::ChatMessage;
-use quantweb::engine::{CompleteOptions, Engine};
+use quantweb::engine::{check_runnable, CompleteOptions, Engine};
 use quantweb::error::Result;
 use quantweb::generate::{generate, score};
 use quantweb::gguf::GgufModel;
@@ -177,6 +177,8 @@ fn open(model: &[String]) -> Result<ModelInfo> {
 /// Opens the GGUF, the GPU and uploads the weights.
 fn load(model: &[String], ctx: u32) -> Result<(GgufModel, Model)> {
     let gguf = pollster::block_on(GgufModel::open(open_args(model)?))?;
+    // Before the GPU and the weights: an unrunnable file fails in a moment, not after the upload.
+    check_runnable(&gguf)?;
     let gpu = pollster::block_on(Gpu::new())?;
     let m = pollster::block_on(Model::load(gpu, &gguf, ctx))?;
     // Shader compilation happens here, not inside the first prefill's timing.

@@ -20,6 +20,25 @@ pub enum Arch {
     Phi3,
 }
 
+impl Arch {
+    /// The architecture of a `general.architecture` value.
+    pub fn from_name(name: &str) -> Result<Arch> {
+        Ok(match name {
+            "llama" => Arch::Llama,
+            "gemma3" => Arch::Gemma3,
+            "qwen2" => Arch::Qwen2,
+            "qwen3" => Arch::Qwen3,
+            "phi3" => Arch::Phi3,
+            other => {
+                return Err(Error::UnsupportedArchitecture {
+                    arch: other.into(),
+                    supported: SUPPORTED_ARCHITECTURES.join(", "),
+                })
+            }
+        })
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub arch: Arch,
@@ -51,6 +70,8 @@ pub struct Config {
     pub sliding: Vec<bool>,
     /// Multiplies the token embeddings (gemma: √n_embd).
     pub embed_scale: f32,
+    /// Multiplies Q after RoPE (llama.cpp's `ggml_scale` of Qcur: gemma3, phi3); 1 for none.
+    pub q_scale: f32,
     /// Multiplies q·k.
     pub attn_scale: f32,
     pub activation: Activation,
@@ -58,19 +79,7 @@ pub struct Config {
 
 impl Config {
     pub fn from_info(info: &ModelInfo) -> Result<Self> {
-        let arch = match info.architecture.as_str() {
-            "llama" => Arch::Llama,
-            "gemma3" => Arch::Gemma3,
-            "qwen2" => Arch::Qwen2,
-            "qwen3" => Arch::Qwen3,
-            "phi3" => Arch::Phi3,
-            other => {
-                return Err(Error::UnsupportedArchitecture {
-                    arch: other.into(),
-                    supported: SUPPORTED_ARCHITECTURES.join(", "),
-                });
-            }
-        };
+        let arch = Arch::from_name(&info.architecture)?;
         let hp = &info.hparams;
         let meta = |k: &str| info.metadata.get(format!("{}.{k}", info.architecture));
         let meta_f32 = |k: &str| meta(k).and_then(|v| v.as_f64()).map(|v| v as f32);
@@ -137,11 +146,17 @@ impl Config {
                 Arch::Gemma3 => (hp.embedding_length as f32).sqrt(),
                 _ => 1.0,
             },
-            // llama.cpp: gemma3 27B (62 layers) scales by n_embd / n_head, the others by the head size.
-            attn_scale: match arch {
+            // llama.cpp scales gemma3's and phi3's Q before attention (gemma3 27B, of 62 layers,
+            // by n_embd / n_head), the others' q·k inside it.
+            q_scale: match arch {
                 Arch::Gemma3 if hp.layers == 62 => {
                     1.0 / ((hp.embedding_length / hp.heads) as f32).sqrt()
                 }
+                Arch::Gemma3 | Arch::Phi3 => 1.0 / (head_dim as f32).sqrt(),
+                _ => 1.0,
+            },
+            attn_scale: match arch {
+                Arch::Gemma3 | Arch::Phi3 => 1.0,
                 _ => 1.0 / (head_dim as f32).sqrt(),
             },
             activation: match arch {
