@@ -243,8 +243,8 @@ SPECS = {
     "qwen3": Spec("tiny-qwen3", "qwen3", seed=3003, n_layer=3, n_embd=256, n_head=8, n_head_kv=2,
                   head_dim=64, n_ff=768, n_ctx_train=40960, rope_base=1_000_000.0, eps=1e-6,
                   tied=True, embd_type=T.Q4_0),
-    "phi3": Spec("tiny-phi3", "phi3", seed=4004, n_layer=2, n_embd=384, n_head=6, n_head_kv=2,
-                 head_dim=64, n_ff=1024, n_ctx_train=131072, rope_base=10000.0, eps=1e-5,
+    "phi3": Spec("tiny-phi3", "phi3", seed=4004, n_layer=2, n_embd=384, n_head=4, n_head_kv=2,
+                 head_dim=96, n_ff=1024, n_ctx_train=131072, rope_base=10000.0, eps=1e-5,
                  tied=False, embd_type=T.Q4_0, out_type=T.Q8_0, rope_dims=48,
                  sliding_window=16),  # llama.cpp disables SWA for phi3
     "llama3": Spec("tiny-llama3", "llama", seed=5006, n_layer=2, n_embd=256, n_head=4, n_head_kv=1,

@@ -15,6 +15,7 @@ mod matmul;
 mod quantize;
 mod rmsnorm;
 mod rope;
+mod scale;
 
 pub use act::*;
 pub use add::*;
@@ -24,6 +25,7 @@ pub use matmul::*;
 pub use quantize::*;
 pub use rmsnorm::*;
 pub use rope::*;
+pub use scale::*;
 
 use crate::error::{Error, Result};
 use shader::Defines;

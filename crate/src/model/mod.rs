@@ -11,7 +11,8 @@ pub use config::{Arch, Config, SUPPORTED_ARCHITECTURES};
 use crate::error::{Error, Result};
 use crate::gguf::GgufModel;
 use crate::gpu::{
-    ActQuant, Add, Argmax, Attention, GatedAct, Gpu, KvCache, Pos, QMatrix, RmsNorm, Rope, RopeSpec,
+    ActQuant, Add, Argmax, Attention, GatedAct, Gpu, KvCache, Pos, QMatrix, RmsNorm, Rope,
+    RopeSpec, Scale,
 };
 use crate::inspect::ModelInfo;
 use crate::quant::{dequantize, GgmlType};
@@ -539,6 +540,9 @@ impl Model {
             };
             Rope::record(gpu, e, &s.q, n, c.n_head, hd, &s.pos, &rope)?;
             Rope::record(gpu, e, &s.k, n, c.n_head_kv, hd, &s.pos, &rope)?;
+            if c.q_scale != 1.0 {
+                Scale::record(gpu, e, &s.q, n * c.n_head * hd, c.q_scale)?;
+            }
             l.kv.record_store(gpu, e, &s.k, &s.v, n, &s.pos)?;
             let window = if c.sliding[il] { c.window } else { 0 };
             Attention::record(
