@@ -2,7 +2,7 @@
 // No framework. Every string that comes from a model, a URL or an error is put in the page with
 // textContent, never as HTML.
 
-import { inspect, ready, deviceInfo, storageEstimate, deviceBudget, Engine } from './quantweb.js';
+import { inspect, ready, deviceInfo, storageEstimate, deviceBudget, Engine, quantize, quantizedModels, deleteQuantized } from './quantweb.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -731,6 +731,81 @@ async function renderCached() {
   $('cached-storage').textContent = s.available ? `Browser storage: ${fmtBytes(s.usage)} used of ${fmtBytes(s.quota)}.` : '';
 }
 
+/** The models quantized here, each with Load, Save and Delete. */
+async function renderQuantized() {
+  const list = $('quantized-list');
+  let entries;
+  try {
+    entries = await quantizedModels();
+  } catch (e) {
+    list.replaceChildren(h('li', { class: 'muted' }, `Browser storage is not available: ${messageOf(e)}`));
+    return;
+  }
+  list.replaceChildren(
+    ...entries.map((q) => {
+      const load = h('button', { type: 'button', class: 'small' }, 'Load');
+      load.addEventListener('click', () => loadModel(q.file));
+      const save = h('a', { class: 'small button', download: q.name, href: '#' }, 'Save');
+      // A blob URL made on demand (one per click, released after the download starts).
+      save.addEventListener('click', () => {
+        save.href = URL.createObjectURL(q.file);
+        setTimeout(() => URL.revokeObjectURL(save.href), 60_000);
+      });
+      const del = h('button', { type: 'button', class: 'small', 'aria-label': `Delete ${q.name}` }, 'Delete');
+      del.addEventListener('click', async () => {
+        del.disabled = true;
+        try {
+          await deleteQuantized(q.name);
+        } catch (e) {
+          showChatError('Could not delete the quantized model', e);
+        }
+        renderQuantized();
+      });
+      return h('li', { dataset: { name: q.name } },
+        h('span', {}, h('span', { class: 'cname' }, q.name), h('br'), h('small', { class: 'muted' }, fmtBytes(q.size))),
+        h('span', {}, load, ' ', save, ' ', del));
+    }),
+  );
+}
+
+async function startQuantize() {
+  const files = [...$('quantize-file').files];
+  const url = $('quantize-url').value.trim();
+  if (!files.length && !url) {
+    showChatError('Nothing to quantize', new Error('Enter the URL of a GGUF model or pick a file.'));
+    return;
+  }
+  clearChatError();
+  const ctrl = new AbortController();
+  const cancel = () => ctrl.abort();
+  $('quantize-cancel').addEventListener('click', cancel, { once: true });
+  $('quantize-start').disabled = true;
+  $('quantize-progress').hidden = false;
+  $('quantize-text').textContent = 'Reading the header';
+  try {
+    const r = await quantize(files.length ? files : url.split(/\s+/), {
+      type: $('quantize-type').value,
+      allowRequantize: $('quantize-requant').checked,
+      signal: ctrl.signal,
+      onProgress: (p) => {
+        $('quantize-bar').max = p.total || 1;
+        $('quantize-bar').value = p.loaded;
+        $('quantize-text').textContent = [`${(p.loaded / 1e6).toFixed(1)} / ${(p.total / 1e6).toFixed(1)} MB`, p.tensor, fmtEta(p.etaSec)].filter(Boolean).join(' · ');
+      },
+    });
+    const fellBack = Object.entries(r.fallbacks).map(([t, names]) => `${names.length} to ${t}`).join(', ');
+    $('quantize-text').textContent = `Wrote ${r.name}: ${fmtBytes(r.outBytes)}, ${r.converted} of ${r.tensors} tensors converted${fellBack ? ` (${fellBack}: rows the blocks do not divide)` : ''}.`;
+  } catch (e) {
+    $('quantize-progress').hidden = true;
+    if (e && e.name === 'AbortError') showChatError('Quantization cancelled', e);
+    else showChatError('Could not quantize the model', e);
+  } finally {
+    $('quantize-cancel').removeEventListener('click', cancel);
+    $('quantize-start').disabled = false;
+    renderQuantized();
+  }
+}
+
 function describeChatSource(source) {
   return describeSource(source);
 }
@@ -911,6 +986,11 @@ function setupChat() {
   $('new-chat').addEventListener('click', newChat);
   setChatBusy();
   renderCached();
+  $('quantize-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    startQuantize();
+  });
+  renderQuantized();
 }
 
 // ---------------------------------------------------------------- wiring

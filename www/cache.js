@@ -70,7 +70,7 @@ export function shardUrls(first) {
 }
 
 /** The cache's root directory; with `create` false, null when nothing was ever cached. */
-async function rootDir(create = true) {
+async function rootDir(create = true, name = ROOT) {
   const storage = globalThis.navigator && navigator.storage;
   if (!storage || typeof storage.getDirectory !== 'function') {
     throw named('CacheUnavailableError', 'This browser offers no Origin Private File System (navigator.storage.getDirectory), so models cannot be cached: load with the cache turned off.');
@@ -82,7 +82,7 @@ async function rootDir(create = true) {
     throw named('CacheUnavailableError', `The browser refused its private file system (${e && e.message ? e.message : e}); in a private window storage may be off. Load with the cache turned off.`);
   }
   try {
-    return await dir.getDirectoryHandle(ROOT, { create });
+    return await dir.getDirectoryHandle(name, { create });
   } catch (e) {
     if (!create && e && e.name === 'NotFoundError') return null;
     throw e;
@@ -229,15 +229,15 @@ async function openWriter(fileHandle) {
   };
 }
 
-function isQuotaError(e) {
+export function isQuotaError(e) {
   return e && (e.name === 'QuotaExceededError' || /quota/i.test(e.message || ''));
 }
 
-function quotaError(needed, total, est) {
+export function quotaError(needed, total, est, what = 'cache this model', advice = 'Delete cached models, free disk space, or load without the cache (it then streams from the server on every load).') {
   const free = Math.max(0, (est.quota || 0) - (est.usage || 0));
   return named(
     'QuotaExceededError',
-    `Not enough browser storage to cache this model: it needs ${fmtMB(needed)} more (${fmtMB(total)} in all) but only ${fmtMB(free)} is free (quota ${fmtMB(est.quota || 0)}, used ${fmtMB(est.usage || 0)}). Delete cached models, free disk space, or load without the cache (it then streams from the server on every load).`,
+    `Not enough browser storage to ${what}: it needs ${fmtMB(needed)} more (${fmtMB(total)} in all) but only ${fmtMB(free)} is free (quota ${fmtMB(est.quota || 0)}, used ${fmtMB(est.usage || 0)}). ${advice}`,
     { needed, free },
   );
 }
@@ -447,6 +447,51 @@ export async function remove(key) {
   } catch (e) {
     if (e && e.name === 'NotFoundError') return false;
     if (e && e.name === 'NoModificationAllowedError') throw named('CacheBusyError', 'this model is being downloaded or read right now; try again when it is done');
+    throw e;
+  }
+}
+
+// ---------------------------------------------------------------- models quantized here
+//
+// <OPFS>/quantweb-quantized/<name>.gguf: the outputs of quantweb.js `quantize` (written by the
+// worker through a sync access handle), kept until deleted.
+
+const QUANTIZED = 'quantweb-quantized';
+
+/** A file name for a quantized model: letters, digits, `._-` only, ending in `.gguf`. */
+export function quantizedName(name) {
+  const base = String(name || 'model').replace(/\.gguf$/i, '').replace(/[^A-Za-z0-9._-]+/g, '_').slice(0, 120) || 'model';
+  return `${base}.gguf`;
+}
+
+/** The folder of quantized models (created on demand). */
+export async function quantizedDir() {
+  return rootDir(true, QUANTIZED);
+}
+
+/** Models quantized in this browser: `[{name, size, lastModified, file}]`, newest first. */
+export async function listQuantized() {
+  const dir = await rootDir(false, QUANTIZED);
+  const out = [];
+  if (!dir) return out;
+  for await (const [name, handle] of dir.entries()) {
+    if (handle.kind !== 'file') continue;
+    const file = await handle.getFile();
+    out.push({ name, size: file.size, lastModified: file.lastModified, file });
+  }
+  out.sort((a, b) => b.lastModified - a.lastModified);
+  return out;
+}
+
+/** Deletes one quantized model. Resolves to true if it existed. */
+export async function removeQuantized(name) {
+  const dir = await rootDir(false, QUANTIZED);
+  if (!dir) return false;
+  try {
+    await dir.removeEntry(quantizedName(name));
+    return true;
+  } catch (e) {
+    if (e && e.name === 'NotFoundError') return false;
     throw e;
   }
 }

@@ -329,6 +329,51 @@ export interface LoadOptions {
   signal?: AbortSignal;
 }
 
+/** A target of `quantize` (what `quantweb quantize --type` takes). */
+export type QuantizeType =
+  | 'F32' | 'F16' | 'BF16' | 'Q4_0' | 'Q4_1' | 'Q5_0' | 'Q5_1' | 'Q8_0'
+  | 'Q2_K' | 'Q3_K' | 'Q4_K' | 'Q5_K' | 'Q6_K' | 'IQ4_NL' | 'IQ4_XS';
+
+export interface QuantizeOptions {
+  type: QuantizeType;
+  /** Allow a block-quantized source (the errors of both formats add up). Default false. */
+  allowRequantize?: boolean;
+  /** File name in the browser's storage (default: the source's name + "-TYPE.gguf"). */
+  name?: string;
+  /** `loaded`/`total`: output bytes; `tensor`: the tensor being converted. */
+  onProgress?: (p: { phase: 'quantize'; loaded: number; total: number; tensor: string; bytesPerSec: number; etaSec: number | null; elapsedMs: number }) => void;
+  /** Aborts between tensors (AbortError); the partial file is deleted. */
+  signal?: AbortSignal;
+}
+
+export interface QuantizeResult {
+  /** The new GGUF, in the browser's private storage: `Engine.load(file)`, or save it. */
+  file: File;
+  name: string;
+  type: QuantizeType;
+  outBytes: number;
+  tensors: number;
+  /** Tensors that changed type (the rest were copied byte for byte). */
+  converted: number;
+  /** Of those, already block-quantized ones. */
+  requantized: number;
+  /** Fallback type → tensors whose rows the target's blocks do not divide (as llama.cpp). */
+  fallbacks: Record<string, string[]>;
+}
+
+/**
+ * `quantweb quantize` in the browser (a worker; no GPU needed): the same bytes as the CLI and
+ * llama.cpp's quantizer, streamed tensor by tensor into the browser's private storage. Errors:
+ * TypeError / Error (bad type; "requantizing" without `allowRequantize`), UnsupportedModelError
+ * (a source type that cannot be read), QuotaExceededError (checked before writing), AbortError,
+ * and the load errors of the source (HttpError, NetworkError, InvalidModelError).
+ */
+export function quantize(source: ModelSource | URL, options: QuantizeOptions): Promise<QuantizeResult>;
+/** Models quantized in this browser, newest first. */
+export function quantizedModels(): Promise<{ name: string; size: number; lastModified: number; file: File }[]>;
+/** Deletes a model quantized in this browser; true if it existed. */
+export function deleteQuantized(name: string): Promise<boolean>;
+
 /** What the engine reports about the loaded model. */
 export interface EngineInfo {
   architecture: string;

@@ -364,6 +364,45 @@ function channel(onReturn) {
   };
 }
 
+/** "…/Model-F16.gguf" or a File named so → "Model-F16"; shards lose their "-00001-of-0000N". */
+function sourceStem(src) {
+  const first = Array.isArray(src) ? src[0] : src;
+  const raw = typeof first === 'string' ? decodeURIComponent(new URL(first).pathname.split('/').pop() || '') : first.name || '';
+  return raw.replace(/\.gguf$/i, '').replace(/-\d{5}-of-\d{5}$/, '') || 'model';
+}
+
+/**
+ * `quantweb quantize` in the browser: converts a model (URL, File/Blob, or shards/chunks, as
+ * `Engine.load` takes) to `type` (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K…Q6_K,
+ * IQ4_NL, IQ4_XS) with the same bytes as the CLI and llama.cpp's quantizer, in a worker, into
+ * the browser's private storage. Already quantized sources need `allowRequantize: true`.
+ * Needs no GPU. Resolves to `{name, file, type, outBytes, tensors, converted, requantized,
+ * fallbacks}`; `file` loads with `Engine.load(file)` or saves with a download link.
+ * `onProgress({phase: 'quantize', loaded, total, tensor, bytesPerSec, etaSec})` counts output
+ * bytes; `signal` aborts between tensors (nothing is kept).
+ */
+export async function quantize(source, { type, allowRequantize = false, name, onProgress, signal } = {}) {
+  if (typeof type !== 'string' || !type) throw new TypeError('quantize needs a target type, e.g. { type: "Q4_K" }');
+  const src = normalizeSource(source);
+  if (signal?.aborted) throw abortError(signal);
+  const link = new WorkerLink();
+  try {
+    return await link.request('quantize', { source: src, target: type, allowRequantize: Boolean(allowRequantize), name: name || `${sourceStem(src)}-${type}` }, { onProgress, signal });
+  } finally {
+    link.terminate();
+  }
+}
+
+/** Models quantized in this browser, newest first: `[{name, size, lastModified, file}]`. */
+export function quantizedModels() {
+  return modelCache.listQuantized();
+}
+
+/** Deletes a model quantized in this browser; true if it existed. */
+export function deleteQuantized(name) {
+  return modelCache.removeQuantized(name);
+}
+
 /**
  * A model loaded on the GPU, in its own worker. Create with `Engine.load`. Requests run one at a
  * time, in order.

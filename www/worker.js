@@ -12,13 +12,16 @@
 //   detokenize  {ids}                          → string
 //   info | reset | unload
 //   cache-list | cache-delete {key}
+//   quantize    {source, target, allowRequantize, name} → {type, tensors, converted, requantized,
+//               fallbacks, outBytes, name, file}: the model converted into OPFS (progress phase
+//               "quantize"; abortable)
 //   abort       {target}: stop request `target` (a generation stops after its current token;
 //               a download stops now; the WasmEngine stays usable). Gets no answer itself.
 //
 // Engine calls run one at a time, in arrival order (the WasmEngine is not re-entrant); `abort`
 // is handled at once, between tokens, because the engine awaits every GPU readback.
 
-import init, { WasmEngine, checkRunnable } from './pkg/quantweb.js';
+import init, { WasmEngine, checkRunnable, quantize as wasmQuantize } from './pkg/quantweb.js';
 import * as cache from './cache.js';
 
 let wasm = null; // init() promise → wasm exports (for memory size)
@@ -142,6 +145,49 @@ async function load(id, { source, contextLength, cache: useCache = true }) {
   }
 }
 
+/**
+ * `quantweb quantize` into OPFS (cache.js's quantized folder): the new file is written through
+ * a sync access handle, tensor by tensor, never whole in memory; a failed or aborted run leaves
+ * no file behind. Resolves to wasm `quantize`'s summary plus `{name, file}`.
+ */
+async function quantizeModel(id, { source, target, allowRequantize = false, name }) {
+  const state = live.get(id) || { aborted: false };
+  live.set(id, state);
+  try {
+    await ready();
+    const dir = await cache.quantizedDir();
+    name = cache.quantizedName(name);
+    const est = navigator.storage && navigator.storage.estimate ? await navigator.storage.estimate() : null;
+    const fh = await dir.getFileHandle(name, { create: true });
+    const handle = await fh.createSyncAccessHandle();
+    const meter = new Meter('quantize', (p) => post({ id, type: 'progress', ...p }));
+    let quotaFull = null;
+    let summary = null;
+    try {
+      summary = await wasmQuantize(source, handle, { type: target, allowRequantize }, (p) => {
+        // The output size is known from the first event on: refuse what cannot fit.
+        if (p.loaded === 0 && est && p.total > Math.max(0, (est.quota || 0) - (est.usage || 0))) {
+          quotaFull = cache.quotaError(p.total, p.total, est, 'store the quantized model', 'Delete cached or quantized models, or free disk space.');
+          return false;
+        }
+        meter.update(p.loaded, p.total, { tensor: p.tensor }, p.loaded === p.total);
+        return !state.aborted;
+      });
+    } catch (e) {
+      if (quotaFull) throw quotaFull;
+      if (state.aborted) throw Object.assign(new Error('the quantization was aborted'), { name: 'AbortError' });
+      if (cache.isQuotaError(e)) throw cache.quotaError(0, 0, await navigator.storage.estimate(), 'store the quantized model', 'Delete cached or quantized models, or free disk space.');
+      throw e;
+    } finally {
+      handle.close();
+      if (!summary) await dir.removeEntry(name).catch(() => {});
+    }
+    return { ...summary, name, file: await fh.getFile() };
+  } finally {
+    live.delete(id);
+  }
+}
+
 function need() {
   if (!engine) throw Object.assign(new Error('no model is loaded (call Engine.load first, or the engine was unloaded)'), { name: 'NotLoadedError' });
   return engine;
@@ -207,6 +253,8 @@ async function handle(msg) {
       engine = null;
       engineInfo = null;
       return null;
+    case 'quantize':
+      return quantizeModel(id, msg);
     case 'cache-list':
       return cache.list();
     case 'cache-delete':

@@ -338,6 +338,10 @@ fn a_converted_file_reads_back_with_the_planned_types_and_metadata() {
     .unwrap();
     assert_eq!(n as usize, out.len());
     assert_eq!(seen, plans.len());
+    let summary = convert::summarize(&model, GgmlType::Q4_1, &plans);
+    assert_eq!(summary.out_bytes, n, "the size announced before writing");
+    assert_eq!((summary.tensors, summary.converted), (plans.len(), 1));
+    assert_eq!(summary.requantized, 1, "Q8_0 → Q4_1");
     let back = pollster::block_on(GgufModel::open(vec![Box::new(
         quantweb::source::MemorySource::new("converted", out),
     )]))

@@ -14,13 +14,14 @@ import assert from 'node:assert/strict';
 import { readFileSync, existsSync, mkdirSync, linkSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { launch, baseUrl, altBaseUrl } from './lib.mjs';
-import { root, fixturesDir, splitGguf, retypeTensors } from './fixtures.mjs';
+import { root, fixturesDir, splitGguf, retypeTensors, withHole } from './fixtures.mjs';
 
 const SMOL = 'SmolLM2-135M-Instruct.Q4_1.gguf';
 const GEMMA_PARTS = [0, 1, 2, 3].map((i) => `gemma-3-270m-q4_k_m.gguf.part0${i}`);
 const IQ2_XXS_TENSORS = ['blk.0.ffn_down.weight', 'blk.7.ffn_down.weight'];
 /** gguf/parse.rs INITIAL_WINDOW: the most a header read fetches. */
 const HEADER_WINDOW = 4 << 20;
+const BIG_HOLE = 4 * 2 ** 30 + 2 ** 20;
 const N_TOKENS = Number(process.env.QUANTWEB_GOLDEN_TOKENS || 16);
 const MINUTE = 60_000;
 
@@ -45,6 +46,8 @@ before(async () => {
   for (const i of [0, 2]) linkSync(shards[i], path.join(gap, path.basename(shards[i])));
   // SmolLM2 with two FFN matrices claiming IQ2_XXS (ggml type 16), which quantweb does not run.
   retypeTensors(path.join(root, 'models', SMOL), path.join(fixturesDir, 'smol-iq2xxs.gguf'), IQ2_XXS_TENSORS, 16);
+  // SmolLM2 behind a 4 GiB + 1 MiB hole: a 4.4 GB sparse file (about 100 MB on disk).
+  withHole(path.join(root, 'models', SMOL), path.join(fixturesDir, 'smol-big.gguf'), BIG_HOLE);
   browser = await launch();
 });
 
@@ -365,6 +368,33 @@ test('an unsupported quant type is a named error from the header alone: nothing 
     // The calculator's header read names the same tensors without failing.
     const info = await must(page, async (url) => (await import('/quantweb.js')).inspect(url), url);
     assert.deepEqual(info.unsupported_types, [{ type: 'IQ2_XXS', tensors: IQ2_XXS_TENSORS }]);
+  } finally {
+    await context.close();
+  }
+});
+
+test('a model file over 4 GiB loads with Range requests beyond 4 GiB, in little wasm memory, and gives llama.cpp\'s tokens', { timeout: 10 * MINUTE }, async () => {
+  const { context, page, log } = await openPage();
+  try {
+    const info = await must(page, async (url) => {
+      window.engine = await Engine.load(url, { cache: false, contextLength: 256 });
+      return window.engine.info;
+    }, '/fixtures/smol-big.gguf');
+    const res = await must(page, (prompt) => window.engine.complete({ prompt, max_tokens: 4, temperature: 0 }), SMOL_CASE.prompt);
+    assert.deepEqual(res.prompt_tokens, SMOL_CASE.prompt_tokens);
+    assertGoldenTokens(res.tokens, SMOL_CASE, 'SmolLM2 behind a 4 GiB hole');
+    const ranges = log.requests.filter((r) => r.url.includes('smol-big')).map((r) => {
+      const m = /^bytes=(\d+)-(\d+)$/.exec(r.headers.range || '');
+      assert.ok(m, `every read is a Range request, got ${r.headers.range}`);
+      return [Number(m[1]), Number(m[2])];
+    });
+    assert.ok(ranges.some(([a]) => a > 2 ** 32), 'tensors were read beyond 4 GiB');
+    assert.ok(ranges.every(([a, b]) => b - a < 16 << 20), 'no read larger than 16 MiB');
+    assert.ok(ranges.every(([a, b]) => b < BIG_HOLE || a > BIG_HOLE), 'nothing of the hole was read');
+    measured.big = { file: BIG_HOLE + 98362432, reads: ranges.length, wasmMemoryBytes: info.wasmMemoryBytes };
+    assert.ok(info.wasmMemoryBytes < 128e6, `wasm memory ${info.wasmMemoryBytes} bytes`);
+    await must(page, () => window.engine.unload());
+    assert.deepEqual(log.errors, []);
   } finally {
     await context.close();
   }

@@ -6,7 +6,7 @@
 // `split.tensors.count` (i32), its own tensor infos and data), the layout `llama-gguf-split`
 // produces and crate/tests/real_models.rs builds with GgufWriter. Metadata is copied as raw
 // bytes, tensor data verbatim.
-import { readFileSync, writeFileSync, mkdirSync, existsSync, statSync } from 'node:fs';
+import { readFileSync, writeFileSync, mkdirSync, existsSync, statSync, openSync, writeSync, closeSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -82,6 +82,53 @@ function kvBytes(key, type, value) {
   return Buffer.concat([head, v]);
 }
 
+/** A GGUF header from raw kv records and tensor infos (without offsets), padded to `alignment`. */
+function encodeHeader(version, kvs, infos, offsets, alignment) {
+  const head = Buffer.alloc(24);
+  head.write('GGUF', 0, 'latin1');
+  head.writeUInt32LE(version, 4);
+  head.writeBigUInt64LE(BigInt(infos.length), 8);
+  head.writeBigUInt64LE(BigInt(kvs.length), 16);
+  const parts = [head, ...kvs];
+  infos.forEach((info, i) => {
+    const o = Buffer.alloc(8);
+    o.writeBigUInt64LE(BigInt(offsets[i]));
+    parts.push(info, o);
+  });
+  const header = Buffer.concat(parts);
+  return Buffer.concat([header, Buffer.alloc(Math.ceil(header.length / alignment) * alignment - header.length)]);
+}
+
+/**
+ * Writes `src` with an F32 tensor `pad.hole` of `holeBytes` in front of its tensors, as a sparse
+ * file (the hole takes no disk space), so that every real tensor starts beyond `holeBytes`: the
+ * layout of crate/tests/big.rs, for loading a > 4 GiB model in the browser. Returns `out`.
+ */
+export function withHole(src, out, holeBytes) {
+  if (existsSync(out) && statSync(out).mtimeMs >= statSync(src).mtimeMs) return out;
+  const buf = readFileSync(src);
+  const h = parseHeader(buf);
+  const name = Buffer.from('pad.hole');
+  const hole = Buffer.alloc(8 + name.length + 4 + 8 + 4);
+  hole.writeBigUInt64LE(BigInt(name.length), 0);
+  name.copy(hole, 8);
+  hole.writeUInt32LE(1, 8 + name.length);
+  hole.writeBigUInt64LE(BigInt(holeBytes / 4), 12 + name.length);
+  hole.writeUInt32LE(0, 20 + name.length); // F32
+  const shift = Math.ceil(holeBytes / h.alignment) * h.alignment;
+  const header = encodeHeader(h.version, h.kvs.map((k) => k.raw), [hole, ...h.tensors.map((t) => t.infoNoOffset)], [0, ...h.tensors.map((t) => t.offset + shift)], h.alignment);
+  mkdirSync(path.dirname(out), { recursive: true });
+  const fd = openSync(out, 'w');
+  try {
+    writeSync(fd, header, 0, header.length, 0);
+    const data = buf.subarray(h.dataStart);
+    writeSync(fd, data, 0, data.length, header.length + shift);
+  } finally {
+    closeSync(fd);
+  }
+  return out;
+}
+
 /**
  * Splits `src` into `count` shards in `outDir` named `${stem}-0000i-of-0000N.gguf` (tensor
  * groups as in real_models.rs for 3: the first tensor, then halves). Returns their paths.
@@ -100,21 +147,13 @@ export function splitGguf(src, outDir, stem, count = 3) {
     const group = h.tensors.slice(cuts[s], cuts[s + 1]);
     const kvs = s === 0 ? h.kvs.map((k) => k.raw) : h.kvs.filter((k) => k.key === 'general.alignment').map((k) => k.raw);
     kvs.push(kvBytes('split.no', 2, s), kvBytes('split.count', 2, count), kvBytes('split.tensors.count', 5, n));
-    const infos = [];
+    const offsets = [];
     let off = 0;
     for (const t of group) {
-      const o = Buffer.alloc(8);
-      o.writeBigUInt64LE(BigInt(off));
-      infos.push(t.infoNoOffset, o);
+      offsets.push(off);
       off += Math.ceil(t.size / h.alignment) * h.alignment;
     }
-    const head = Buffer.alloc(24);
-    head.write('GGUF', 0, 'latin1');
-    head.writeUInt32LE(h.version, 4);
-    head.writeBigUInt64LE(BigInt(group.length), 8);
-    head.writeBigUInt64LE(BigInt(kvs.length), 16);
-    let header = Buffer.concat([head, ...kvs, ...infos]);
-    header = Buffer.concat([header, Buffer.alloc(Math.ceil(header.length / h.alignment) * h.alignment - header.length)]);
+    const header = encodeHeader(h.version, kvs, group.map((t) => t.infoNoOffset), offsets, h.alignment);
     const data = Buffer.alloc(off);
     let at = 0;
     for (const t of group) {

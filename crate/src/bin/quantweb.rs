@@ -401,7 +401,6 @@ fn run(cli: Cli) -> Result<()> {
 /// `quantweb quantize`: the plan, what falls back or is requantized, then OUT via a temp file.
 fn quantize_model(model: &[String], out: &str, ty: &str, allow_requantize: bool) -> Result<()> {
     use quantweb::quant::{convert, GgmlType};
-    use std::collections::BTreeMap;
     use std::io::IsTerminal;
     let target = GgmlType::from_name(ty).ok_or_else(|| quantweb::Error::BadOption {
         name: "--type",
@@ -410,11 +409,8 @@ fn quantize_model(model: &[String], out: &str, ty: &str, allow_requantize: bool)
     })?;
     let gguf = pollster::block_on(GgufModel::open(open_args(model)?))?;
     let plans = convert::plan(&gguf, target, allow_requantize)?;
-    let mut fallbacks: BTreeMap<GgmlType, Vec<&str>> = BTreeMap::new();
-    for p in plans.iter().filter(|p| p.fallback_from.is_some()) {
-        fallbacks.entry(p.to).or_default().push(&p.name);
-    }
-    for (to, names) in &fallbacks {
+    let summary = convert::summarize(&gguf, target, &plans);
+    for (to, names) in &summary.fallbacks {
         eprintln!(
             "fallback to {to} for {} tensors whose rows are not a multiple of {target}'s {} values: {}",
             names.len(),
@@ -422,9 +418,8 @@ fn quantize_model(model: &[String], out: &str, ty: &str, allow_requantize: bool)
             names.join(", ")
         );
     }
-    let requantized = plans.iter().filter(|p| p.requantizes()).count();
-    if requantized > 0 {
-        eprintln!("warning: requantizing {requantized} already quantized tensors through f32: the errors of both formats add up");
+    if summary.requantized > 0 {
+        eprintln!("warning: requantizing {} already quantized tensors through f32: the errors of both formats add up", summary.requantized);
     }
     let start = std::time::Instant::now();
     let progress = std::io::stderr().is_terminal();
@@ -436,13 +431,13 @@ fn quantize_model(model: &[String], out: &str, ty: &str, allow_requantize: bool)
     if progress {
         eprintln!();
     }
-    let converted = plans.iter().filter(|p| p.converts()).count();
     println!(
-        "wrote {out}: {} ({bytes} bytes), {} tensors: {converted} converted, {} fell back, {} copied; {:.1} s",
+        "wrote {out}: {} ({bytes} bytes), {} tensors: {} converted, {} fell back, {} copied; {:.1} s",
         human(bytes),
-        plans.len(),
-        fallbacks.values().map(Vec::len).sum::<usize>(),
-        plans.len() - converted,
+        summary.tensors,
+        summary.converted,
+        summary.fallbacks.values().map(Vec::len).sum::<usize>(),
+        summary.tensors - summary.converted,
         start.elapsed().as_secs_f64()
     );
     Ok(())

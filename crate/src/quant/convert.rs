@@ -32,6 +32,40 @@ use std::io::Write;
 const CHUNK_VALUES: u64 = 1 << 20;
 /// Bytes per step when a tensor is copied as it is.
 const COPY_BYTES: u64 = 8 << 20;
+/// What a plan does, counted: for the CLI's report and the browser's result.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanSummary {
+    pub tensors: usize,
+    /// Tensors that change type.
+    pub converted: usize,
+    /// Of those, already block-quantized ones (errors of both formats add up).
+    pub requantized: usize,
+    /// Fallback type → the tensors that got it instead of the target.
+    pub fallbacks: BTreeMap<GgmlType, Vec<String>>,
+    /// Bytes of the new file.
+    pub out_bytes: u64,
+}
+
+/// Counts [`plan`]'s decisions; `out_bytes` as [`write`] writes them (padding included).
+pub fn summarize(model: &GgufModel, target: GgmlType, plans: &[TensorPlan]) -> PlanSummary {
+    let align = alignment(model);
+    let mut s = PlanSummary {
+        tensors: plans.len(),
+        out_bytes: header(model, target, plans).len() as u64,
+        ..Default::default()
+    };
+    for p in plans {
+        s.converted += usize::from(p.converts());
+        s.requantized += usize::from(p.requantizes());
+        if p.fallback_from.is_some() {
+            s.fallbacks.entry(p.to).or_default().push(p.name.clone());
+        }
+        s.out_bytes += p.out_bytes().next_multiple_of(align);
+    }
+    s
+}
+
 /// ggml's `GGML_QNT_VERSION`, which llama.cpp writes as `general.quantization_version`.
 const QUANTIZATION_VERSION: u32 = 2;
 
