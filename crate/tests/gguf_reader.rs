@@ -435,9 +435,9 @@ fn missing_required_keys_are_named() {
     ));
 }
 
-#[test]
-fn unsupported_tensor_types_are_listed_by_name() {
-    let m = open(
+/// The tiny model plus one IQ2_XXS matrix, a type quantweb cannot run.
+fn with_iq2_xxs() -> GgufModel {
+    open(
         tiny_model()
             .tensor(
                 "blk.0.ffn_down.weight",
@@ -447,7 +447,12 @@ fn unsupported_tensor_types_are_listed_by_name() {
             )
             .to_bytes(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn unsupported_tensor_types_are_listed_by_name() {
+    let m = with_iq2_xxs();
     let info = quantweb::inspect::ModelInfo::from_model(&m).unwrap();
     assert_eq!(info.unsupported_types.len(), 1);
     assert_eq!(info.unsupported_types[0].ty, "IQ2_XXS");
@@ -465,17 +470,7 @@ fn unsupported_tensor_types_are_listed_by_name() {
 #[test]
 fn check_runnable_fails_on_the_header_alone() {
     use quantweb::engine::check_runnable;
-    let m = open(
-        tiny_model()
-            .tensor(
-                "blk.0.ffn_down.weight",
-                &[256, 2],
-                GgmlType::IQ2_XXS,
-                vec![0; 66 * 2],
-            )
-            .to_bytes(),
-    )
-    .unwrap();
+    let m = with_iq2_xxs();
     let e = check_runnable(&m).unwrap_err();
     assert!(
         matches!(&e, Error::UnsupportedType { ty: GgmlType::IQ2_XXS, tensors } if tensors == "blk.0.ffn_down.weight"),
