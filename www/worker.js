@@ -161,13 +161,16 @@ async function quantizeModel(id, { source, target, allowRequantize = false, name
     const fh = await dir.getFileHandle(name, { create: true });
     const handle = await fh.createSyncAccessHandle();
     const meter = new Meter('quantize', (p) => post({ id, type: 'progress', ...p }));
+    const quotaError = (needed, est) => cache.quotaError(needed, needed, est, 'store the quantized model', 'Delete cached or quantized models, or free disk space.');
     let quotaFull = null;
+    let total = 0;
     let summary = null;
     try {
       summary = await wasmQuantize(source, handle, { type: target, allowRequantize }, (p) => {
+        total = p.total;
         // The output size is known from the first event on: refuse what cannot fit.
         if (p.loaded === 0 && est && p.total > Math.max(0, (est.quota || 0) - (est.usage || 0))) {
-          quotaFull = cache.quotaError(p.total, p.total, est, 'store the quantized model', 'Delete cached or quantized models, or free disk space.');
+          quotaFull = quotaError(p.total, est);
           return false;
         }
         meter.update(p.loaded, p.total, { tensor: p.tensor }, p.loaded === p.total);
@@ -176,7 +179,7 @@ async function quantizeModel(id, { source, target, allowRequantize = false, name
     } catch (e) {
       if (quotaFull) throw quotaFull;
       if (state.aborted) throw Object.assign(new Error('the quantization was aborted'), { name: 'AbortError' });
-      if (cache.isQuotaError(e)) throw cache.quotaError(0, 0, await navigator.storage.estimate(), 'store the quantized model', 'Delete cached or quantized models, or free disk space.');
+      if (cache.isQuotaError(e)) throw quotaError(total, await navigator.storage.estimate());
       throw e;
     } finally {
       handle.close();

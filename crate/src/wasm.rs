@@ -24,6 +24,15 @@ extern "C" {
     fn global_fetch(req: &web_sys::Request) -> js_sys::Promise;
 }
 
+/// A panic is a bug, but its message must not be lost: wasm reports a panic only as
+/// "unreachable", so the message goes to the console first.
+#[wasm_bindgen(start)]
+fn start() {
+    std::panic::set_hook(Box::new(|info| {
+        web_sys::console::error_1(&format!("quantweb panicked: {info}").into());
+    }));
+}
+
 /// A failure as JS sees it: an `Error` with a `name`.
 type JsResult<T> = std::result::Result<T, JsValue>;
 
@@ -429,9 +438,16 @@ impl std::io::Write for SyncHandleWriter<'_> {
         let n = self
             .handle
             .write_with_u8_array_and_options(buf, &options)
-            .map_err(|e| std::io::Error::other(js_message(&e)))? as usize;
-        self.at += n as u64;
-        Ok(n)
+            .map_err(|e| std::io::Error::other(js_message(&e)))?;
+        // Chromium answers a write beyond the quota with a count that is not one (2^32 - 8).
+        if n != buf.len() as f64 {
+            return Err(std::io::Error::other(format!(
+                "wrote {n} of {} bytes: the browser's storage quota is probably exceeded",
+                buf.len()
+            )));
+        }
+        self.at += buf.len() as u64;
+        Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.handle
@@ -443,8 +459,9 @@ impl std::io::Write for SyncHandleWriter<'_> {
 /// `quantweb quantize` in the browser: converts `source` (as `inspect`) to `options.type` with
 /// the same bytes as the CLI (and so as llama.cpp's quantizer), tensor by tensor, a few MiB at a
 /// time, into `out`, an OPFS file's sync access handle (the worker opens and closes it).
-/// `onProgress({phase: "quantize", loaded, total, tensor})` counts output bytes before each
-/// tensor; returning `false` from it aborts. Resolves to the plan's summary (`tensors`,
+/// `onProgress({phase: "quantize", loaded, total, tensor})` counts output bytes: once with
+/// `loaded` 0 before anything is written (the size is known: a full storage can refuse it),
+/// then before each tensor; returning `false` from it aborts. Resolves to the plan's summary (`tensors`,
 /// `converted`, `requantized`, `fallbacks` {type: tensor names}, `outBytes`) and `type`.
 #[wasm_bindgen]
 pub async fn quantize(
@@ -490,6 +507,11 @@ pub async fn quantize(
         at: 0,
         stop: &stop,
     };
+    // The size is known before the first byte: the caller may refuse it here.
+    report("", 0);
+    if stop.get() {
+        return Err(js_error("AbortError", "the conversion was aborted"));
+    }
     let mut done = 0;
     convert::write(
         &gguf,

@@ -131,3 +131,31 @@ test('the Chat view quantizes a URL, lists the result, and loads it', { timeout:
     await context.close();
   }
 });
+
+test('quantizing into a full storage is a QuotaExceededError before anything is written', { timeout: 5 * MINUTE }, async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  try {
+    const errors = [];
+    page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
+    await page.goto(`${baseUrl}/`);
+    // The browser's own quota for this origin, as the worker's navigator.storage sees it.
+    const cdp = await context.newCDPSession(page);
+    await cdp.send('Storage.overrideQuotaForOrigin', { origin: new URL(baseUrl).origin, quotaSize: 5e6 });
+    const r = await page.evaluate(async (url) => {
+      const qw = await import('/quantweb.js');
+      try {
+        await qw.quantize(url, { type: 'Q4_K', allowRequantize: true });
+        return null;
+      } catch (e) {
+        return { name: e.name, message: e.message, left: (await qw.quantizedModels()).length };
+      }
+    }, `/models/${SOURCE}`);
+    assert.equal(r?.name, 'QuotaExceededError', JSON.stringify(r));
+    assert.match(r.message, /store the quantized model: it needs 9\.7 MB/);
+    assert.equal(r.left, 0, 'no partial file is kept');
+    assert.deepEqual(errors, [], 'no panic or other console error');
+  } finally {
+    await context.close();
+  }
+});
