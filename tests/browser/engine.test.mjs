@@ -403,6 +403,25 @@ test('a model file over 4 GiB loads with Range requests beyond 4 GiB, in little 
   }
 });
 
+test('a prompt longer than the context is a ContextFullError; the engine stays usable and stops at the context end', { timeout: 5 * MINUTE }, async () => {
+  const { context, page, log } = await openPage();
+  try {
+    await must(page, async (url) => {
+      window.engine = await Engine.load(url, { cache: false, contextLength: 8 });
+    }, '/models/tiny-llama3.gguf');
+    const full = await inPage(page, () => window.engine.complete({ prompt: 'one two three four five six seven eight nine ten', max_tokens: 4, temperature: 0 }));
+    assert.equal(full.error?.name, 'ContextFullError', JSON.stringify(full));
+    assert.match(full.error.message, /context full: \d+ tokens needed but the context holds 8/);
+    const ok = await must(page, () => window.engine.complete({ prompt: 'The capital', max_tokens: 64, temperature: 0 }));
+    assert.equal(ok.finish_reason, 'length');
+    assert.equal(ok.prompt_tokens.length + ok.tokens.length, 8, 'generation ends at the context end');
+    await must(page, () => window.engine.unload());
+    assert.deepEqual(log.errors, []);
+  } finally {
+    await context.close();
+  }
+});
+
 test('aborting a load rejects with AbortError and keeps what was downloaded', { timeout: 3 * MINUTE }, async () => {
   const { context, page } = await openPage();
   try {
