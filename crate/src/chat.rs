@@ -2,7 +2,8 @@
 //! conversation into the prompt text it was trained on.
 //!
 //! Rendered with minijinja configured as Hugging Face's `apply_chat_template` configures Jinja2:
-//! `trim_blocks` and `lstrip_blocks` on, loop controls, a `raise_exception(message)` function,
+//! `trim_blocks` and `lstrip_blocks` on, loop controls, `raise_exception(message)` and
+//! `strftime_now(format)` (local time, which Llama 3.x templates print as today's date),
 //! and Python's string and dict methods (`.strip()`, `.startswith()`, `.items()` …) through
 //! minijinja-contrib's `pycompat`. The variables are `messages` (a list of `{role, content}`),
 //! `add_generation_prompt`, `bos_token` and `eos_token`.
@@ -141,6 +142,21 @@ impl ChatTemplate {
                 Err(minijinja::Error::new(ErrorKind::InvalidOperation, message))
             },
         );
+        // Local time, as llama.cpp's and Hugging Face's renderers give it.
+        env.add_function(
+            "strftime_now",
+            |format: String| -> std::result::Result<String, minijinja::Error> {
+                use std::fmt::Write;
+                let mut out = String::new();
+                write!(out, "{}", chrono::Local::now().format(&format)).map_err(|_| {
+                    minijinja::Error::new(
+                        ErrorKind::InvalidOperation,
+                        format!("strftime_now: bad format {format:?}"),
+                    )
+                })?;
+                Ok(out)
+            },
+        );
         env.add_template_owned(NAME, source.to_string())
             .map_err(template_error)?;
         Ok(Self {
@@ -251,6 +267,21 @@ mod tests {
         let msgs = [ChatMessage::new("assistant", "first")];
         let e = t.render(&msgs, false).unwrap_err().to_string();
         assert!(e.contains("Conversation roles must alternate"), "{e}");
+    }
+
+    /// Llama 3.x templates print today's date when `strftime_now` exists, else a fixed
+    /// "26 Jul 2024"; llama.cpp and node-llama-cpp define it.
+    #[test]
+    fn strftime_now_gives_today_like_llama_cpp() {
+        let src = r#"{%- if strftime_now is defined %}{{ strftime_now("%d %b %Y") }}{%- else %}26 Jul 2024{%- endif %}"#;
+        let t = ChatTemplate::new(src, "", "").unwrap();
+        let before = chrono::Local::now().format("%d %b %Y").to_string();
+        let got = t.render(&[], false).unwrap();
+        let after = chrono::Local::now().format("%d %b %Y").to_string();
+        assert!(got == before || got == after, "{got}");
+        let bad = ChatTemplate::new(r#"{{ strftime_now("%Q") }}"#, "", "").unwrap();
+        let e = bad.render(&[], false).unwrap_err().to_string();
+        assert!(e.contains("bad format"), "{e}");
     }
 
     #[test]

@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, existsSync, mkdirSync, linkSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { launch, baseUrl, altBaseUrl } from './lib.mjs';
-import { root, fixturesDir, splitGguf, retypeTensors, withHole } from './fixtures.mjs';
+import { root, fixturesDir, splitGguf, retypeTensors, withHole, withChatTemplate } from './fixtures.mjs';
 
 const SMOL = 'SmolLM2-135M-Instruct.Q4_1.gguf';
 const GEMMA_PARTS = [0, 1, 2, 3].map((i) => `gemma-3-270m-q4_k_m.gguf.part0${i}`);
@@ -416,6 +416,33 @@ test('a prompt longer than the context is a ContextFullError; the engine stays u
     assert.equal(ok.finish_reason, 'length');
     assert.equal(ok.prompt_tokens.length + ok.tokens.length, 8, 'generation ends at the context end');
     await must(page, () => window.engine.unload());
+    assert.deepEqual(log.errors, []);
+  } finally {
+    await context.close();
+  }
+});
+
+test('a template that prints today\'s date (Llama 3.x: strftime_now) renders in the browser as llama.cpp renders it', { timeout: 5 * MINUTE }, async () => {
+  // The Llama 3.2 template's date logic: today's date when strftime_now exists (the fallback
+  // here is empty, so that a missing function cannot give the same token count).
+  const template = '{{ bos_token }}{% if strftime_now is defined %}{% set d = strftime_now("%A %d %B %Y") %}{% else %}{% set d = "" %}{% endif %}'
+    + '<|start_header_id|>system<|end_header_id|>\n\nToday Date: {{ d }}<|eot_id|>'
+    + '{% for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n{{ m.content }}<|eot_id|>{% endfor %}'
+    + '<|start_header_id|>assistant<|end_header_id|>\n\n';
+  withChatTemplate(path.join(root, 'models', 'tiny-llama3.gguf'), path.join(fixturesDir, 'tiny-llama3-dated.gguf'), template);
+  const { context, page, log } = await openPage();
+  try {
+    const r = await must(page, async (url) => {
+      window.engine = await Engine.load(url, { cache: false, contextLength: 256 });
+      const reply = await window.engine.chat.completions.create({ messages: [{ role: 'user', content: 'Hi' }], max_tokens: 1, temperature: 0 });
+      const today = new Date();
+      const d = `${today.toLocaleString('en-US', { weekday: 'long' })} ${String(today.getDate()).padStart(2, '0')} ${today.toLocaleString('en-US', { month: 'long' })} ${today.getFullYear()}`;
+      const text = `<|start_header_id|>system<|end_header_id|>\n\nToday Date: ${d}<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n`;
+      const ids = await window.engine.tokenize(text, { parseSpecial: true });
+      await window.engine.unload();
+      return { promptTokens: reply.usage.prompt_tokens, expected: ids.length + 1 /* BOS */ };
+    }, '/fixtures/tiny-llama3-dated.gguf');
+    assert.equal(r.promptTokens, r.expected, JSON.stringify(r));
     assert.deepEqual(log.errors, []);
   } finally {
     await context.close();

@@ -166,6 +166,28 @@ export function splitGguf(src, outDir, stem, count = 3) {
 }
 
 /**
+ * Copies `src` to `out` with `tokenizer.chat_template` set to `template` (tensor data and the
+ * other metadata unchanged). Returns `out`.
+ */
+export function withChatTemplate(src, out, template) {
+  const buf = readFileSync(src);
+  const h = parseHeader(buf);
+  const key = Buffer.from('tokenizer.chat_template');
+  const value = Buffer.from(template, 'utf8');
+  const kv = Buffer.alloc(8 + key.length + 4 + 8 + value.length);
+  kv.writeBigUInt64LE(BigInt(key.length), 0);
+  key.copy(kv, 8);
+  kv.writeUInt32LE(8, 8 + key.length); // string
+  kv.writeBigUInt64LE(BigInt(value.length), 12 + key.length);
+  value.copy(kv, 20 + key.length);
+  const kvs = [...h.kvs.filter((k) => k.key !== 'tokenizer.chat_template').map((k) => k.raw), kv];
+  const header = encodeHeader(h.version, kvs, h.tensors.map((t) => t.infoNoOffset), h.tensors.map((t) => t.offset), h.alignment);
+  mkdirSync(path.dirname(out), { recursive: true });
+  writeFileSync(out, Buffer.concat([header, buf.subarray(h.dataStart)]));
+  return out;
+}
+
+/**
  * Copies `src` to `out` with the ggml type id of the named tensors replaced by `typeId` (the
  * data is left as it is: the file is only for tests of the header checks). Returns `out`.
  */
