@@ -298,6 +298,31 @@ fn gemma3_matches_llama_cpp() {
     ));
 }
 
+/// Where Q is scaled decides the rounding (1/√96 is no power of two), and the tolerances above
+/// are too loose to see it: llama.cpp scales gemma3's and phi3's Q after RoPE and q·k for the
+/// others (tiny phi3 has Phi-3.5's head size 96).
+#[test]
+fn q_is_scaled_where_llama_cpp_scales_it() {
+    use quantweb::inspect::ModelInfo;
+    use quantweb::model::Config;
+    for (files, q_scale, attn_scale) in [
+        (&["tiny-phi3.gguf"][..], 1.0 / 96f32.sqrt(), 1.0),
+        (&["tiny-llama3.gguf"][..], 1.0, 1.0 / 64f32.sqrt()),
+        (&common::GEMMA_PARTS[..], 1.0 / 256f32.sqrt(), 1.0),
+    ] {
+        let Some(paths) = common::model_paths(files) else {
+            return;
+        };
+        let gguf = pollster::block_on(GgufModel::open(open_args(&paths).unwrap())).unwrap();
+        let c = Config::from_info(&ModelInfo::from_model(&gguf).unwrap()).unwrap();
+        assert_eq!(
+            (c.q_scale, c.attn_scale),
+            (q_scale, attn_scale),
+            "{files:?}"
+        );
+    }
+}
+
 /// The tiny random-weight models of tests/tiny (architectures with no real test model): both
 /// golden cases each, a raw prompt and a chat-templated one.
 fn check_tiny(arch: &str) {
