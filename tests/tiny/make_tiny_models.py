@@ -272,7 +272,10 @@ def llama3_rope_freqs(head_dim: int, base: float, factor=8.0, low=1.0, high=4.0,
     """convert_hf_to_gguf's llama3 rope_freqs (LlamaModel.generate_extra_tensors) with a tiny
     original context (64 instead of 8192), so that the factors change the angles at the
     positions a test sees."""
-    freqs = 1.0 / (base ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim))
+    # Each power in double, rounded to f32: numpy's vectorized f32 power rounds differently
+    # on AVX-512 machines, and the file must not depend on the CPU that makes it.
+    exps = np.arange(0, head_dim, 2, dtype=np.float32) / head_dim
+    freqs = 1.0 / np.array([math.pow(base, float(e)) for e in exps], dtype=np.float32)
     low_wavelen, high_wavelen = orig_ctx / low, orig_ctx / high
     out = []
     for f in freqs:
