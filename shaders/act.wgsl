@@ -1,51 +1,28 @@
-// Gated activation, in place on gate: gate[i] = act(gate[i]) · up[i] for i < n.
-// ACT_SILU:      x / (1 + exp(-x))                                   (ggml_silu_f32)
-// ACT_GELU_TANH: 0.5·x·(1 + tanh(sqrt(2/π)·x·(1 + 0.044715·x²)))   (ggml_gelu_f32) as
-//                llama.cpp's CPU backend applies it (GGML_GELU_FP16): x and the result
-//                rounded to f16 (its lookup table) for −10 < x < 10; 0 below, x above.
+// Gated activation of the feed-forward block (act_fn.wgsl has the activations):
+// - in place on gate: gate[i] = act(gate[i]) · up[i] for i < n (gate and up separate matrices);
+// - INTERLEAVED: out[i] = act(gu[2i]) · gu[2i + 1], the output of one matrix whose rows
+//   alternate gate and up (the prefill; matvec.wgsl's GATED does it in passing when decoding).
 struct Params { n: u32 }
 
+#ifdef INTERLEAVED
+@group(0) @binding(0) var<storage, read> gu: array<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+#else
 @group(0) @binding(0) var<storage, read_write> gate: array<f32>;
 @group(0) @binding(1) var<storage, read> up: array<f32>;
+#endif
 @group(0) @binding(2) var<uniform> p: Params;
 
-#ifdef ACT_SILU
-fn act(x: f32) -> f32 {
-    // exp(-x) overflows f32 below x = -88.7, and WGSL leaves an overflowing exp undefined; the
-    // clamp keeps it finite, where x / (1 + e^88) already rounds to -0 in f32 ... -5e-37.
-    return x / (1.0 + exp(min(-x, 88.0)));
-}
-#endif
-
-#ifdef ACT_GELU_TANH
-// tanh(z) = sign(z)·(1 − e^(−2|z|)) / (1 + e^(−2|z|)): the exponent is never positive, so nothing
-// overflows (a driver's tanh may compute (e^2z − 1)/(e^2z + 1) = inf/inf = NaN for large z).
-// Its absolute error is a few 1e-8, which is what matters in 1 + tanh. |z| is capped at 20, where
-// tanh is ±1 in f32 anyway, so that an infinite z (x² overflowing) never reaches exp.
-fn tanh_safe(z: f32) -> f32 {
-    let e = exp(-2.0 * min(abs(z), 20.0));
-    return sign(z) * (1.0 - e) / (1.0 + e);
-}
-
-#include "f16.wgsl"
-
-fn act(v: f32) -> f32 {
-    if (v <= -10.0) {
-        return 0.0;
-    }
-    if (v >= 10.0) {
-        return v;
-    }
-    let x = round_f16(v);
-    let sqrt_2_over_pi = 0.79788456080286535588;
-    return round_f16(0.5 * x * (1.0 + tanh_safe(sqrt_2_over_pi * x * (1.0 + 0.044715 * x * x))));
-}
-#endif
+#include "act_fn.wgsl"
 
 @compute @workgroup_size(WG_SIZE)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * WG_SIZE;
     if (i < p.n) {
+#ifdef INTERLEAVED
+        out[i] = act(gu[2u * i]) * gu[2u * i + 1u];
+#else
         gate[i] = act(gate[i]) * up[i];
+#endif
     }
 }

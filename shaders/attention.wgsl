@@ -15,7 +15,7 @@
 // Both finish with out = acc · (1 / l) as ggml does.
 struct Params {
     n_tokens: u32, n_head: u32, n_kv: u32, cells: u32,
-    window: u32, scale: u32, group: u32,
+    window: u32, scale: f32, group: u32,
 }
 // The batch's first position (crate::gpu::Pos), rewritten before each batch.
 struct Pos { pos0: u32 }
@@ -51,7 +51,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let n_keys = pos + 1u - lo;
     let row_words = p.n_kv * HW;
-    let scale = bitcast<f32>(p.scale);
+    let scale = p.scale;
 
     let q_base = item * HEAD_DIM;
     for (var w = tid; w < HW; w += WG_SIZE) {

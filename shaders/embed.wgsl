@@ -9,7 +9,7 @@ struct Params {
     row0: u32,
     d_off: u32,
     n: u32,          // tokens
-    scale: u32,      // f32 bits
+    scale: f32,
 }
 
 @group(0) @binding(1) var<storage, read> ids: array<u32>;
@@ -33,7 +33,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     let unit = (id - p.row0) * p.units_per_row + u;
     let wv = dequant_unit(unit / UNITS_PER_BLOCK, unit % UNITS_PER_BLOCK);
-    let scale = bitcast<f32>(p.scale);
+    let scale = p.scale;
     for (var i = 0u; i < UNIT_V4; i++) {
         out[(t * p.units_per_row + u) * UNIT_V4 + i] = scale * wv[i];
     }

@@ -1,34 +1,24 @@
 // Prefill matrix × matrix: y[t, row0 + r] = Σ_k W[r, k] · x[t, k] for the rows r < p.rows of one
-// buffer of a QMatrix and the tokens t < p.n_tokens. Each workgroup of 64 threads (8 × 8)
+// buffer of a QMatrix and the tokens t < p.n_tokens, stored by mat_out.wgsl. Each workgroup of 64 threads (8 × 8)
 // computes a tile of 32 rows × 32 tokens, walking K in steps of 32: the W tile is dequantized
 // once into workgroup memory (one unit per thread for quantized types), the x tile copied
 // beside it, then each thread accumulates 4 rows × 4 tokens (strided by 8) in f32.
 #include "dequant.wgsl"
-
-struct Params {
-    rows: u32,            // rows in this buffer
-    units_per_row: u32,   // cols / (4 * UNIT_V4)
-    row0: u32,            // first row of this buffer in the whole matrix
-    d_off: u32,           // word offset of the separated f16 d array
-    n_tokens: u32,
-    y_stride: u32,        // rows of the whole matrix: y is [n_tokens, y_stride]
-}
+#include "mat_out.wgsl"
 
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
-@group(0) @binding(3) var<uniform> p: Params;
 #ifdef MIN_CORRECTION
 // f32 [n_tokens, units_per_row / UNITS_PER_BLOCK]: per block of x, what its min term lacks
 // (quantize.wgsl). Only for 32-element blocks (Q4_1, Q5_1): one block per K step.
-@group(0) @binding(4) var<storage, read> delta: array<f32>;
+@group(0) @binding(DELTA_AT) var<storage, read> delta: array<f32>;
 #ifndef ROW_PER_THREAD
 var<workgroup> mins: array<f32, TM>;
 var<workgroup> deltas: array<f32, TN>;
 #endif
 #endif
 
-const TM: u32 = 32u;           // rows per tile
-const TN: u32 = 32u;           // tokens per tile
+const TM: u32 = TILE;          // rows per tile
+const TN: u32 = TILE;          // tokens per tile
 const TK4: u32 = 8u;           // vec4s of K per step (32 elements)
 const UNITS_PER_STEP: u32 = TK4 / UNIT_V4;
 const UNITS_PER_BLOCK: u32 = BLOCK / (4u * UNIT_V4);
@@ -67,7 +57,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
         }
     }
     for (var t = 0u; t < nt; t++) {
-        y[(t0 + t) * p.y_stride + p.row0 + r] = acc[t];
+        store(t0 + t, p.row0 + r, acc[t]);
     }
 }
 #else
@@ -153,7 +143,7 @@ fn main(@builtin(local_invocation_index) lid: u32,
         for (var j = 0u; j < 4u; j++) {
             let t = tile_t + tt + 8u * j;
             if (r < p.rows && t < p.n_tokens) {
-                y[t * p.y_stride + p.row0 + r] = acc[i][j];
+                store(t, p.row0 + r, acc[i][j]);
             }
         }
     }

@@ -1,57 +1,81 @@
 // Decode matrix × vector: y[row0 + r] = Σ_k W[r, k] · x[k] for the rows r < p.rows of one buffer
-// of a QMatrix. One workgroup computes ROWS consecutive rows: its WG_SIZE threads split K by
-// units (see dequant.wgsl), each thread loads its slice of x once and reuses it for all ROWS
-// rows, then a shared-memory tree reduction sums the partial dots. f32 throughout.
+// of a QMatrix, stored by mat_out.wgsl (plain, ADD_TO or SPLIT3). One workgroup computes ROWS
+// consecutive rows: its WG_SIZE threads split K by units (see dequant.wgsl), each thread loads
+// its slice of x once and reuses it for all ROWS rows, then a shared-memory tree reduction sums
+// the partial dots. f32 throughout.
+// GATED: the rows alternate gate and up (QMatrix::upload_interleaved); each pair becomes one
+// output act(gate) · up (act_fn.wgsl) at index row / 2.
 #include "dequant.wgsl"
-
-struct Params {
-    rows: u32,            // rows in this buffer
-    units_per_row: u32,   // cols / (4 * UNIT_V4)
-    row0: u32,            // first row of this buffer in the whole matrix (and in y)
-    d_off: u32,           // word offset of the separated f16 d array
-}
+#include "mat_out.wgsl"
 
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
-@group(0) @binding(3) var<uniform> p: Params;
 #ifdef MIN_CORRECTION
 // f32 [units_per_row / UNITS_PER_BLOCK]: per block of x, what its min term lacks (quantize.wgsl).
-@group(0) @binding(4) var<storage, read> delta: array<f32>;
+@group(0) @binding(DELTA_AT) var<storage, read> delta: array<f32>;
+#endif
+#ifdef GATED
+#include "act_fn.wgsl"
 #endif
 
 const UNITS_PER_BLOCK: u32 = BLOCK / (4u * UNIT_V4);
 
+// Row r's weights of unit u times that unit's slice of x.
+fn unit_dot(r: u32, u: u32, xv: array<vec4<f32>, UNIT_V4>) -> f32 {
+    let unit = r * p.units_per_row + u;
+    let wv = dequant_unit(unit / UNITS_PER_BLOCK, unit % UNITS_PER_BLOCK);
+    var s = 0.0;
+    for (var i = 0u; i < UNIT_V4; i++) {
+        s += dot(wv[i], xv[i]);
+    }
+#ifdef MIN_CORRECTION
+    if (u % UNITS_PER_BLOCK == 0u) {
+        s += block_min(unit / UNITS_PER_BLOCK) * delta[u / UNITS_PER_BLOCK];
+    }
+#endif
+    return s;
+}
+
+fn x_unit(u: u32) -> array<vec4<f32>, UNIT_V4> {
+    var xv: array<vec4<f32>, UNIT_V4>;
+    for (var i = 0u; i < UNIT_V4; i++) {
+        xv[i] = x[u * UNIT_V4 + i];
+    }
+    return xv;
+}
+
+#ifdef GATED
+const RPT: u32 = 2u;
+#else
+const RPT: u32 = 1u;
+#endif
+
 #ifdef ROW_PER_THREAD
 // CPU adapters (llvmpipe, SwiftShader) run a workgroup's invocations as SIMD lanes of one CPU
-// thread, and every barrier costs a context switch: there one invocation computes a whole row,
-// with no shared memory and no barrier, and WG_SIZE rows make a workgroup.
+// thread, and every barrier costs a context switch: there one invocation computes a whole row
+// (GATED: a gate and up pair), with no shared memory and no barrier.
 @compute @workgroup_size(WG_SIZE)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>,
         @builtin(num_workgroups) nwg: vec3<u32>) {
     d_off = p.d_off;
-    let r = gid.x + gid.y * nwg.x * WG_SIZE;
+    let r = (gid.x + gid.y * nwg.x * WG_SIZE) * RPT;
     if (r >= p.rows) {
         return;
     }
-    var acc = 0.0;
+    var acc: array<f32, RPT>;
     for (var u = 0u; u < p.units_per_row; u++) {
-        let unit = r * p.units_per_row + u;
-        let wv = dequant_unit(unit / UNITS_PER_BLOCK, unit % UNITS_PER_BLOCK);
-        var s = 0.0;
-        for (var i = 0u; i < UNIT_V4; i++) {
-            s += dot(wv[i], x[u * UNIT_V4 + i]);
+        let xv = x_unit(u);
+        for (var k = 0u; k < RPT; k++) {
+            acc[k] += unit_dot(r + k, u, xv);
         }
-#ifdef MIN_CORRECTION
-        if (u % UNITS_PER_BLOCK == 0u) {
-            s += block_min(unit / UNITS_PER_BLOCK) * delta[u / UNITS_PER_BLOCK];
-        }
-#endif
-        acc += s;
     }
-    y[p.row0 + r] = acc;
+#ifdef GATED
+    store(0u, (p.row0 + r) / 2u, act(acc[0]) * acc[1]);
+#else
+    store(0u, p.row0 + r, acc[0]);
+#endif
 }
 #else
-const ROWS: u32 = 4u;
+const ROWS: u32 = MATVEC_ROWS;
 var<workgroup> partial: array<vec4<f32>, WG_SIZE>;
 
 @compute @workgroup_size(WG_SIZE)
@@ -65,24 +89,10 @@ fn main(@builtin(local_invocation_index) lid: u32,
     }
     var acc = vec4<f32>(0.0);
     for (var u = lid; u < p.units_per_row; u += WG_SIZE) {
-        var xv: array<vec4<f32>, UNIT_V4>;
-        for (var i = 0u; i < UNIT_V4; i++) {
-            xv[i] = x[u * UNIT_V4 + i];
-        }
+        let xv = x_unit(u);
         for (var rr = 0u; rr < ROWS; rr++) {
             // Rows past the end recompute the last row; their sums are not written.
-            let unit = min(r0 + rr, p.rows - 1u) * p.units_per_row + u;
-            let wv = dequant_unit(unit / UNITS_PER_BLOCK, unit % UNITS_PER_BLOCK);
-            var s = 0.0;
-            for (var i = 0u; i < UNIT_V4; i++) {
-                s += dot(wv[i], xv[i]);
-            }
-#ifdef MIN_CORRECTION
-            if (u % UNITS_PER_BLOCK == 0u) {
-                s += block_min(unit / UNITS_PER_BLOCK) * delta[u / UNITS_PER_BLOCK];
-            }
-#endif
-            acc[rr] += s;
+            acc[rr] += unit_dot(min(r0 + rr, p.rows - 1u), u, xv);
         }
     }
     partial[lid] = acc;
@@ -93,8 +103,16 @@ fn main(@builtin(local_invocation_index) lid: u32,
         }
         workgroupBarrier();
     }
-    if (lid < ROWS && r0 + lid < p.rows) {
-        y[p.row0 + r0 + lid] = partial[0][lid];
+#ifdef GATED
+    if (lid < ROWS / 2u && r0 + 2u * lid < p.rows) {
+        let g = partial[0][2u * lid];
+        let u = partial[0][2u * lid + 1u];
+        store(0u, (p.row0 + r0) / 2u + lid, act(g) * u);
     }
+#else
+    if (lid < ROWS && r0 + lid < p.rows) {
+        store(0u, p.row0 + r0 + lid, partial[0][lid]);
+    }
+#endif
 }
 #endif

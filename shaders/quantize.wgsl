@@ -1,19 +1,6 @@
-// Activation quantization as llama.cpp's CPU backend does it before a matmul (ggml's
-// `vec_dot_type` of the weight type), written back dequantized: the matmul kernels then multiply
-// exactly the activation values that ggml's integer dot products see. One thread per block.
-//
-// KIND_Q8_0, KIND_Q8_1 (blocks of 32; x86 AVX2 `quantize_row_q8_0/_1`): amax = max |x|,
-//   d = amax / 127 stored as f16, q = round-half-even(x * (127 / amax)); value q * f16(d).
-//   Q8_1 also writes delta[block] = f16(d * Σq) - f16(d) * Σq: ggml keeps the block sum `s`
-//   rounded to f16 and Q4_1/Q5_1 dot products multiply their min by it, so the matmul adds
-//   min * delta per block (MIN_CORRECTION in matvec.wgsl/matmul.wgsl).
-// KIND_Q8_K (blocks of 256; `quantize_row_q8_K_ref`): max = the first element of largest
-//   magnitude (signed), iscale = -127 / max, q = min(127, round-half-even(iscale * x)),
-//   d = 1 / iscale kept in f32; value q * d.
-// KIND_F16, KIND_BF16 (blocks of 4): each element rounded to f16 / bf16, nearest even.
-// BLOCK_32 is set with KIND_Q8_0 and KIND_Q8_1.
-
-#include "f16.wgsl"
+// Activation quantization of x into xq (and delta for Q8_1), one thread per block: see
+// quant_act.wgsl for the kinds and ggml's rules. Used where no other kernel quantizes in passing
+// (rmsnorm.wgsl with QUANT does it for normed inputs).
 
 struct Params {
     n_blocks: u32,
@@ -24,69 +11,19 @@ struct Params {
 @group(0) @binding(2) var<uniform> p: Params;
 #ifdef KIND_Q8_1
 @group(0) @binding(3) var<storage, read_write> delta: array<f32>;
+fn act_delta(b: u32, v: f32) { delta[b] = v; }
 #endif
+
+fn act_in(i: u32) -> f32 { return x[i]; }
+fn act_out(i: u32, v: f32) { xq[i] = v; }
+
+#include "quant_act.wgsl"
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>,
         @builtin(num_workgroups) nwg: vec3<u32>) {
     let b = gid.x + gid.y * nwg.x * 64u;
-    if (b >= p.n_blocks) {
-        return;
+    if (b < p.n_blocks) {
+        quantize_block(b);
     }
-#ifdef BLOCK_32
-    let i0 = b * 32u;
-    var amax = 0.0;
-    for (var i = 0u; i < 32u; i++) {
-        amax = max(amax, abs(x[i0 + i]));
-    }
-    let d = amax / 127.0;
-    let dh = round_f16(d);
-    var id = 0.0;
-    if (amax != 0.0) {
-        id = 127.0 / amax;
-    }
-    var sum = 0.0;
-    for (var i = 0u; i < 32u; i++) {
-        let q = round(x[i0 + i] * id);
-        sum += q;
-        xq[i0 + i] = q * dh;
-    }
-#ifdef KIND_Q8_1
-    delta[b] = round_f16(d * sum) - dh * sum;
-#endif
-#endif
-#ifdef KIND_Q8_K
-    let i0 = b * 256u;
-    var amax = 0.0;
-    var vmax = 0.0;
-    for (var i = 0u; i < 256u; i++) {
-        let v = x[i0 + i];
-        if (abs(v) > amax) {
-            amax = abs(v);
-            vmax = v;
-        }
-    }
-    if (amax == 0.0) {
-        for (var i = 0u; i < 256u; i++) {
-            xq[i0 + i] = 0.0;
-        }
-        return;
-    }
-    let iscale = -127.0 / vmax;
-    let d = 1.0 / iscale;
-    for (var i = 0u; i < 256u; i++) {
-        xq[i0 + i] = min(127.0, round(iscale * x[i0 + i])) * d;
-    }
-#endif
-#ifdef KIND_F16
-    for (var i = 4u * b; i < 4u * b + 4u; i++) {
-        xq[i] = round_f16(x[i]);
-    }
-#endif
-#ifdef KIND_BF16
-    for (var i = 4u * b; i < 4u * b + 4u; i++) {
-        let u = bitcast<u32>(x[i]);
-        xq[i] = bitcast<f32>((u + 0x7FFFu + ((u >> 16u) & 1u)) & 0xFFFF0000u);
-    }
-#endif
 }

@@ -1,7 +1,9 @@
 // RMSNorm of rows: out[r, :] = x[r, :] · (1 / sqrt(mean(x[r, :]²) + eps)) · w[:], one workgroup
-// per row. IN_PLACE writes the result over x (a buffer cannot be bound twice for writing).
-// Operation order as ggml: scale = 1/sqrt(mean + eps), then (x·scale)·w.
-struct Params { rows: u32, d: u32, eps: u32 }
+// per row, reading x from row x_row0 on. IN_PLACE writes the result over x (a buffer cannot be
+// bound twice for writing). Operation order as ggml: scale = 1/sqrt(mean + eps), then (x·scale)·w.
+// QUANT (with a KIND_* and QBLOCK, its block size) then quantizes the normed row into xq (and
+// delta) as quantize.wgsl would, in the same dispatch: quant_act.wgsl, reading `out` back.
+struct Params { rows: u32, d: u32, eps: f32, x_row0: u32 }
 
 #ifdef IN_PLACE
 @group(0) @binding(0) var<storage, read_write> x: array<f32>;
@@ -13,6 +15,16 @@ struct Params { rows: u32, d: u32, eps: u32 }
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<uniform> p: Params;
 #endif
+#ifdef QUANT
+@group(0) @binding(4) var<storage, read_write> xq: array<f32>;
+fn act_in(i: u32) -> f32 { return out[i]; }
+fn act_out(i: u32, v: f32) { xq[i] = v; }
+#ifdef KIND_Q8_1
+@group(0) @binding(5) var<storage, read_write> delta: array<f32>;
+fn act_delta(b: u32, v: f32) { delta[b] = v; }
+#endif
+#include "quant_act.wgsl"
+#endif
 
 var<workgroup> partial: array<f32, WG_SIZE>;
 
@@ -23,7 +35,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (row >= p.rows) {
         return; // uniform: the whole workgroup leaves
     }
-    let base = row * p.d;
+    let base = (p.x_row0 + row) * p.d;
+    let out_base = row * p.d;
     var sum = 0.0;
     for (var i = tid; i < p.d; i += WG_SIZE) {
         let v = x[base + i];
@@ -38,13 +51,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         workgroupBarrier();
     }
     let mean = partial[0] / f32(p.d);
-    let scale = 1.0 / sqrt(mean + bitcast<f32>(p.eps));
+    let scale = 1.0 / sqrt(mean + p.eps);
     // Each thread rewrites only the elements it read itself, so IN_PLACE needs no extra barrier.
     for (var i = tid; i < p.d; i += WG_SIZE) {
 #ifdef IN_PLACE
         x[base + i] = (x[base + i] * scale) * w[i];
 #else
-        out[base + i] = (x[base + i] * scale) * w[i];
+        out[out_base + i] = (x[base + i] * scale) * w[i];
 #endif
     }
+#ifdef QUANT
+    // The row's blocks read elements other threads wrote.
+    storageBarrier();
+    let blocks = p.d / QBLOCK;
+    for (var j = tid; j < blocks; j += WG_SIZE) {
+        quantize_block(row * blocks + j);
+    }
+#endif
 }

@@ -2,6 +2,7 @@
 //! (one teacher-forced pass) and the timings both report.
 
 use crate::error::Result;
+use crate::gpu::Counts;
 use crate::model::{Model, Output, Want};
 use crate::sample::{log_prob, Sampler};
 use serde::Serialize;
@@ -12,6 +13,12 @@ pub struct Timings {
     pub decode_ms: f64,
     pub prefill_tok_s: f64,
     pub decode_tok_s: f64,
+    /// What the prefill cost on the GPU, over `prefill_batches` batches.
+    pub prefill_batches: u64,
+    pub prefill: Counts,
+    /// What decoding cost on the GPU, over `decode_steps` steps of one token each.
+    pub decode_steps: u64,
+    pub decode: Counts,
 }
 
 impl Timings {
@@ -28,6 +35,7 @@ impl Timings {
             decode_ms,
             prefill_tok_s: rate(prefill_tokens, prefill_ms),
             decode_tok_s: rate(decode_tokens, decode_ms),
+            ..Timings::default()
         }
     }
 }
@@ -66,11 +74,14 @@ pub async fn generate(
     for &t in prompt {
         sampler.accept(t);
     }
+    let c0 = model.gpu.counts();
     let t0 = now_ms();
     let mut out = model.eval(prompt, want).await?;
     let prefill_ms = now_ms() - t0;
+    let c1 = model.gpu.counts();
     let t1 = now_ms();
     let mut tokens = Vec::new();
+    let mut decode_steps = 0;
     while tokens.len() < max_tokens {
         let next = match &out {
             Output::Token(t) => *t,
@@ -84,15 +95,22 @@ pub async fn generate(
             break;
         }
         out = model.eval(&[next], want).await?;
+        decode_steps += 1;
     }
     let decode_ms = now_ms() - t1;
     // The first token comes out of the prefill; decode time covers the rest.
-    let timings = Timings::new(
-        prefill_ms,
-        prompt.len(),
-        decode_ms,
-        tokens.len().saturating_sub(1),
-    );
+    let timings = Timings {
+        prefill_batches: prompt.len().div_ceil(crate::model::BATCH as usize) as u64,
+        prefill: c1.since(&c0),
+        decode_steps,
+        decode: model.gpu.counts().since(&c1),
+        ..Timings::new(
+            prefill_ms,
+            prompt.len(),
+            decode_ms,
+            tokens.len().saturating_sub(1),
+        )
+    };
     Ok((tokens, timings))
 }
 

@@ -361,7 +361,13 @@ fn run(cli: Cli) -> Result<()> {
                 |_| true,
             ))?;
             if json {
-                let out = serde_json::json!({"prompt_tokens": prompt.len(), "generated_tokens": tokens.len(), "timings": t});
+                let out = serde_json::json!({
+                    "prompt_tokens": prompt.len(),
+                    "generated_tokens": tokens.len(),
+                    "timings": t,
+                    "prefill_per_batch": t.prefill.per(t.prefill_batches),
+                    "decode_per_token": t.decode.per(t.decode_steps),
+                });
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&out).expect("serializable")
@@ -379,6 +385,8 @@ fn run(cli: Cli) -> Result<()> {
                     t.decode_ms,
                     t.decode_tok_s
                 );
+                println!("per prefill batch: {}", t.prefill.per(t.prefill_batches));
+                println!("per decoded token: {}", t.decode.per(t.decode_steps));
             }
         }
         Cmd::Quantize {

@@ -1,7 +1,7 @@
 //! Gated activations of the feed-forward block, in place on the gate: `gate = act(gate) · up`.
 //! SwiGLU (llama, qwen) and GeGLU with the tanh GELU (gemma).
 
-use super::{grid, params, shader::defines, Gpu};
+use super::{grid, shader::defines, Reads, Rec};
 use crate::error::Result;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,27 +18,57 @@ pub struct GatedAct;
 
 const WG_SIZE: u32 = 256;
 
+impl Activation {
+    /// Its define in act_fn.wgsl.
+    pub(super) fn define(self) -> &'static str {
+        match self {
+            Activation::Silu => "ACT_SILU",
+            Activation::GeluTanh => "ACT_GELU_TANH",
+        }
+    }
+}
+
 impl GatedAct {
     /// Records `gate[i] = act(gate[i]) · up[i]` for `i < n`.
     pub fn record(
-        gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
+        rec: &mut Rec,
         gate: &wgpu::Buffer,
         up: &wgpu::Buffer,
         n: u32,
         act: Activation,
     ) -> Result<()> {
-        let which = match act {
-            Activation::Silu => "ACT_SILU",
-            Activation::GeluTanh => "ACT_GELU_TANH",
-        };
-        let pipeline = gpu.pipeline(
-            "act.wgsl",
-            &defines(&[("WG_SIZE", &WG_SIZE.to_string()), (which, "")]),
-        )?;
-        let p = params(gpu, &[n]);
-        let bind = gpu.bind(&pipeline, &[gate, up, &p]);
-        gpu.dispatch(enc, &pipeline, &bind, grid(n.div_ceil(WG_SIZE)));
+        Self::dispatch(rec, gate, up, n, act, false)
+    }
+
+    /// Records `out[i] = act(gu[2i]) · gu[2i + 1]` for `i < n`: the products of a matrix whose
+    /// rows alternate gate and up.
+    pub fn record_interleaved(
+        rec: &mut Rec,
+        gu: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        n: u32,
+        act: Activation,
+    ) -> Result<()> {
+        Self::dispatch(rec, gu, out, n, act, true)
+    }
+
+    fn dispatch(
+        rec: &mut Rec,
+        a: &wgpu::Buffer,
+        b: &wgpu::Buffer,
+        n: u32,
+        act: Activation,
+        interleaved: bool,
+    ) -> Result<()> {
+        let wg = WG_SIZE.to_string();
+        let mut defs = vec![("WG_SIZE", wg.as_str()), (act.define(), "")];
+        if interleaved {
+            defs.push(("INTERLEAVED", ""));
+        }
+        let pipeline = rec.pipeline("act.wgsl", &defines(&defs))?;
+        let p = rec.params(&n);
+        let reads = Reads::act(8 * n as u64);
+        rec.dispatch(&pipeline, &[a, b, &p], grid(n.div_ceil(WG_SIZE)), reads);
         Ok(())
     }
 }
@@ -46,7 +76,7 @@ impl GatedAct {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::{nmse, test_gpu, test_random as random};
+    use crate::gpu::{nmse, test_gpu, test_random as random, Gpu, Rec};
 
     /// ggml's CPU functions, in the same operation order.
     fn reference(x: f32, act: Activation) -> f32 {
@@ -66,9 +96,9 @@ mod tests {
     fn run(gpu: &Gpu, g: &[f32], u: &[f32], act: Activation) -> Vec<f32> {
         let gate = gpu.upload("gate", bytemuck::cast_slice(g));
         let up = gpu.upload("up", bytemuck::cast_slice(u));
-        let mut enc = gpu.encoder();
-        GatedAct::record(gpu, &mut enc, &gate, &up, g.len() as u32, act).unwrap();
-        gpu.queue.submit([enc.finish()]);
+        let mut rec = Rec::new(gpu);
+        GatedAct::record(&mut rec, &gate, &up, g.len() as u32, act).unwrap();
+        rec.submit();
         pollster::block_on(gpu.read_f32(&gate, g.len())).unwrap()
     }
 

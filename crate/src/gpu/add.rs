@@ -1,49 +1,48 @@
 //! Residual add and bias add, in place: `x += y`, `x[t, :] += b`.
 
-use super::{params, shader::defines, Gpu};
+use super::{shader::defines, Reads, Rec};
 use crate::error::Result;
 
 pub struct Add;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    m: u32,
+}
 
 const WG_SIZE: u32 = 256;
 
 impl Add {
     /// Records `x[i] += y[i]` for the first `n` elements.
-    pub fn record(
-        gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
-        x: &wgpu::Buffer,
-        y: &wgpu::Buffer,
-        n: u32,
-    ) -> Result<()> {
-        Self::record_repeated(gpu, enc, x, y, n, n)
+    pub fn record(rec: &mut Rec, x: &wgpu::Buffer, y: &wgpu::Buffer, n: u32) -> Result<()> {
+        Self::record_repeated(rec, x, y, n, n)
     }
 
     /// Records `x[t, i] += b[i]`: x f32 [n_tokens, width], b f32 [width] (qwen2's q/k/v biases).
     pub fn record_bias(
-        gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
+        rec: &mut Rec,
         x: &wgpu::Buffer,
         b: &wgpu::Buffer,
         n_tokens: u32,
         width: u32,
     ) -> Result<()> {
-        Self::record_repeated(gpu, enc, x, b, n_tokens * width, width)
+        Self::record_repeated(rec, x, b, n_tokens * width, width)
     }
 
     /// `x[i] += y[i % m]` for i < n.
     fn record_repeated(
-        gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
+        rec: &mut Rec,
         x: &wgpu::Buffer,
         y: &wgpu::Buffer,
         n: u32,
         m: u32,
     ) -> Result<()> {
-        let pipeline = gpu.pipeline("add.wgsl", &defines(&[("WG_SIZE", &WG_SIZE.to_string())]))?;
-        let p = params(gpu, &[n, m]);
-        let bind = gpu.bind(&pipeline, &[x, y, &p]);
-        gpu.dispatch(enc, &pipeline, &bind, grid(n.div_ceil(WG_SIZE)));
+        let pipeline = rec.pipeline("add.wgsl", &defines(&[("WG_SIZE", &WG_SIZE.to_string())]))?;
+        let p = rec.params(&Params { n, m });
+        let reads = Reads::act(4 * (n + m) as u64);
+        rec.dispatch(&pipeline, &[x, y, &p], grid(n.div_ceil(WG_SIZE)), reads);
         Ok(())
     }
 }
@@ -57,7 +56,7 @@ pub fn grid(groups: u32) -> (u32, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::{nmse, test_gpu};
+    use crate::gpu::{nmse, test_gpu, Rec};
 
     #[test]
     fn adds_in_place() {
@@ -67,9 +66,9 @@ mod tests {
             let b: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).cos()).collect();
             let x = gpu.upload("x", bytemuck::cast_slice(&a));
             let y = gpu.upload("y", bytemuck::cast_slice(&b));
-            let mut enc = gpu.encoder();
-            Add::record(&gpu, &mut enc, &x, &y, n as u32).unwrap();
-            gpu.queue.submit([enc.finish()]);
+            let mut rec = Rec::new(&gpu);
+            Add::record(&mut rec, &x, &y, n as u32).unwrap();
+            rec.submit();
             let got = pollster::block_on(gpu.read_f32(&x, n)).unwrap();
             let want: Vec<f32> = a.iter().zip(&b).map(|(a, b)| a + b).collect();
             assert_eq!(nmse(&got, &want), 0.0, "n = {n}");
@@ -84,9 +83,9 @@ mod tests {
         let b: Vec<f32> = (0..width).map(|i| i as f32 * 0.5 - 7.0).collect();
         let x = gpu.upload("x", bytemuck::cast_slice(&a));
         let y = gpu.upload("b", bytemuck::cast_slice(&b));
-        let mut enc = gpu.encoder();
-        Add::record_bias(&gpu, &mut enc, &x, &y, tokens as u32, width as u32).unwrap();
-        gpu.queue.submit([enc.finish()]);
+        let mut rec = Rec::new(&gpu);
+        Add::record_bias(&mut rec, &x, &y, tokens as u32, width as u32).unwrap();
+        rec.submit();
         let got = pollster::block_on(gpu.read_f32(&x, a.len())).unwrap();
         let want: Vec<f32> = a
             .iter()

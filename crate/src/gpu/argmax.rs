@@ -1,6 +1,6 @@
 //! Greedy sampling on the GPU: only the token id is read back, not the logits.
 
-use super::{params, shader::defines, Gpu};
+use super::{shader::defines, Reads, Rec};
 use crate::error::{Error, Result};
 
 pub struct Argmax;
@@ -11,23 +11,21 @@ impl Argmax {
     /// `out[0]` (u32) = the index of the max of `x[0..n]`, the first one on ties as llama.cpp's
     /// greedy sampler; NaNs are skipped (all NaN gives 0). One workgroup: a 262K vocabulary is
     /// 1 MiB of logits, a few µs of bandwidth, and it avoids a second pass.
-    pub fn record(
-        gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
-        x: &wgpu::Buffer,
-        n: u32,
-        out: &wgpu::Buffer,
-    ) -> Result<()> {
+    pub fn record(rec: &mut Rec, x: &wgpu::Buffer, n: u32, out: &wgpu::Buffer) -> Result<()> {
         if n == 0 {
             return Err(Error::Gpu("argmax of 0 values".into()));
         }
-        let pipeline = gpu.pipeline(
+        let pipeline = rec.pipeline(
             "argmax.wgsl",
             &defines(&[("WG_SIZE", &WG_SIZE.to_string())]),
         )?;
-        let p = params(gpu, &[n]);
-        let bind = gpu.bind(&pipeline, &[x, out, &p]);
-        gpu.dispatch(enc, &pipeline, &bind, (1, 1, 1));
+        let p = rec.params(&n);
+        rec.dispatch(
+            &pipeline,
+            &[x, out, &p],
+            (1, 1, 1),
+            Reads::act(4 * n as u64),
+        );
         Ok(())
     }
 }
@@ -35,7 +33,7 @@ impl Argmax {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::test_gpu;
+    use crate::gpu::{test_gpu, Gpu, Rec};
 
     /// llama.cpp's greedy choice: the first index whose value is strictly greater than all before.
     fn reference(x: &[f32]) -> u32 {
@@ -51,9 +49,9 @@ mod tests {
     fn run(gpu: &Gpu, xs: &[f32]) -> u32 {
         let x = gpu.upload("x", bytemuck::cast_slice(xs));
         let out = gpu.storage("out", 4);
-        let mut enc = gpu.encoder();
-        Argmax::record(gpu, &mut enc, &x, xs.len() as u32, &out).unwrap();
-        gpu.queue.submit([enc.finish()]);
+        let mut rec = Rec::new(gpu);
+        Argmax::record(&mut rec, &x, xs.len() as u32, &out).unwrap();
+        rec.submit();
         let b = pollster::block_on(gpu.read(&out, 4)).unwrap();
         u32::from_le_bytes(b[..4].try_into().unwrap())
     }

@@ -1,6 +1,6 @@
 //! The KV cache of a layer and causal attention over it (GQA, sliding window, online softmax).
 
-use super::{grid, params, shader::defines, Gpu, Pos};
+use super::{grid, shader::defines, Gpu, Pos, Reads, Rec, RopeMode, RopeSpec};
 use crate::error::{Error, Result};
 
 /// KV cache of one layer: `cells` slots of `n_kv × head_dim` values each for K and for V, stored
@@ -19,6 +19,44 @@ pub struct KvCache {
 
 const STORE_WG: u32 = 256;
 const ATTN_WG: u32 = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct StoreParams {
+    row_words: u32,
+    n_tokens: u32,
+    cells: u32,
+    head_dim: u32,
+    // With ROPE: rotated dims per head, query heads, then the angles' terms (see RopeSpec).
+    n_rot: u32,
+    n_head: u32,
+    theta_scale: f32,
+    freq_scale: f32,
+    attn_factor: f32,
+    q_scale: f32,
+}
+
+/// The query side of [`KvCache::record_store_rope`]: q, f32 [n_tokens, n_head, head_dim], is
+/// rotated in place and then multiplied by `q_scale`.
+pub struct RopeQ<'a> {
+    pub q: &'a wgpu::Buffer,
+    pub n_head: u32,
+    pub q_scale: f32,
+    pub spec: &'a RopeSpec<'a>,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n_tokens: u32,
+    n_head: u32,
+    n_kv: u32,
+    cells: u32,
+    window: u32,
+    scale: f32,
+    /// Query heads per KV head.
+    group: u32,
+}
 
 impl KvCache {
     /// A zeroed cache. Panics unless `head_dim` is even (every model's is): a head row must be
@@ -42,12 +80,41 @@ impl KvCache {
     /// rounded to f16 to nearest even (as ggml's f32 → f16).
     pub fn record_store(
         &self,
-        gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
+        rec: &mut Rec,
         k: &wgpu::Buffer,
         v: &wgpu::Buffer,
         n_tokens: u32,
         pos: &Pos,
+    ) -> Result<()> {
+        self.store(rec, k, v, n_tokens, pos, None)
+    }
+
+    /// [`record_store`](Self::record_store) with rotary position embeddings in the same
+    /// dispatch: k is rotated as it is stored, and `rope.q` in place, then scaled. Token t has
+    /// position pos + t; pair i turns by `theta_i = freq_scale · (pos · theta_scale^i) / ff[i]`,
+    /// `theta_scale = base^(-2/n_rot)`, scaled by attn_factor, computed as ggml-cpu does (f32,
+    /// repeated products; YaRN's ramp off: ext_factor 0). Angles are accurate for
+    /// positions·freq_scale below 2e5.
+    pub fn record_store_rope(
+        &self,
+        rec: &mut Rec,
+        k: &wgpu::Buffer,
+        v: &wgpu::Buffer,
+        n_tokens: u32,
+        pos: &Pos,
+        rope: RopeQ,
+    ) -> Result<()> {
+        self.store(rec, k, v, n_tokens, pos, Some(rope))
+    }
+
+    fn store(
+        &self,
+        rec: &mut Rec,
+        k: &wgpu::Buffer,
+        v: &wgpu::Buffer,
+        n_tokens: u32,
+        pos: &Pos,
+        rope: Option<RopeQ>,
     ) -> Result<()> {
         if n_tokens > self.cells {
             return Err(Error::Gpu(format!(
@@ -55,15 +122,62 @@ impl KvCache {
                 self.cells
             )));
         }
-        let pipeline = gpu.pipeline(
-            "kv_store.wgsl",
-            &defines(&[("WG_SIZE", &STORE_WG.to_string())]),
-        )?;
         let row_words = self.n_kv * self.head_dim / 2;
-        let p = params(gpu, &[row_words, n_tokens, self.cells]);
-        let bind = gpu.bind(&pipeline, &[k, v, &self.k, &self.v, &p, &pos.buf]);
-        let threads = n_tokens * row_words;
-        gpu.dispatch(enc, &pipeline, &bind, grid(threads.div_ceil(STORE_WG)));
+        let wg = STORE_WG.to_string();
+        let mut defs = vec![("WG_SIZE", wg.as_str())];
+        let mut p = StoreParams {
+            row_words,
+            n_tokens,
+            cells: self.cells,
+            head_dim: self.head_dim,
+            n_rot: 0,
+            n_head: 0,
+            theta_scale: 0.0,
+            freq_scale: 0.0,
+            attn_factor: 0.0,
+            q_scale: 1.0,
+        };
+        let mut q_threads = 0;
+        if let Some(r) = &rope {
+            let n_rot = r.spec.n_rot;
+            if n_rot == 0 || !n_rot.is_multiple_of(2) || n_rot > self.head_dim {
+                return Err(Error::Gpu(format!(
+                    "rope: n_rot = {n_rot} must be even, positive and at most head_dim = {}",
+                    self.head_dim
+                )));
+            }
+            defs.push(("ROPE", ""));
+            if r.spec.mode == RopeMode::Neox {
+                defs.push(("NEOX", ""));
+            }
+            if r.spec.freq_factors.is_some() {
+                defs.push(("FREQ_FACTORS", ""));
+            }
+            p.n_rot = n_rot;
+            p.n_head = r.n_head;
+            // ggml: powf(freq_base, -2.0f/n_dims), in f32 (Rust's powf is the C library's).
+            p.theta_scale = r.spec.base.powf(-2.0 / n_rot as f32);
+            p.freq_scale = r.spec.freq_scale;
+            p.attn_factor = r.spec.attn_factor;
+            p.q_scale = r.q_scale;
+            // A thread per rotated pair of q, and one per element past n_rot.
+            q_threads = n_tokens * r.n_head * (self.head_dim - n_rot / 2);
+        }
+        let pipeline = rec.pipeline("kv_store.wgsl", &defines(&defs))?;
+        let p = rec.params(&p);
+        let mut buffers = vec![k, v, &self.k, &self.v, &p, &pos.buf];
+        if let Some(r) = &rope {
+            buffers.push(r.q);
+            buffers.extend(r.spec.freq_factors);
+        }
+        let threads = n_tokens * row_words + q_threads;
+        // Reads k, v (and q) in f32, writes k and v in f16.
+        let reads = Reads {
+            act: 4 * (2 * (n_tokens * row_words) + q_threads) as u64,
+            kv: 8 * (n_tokens * row_words) as u64,
+            ..Reads::default()
+        };
+        rec.dispatch(&pipeline, &buffers, grid(threads.div_ceil(STORE_WG)), reads);
         Ok(())
     }
 }
@@ -87,8 +201,7 @@ impl Attention {
     /// (token, head) walks its keys in tiles of 64 with an online softmax.
     #[allow(clippy::too_many_arguments)]
     pub fn record(
-        gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
+        rec: &mut Rec,
         q: &wgpu::Buffer,
         cache: &KvCache,
         out: &wgpu::Buffer,
@@ -129,21 +242,30 @@ impl Attention {
         if n_tokens < GGML_FA_TILE_Q {
             defs.insert("F16_ACC".into(), "1".into());
         }
-        let pipeline = gpu.pipeline("attention.wgsl", &defs)?;
-        let p = params(
-            gpu,
-            &[
-                n_tokens,
-                n_head,
-                cache.n_kv,
-                cache.cells,
-                window,
-                scale.to_bits(),
-                n_head / cache.n_kv,
-            ],
+        let pipeline = rec.pipeline("attention.wgsl", &defs)?;
+        let p = rec.params(&Params {
+            n_tokens,
+            n_head,
+            n_kv: cache.n_kv,
+            cells: cache.cells,
+            window,
+            scale,
+            group: n_head / cache.n_kv,
+        });
+        // Every KV head's keys and values from the oldest position any query sees to the last.
+        let keys = (pos0 + n_tokens - oldest.min(pos0)).min(cache.cells) as u64;
+        let row = 2 * (cache.n_kv * cache.head_dim) as u64;
+        let reads = Reads {
+            kv: 2 * keys * row,
+            act: 4 * (n_tokens * n_head * cache.head_dim) as u64,
+            ..Reads::default()
+        };
+        rec.dispatch(
+            &pipeline,
+            &[q, &cache.k, &cache.v, out, &p, &pos.buf],
+            grid(n_tokens * n_head),
+            reads,
         );
-        let bind = gpu.bind(&pipeline, &[q, &cache.k, &cache.v, out, &p, &pos.buf]);
-        gpu.dispatch(enc, &pipeline, &bind, grid(n_tokens * n_head));
         Ok(())
     }
 }
@@ -151,7 +273,7 @@ impl Attention {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::{nmse, test_gpu, test_random as random};
+    use crate::gpu::{nmse, test_gpu, test_random as random, Rec};
     use half::f16;
 
     /// A layer's shape and the K/V of every position so far (f32, as the model produced them).
@@ -269,13 +391,12 @@ mod tests {
             let vb = gpu.upload("v", bytemuck::cast_slice(&v));
             let out = gpu.storage("out", q.len() as u64 * 4);
             pos.set(gpu, pos0 as u32);
-            let mut enc = gpu.encoder();
+            let mut rec = Rec::new(gpu);
             cache
-                .record_store(gpu, &mut enc, &kb, &vb, n as u32, &pos)
+                .record_store(&mut rec, &kb, &vb, n as u32, &pos)
                 .unwrap();
             Attention::record(
-                gpu,
-                &mut enc,
+                &mut rec,
                 &qb,
                 &cache,
                 &out,
@@ -286,7 +407,7 @@ mod tests {
                 layer.window as u32,
             )
             .unwrap();
-            gpu.queue.submit([enc.finish()]);
+            rec.submit();
             let got = pollster::block_on(gpu.read_f32(&out, q.len())).unwrap();
             let exact = layer.exact(&q, pos0);
             let (e, tolerance) = if (n as u32) < GGML_FA_TILE_Q {
@@ -418,11 +539,11 @@ mod tests {
         let n = xs.len() as u32;
         let cache = KvCache::new(&gpu, "bits", 1, 1, n);
         let x = gpu.upload("x", bytemuck::cast_slice(&xs));
-        let mut enc = gpu.encoder();
+        let mut rec = Rec::new(&gpu);
         cache
-            .record_store(&gpu, &mut enc, &x, &x, 1, &Pos::new(&gpu, 0))
+            .record_store(&mut rec, &x, &x, 1, &Pos::new(&gpu, 0))
             .unwrap();
-        gpu.queue.submit([enc.finish()]);
+        rec.submit();
         let words = pollster::block_on(gpu.read(&cache.k, n as u64 * 2)).unwrap();
         let got: &[u16] = bytemuck::cast_slice(&words);
         for (&x, &h) in xs.iter().zip(got) {
@@ -448,18 +569,14 @@ mod tests {
             gpu.storage("q", 64 * 4 * 16),
             gpu.storage("out", 64 * 4 * 16),
         );
-        let mut enc = gpu.encoder();
+        let mut rec = Rec::new(&gpu);
         let at = |p: u32| Pos::new(&gpu, p);
         // 5 query heads over 2 KV heads.
-        assert!(Attention::record(&gpu, &mut enc, &q, &cache, &out, 1, &at(0), 5, 1.0, 0).is_err());
+        assert!(Attention::record(&mut rec, &q, &cache, &out, 1, &at(0), 5, 1.0, 0).is_err());
         // A global layer past its cells, and a ring too small for window + batch.
-        assert!(Attention::record(&gpu, &mut enc, &q, &cache, &out, 1, &at(8), 2, 1.0, 0).is_err());
-        assert!(
-            Attention::record(&gpu, &mut enc, &q, &cache, &out, 4, &at(20), 2, 1.0, 6).is_err()
-        );
-        assert!(Attention::record(&gpu, &mut enc, &q, &cache, &out, 3, &at(20), 2, 1.0, 6).is_ok());
-        assert!(cache
-            .record_store(&gpu, &mut enc, &q, &q, 9, &at(0))
-            .is_err());
+        assert!(Attention::record(&mut rec, &q, &cache, &out, 1, &at(8), 2, 1.0, 0).is_err());
+        assert!(Attention::record(&mut rec, &q, &cache, &out, 4, &at(20), 2, 1.0, 6).is_err());
+        assert!(Attention::record(&mut rec, &q, &cache, &out, 3, &at(20), 2, 1.0, 6).is_ok());
+        assert!(cache.record_store(&mut rec, &q, &q, 9, &at(0)).is_err());
     }
 }

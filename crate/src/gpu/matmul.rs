@@ -31,7 +31,7 @@
 //! All arithmetic is f32, in the order of `quant::dequantize`, so dequantized weights equal the
 //! CPU's bit for bit and products differ from a CPU f32 matmul only by summation order.
 
-use super::{grid, params, shader::defines, Gpu, MatIn};
+use super::{grid, shader::defines, Activation, GatedAct, Gpu, MatIn, Reads, Rec};
 use crate::error::{Error, Result};
 use crate::quant::GgmlType;
 
@@ -41,6 +41,54 @@ const WG_SIZE: u32 = 64;
 const MATVEC_ROWS: u32 = 4;
 /// Rows and tokens per matmul tile (`TM`, `TN` in matmul.wgsl).
 const TILE: u32 = 32;
+
+/// Where a kernel finds one buffer of a matrix (matvec.wgsl, matmul.wgsl, embed.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct PartParams {
+    /// Rows in this buffer.
+    rows: u32,
+    /// cols / elements per unit.
+    units_per_row: u32,
+    /// First row of this buffer in the whole matrix (and in y).
+    row0: u32,
+    /// Word offset of the separated f16 d array.
+    d_off: u32,
+}
+
+/// `Params` of mat_out.wgsl (matvec.wgsl, matmul.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct MatParams {
+    rows: u32,
+    units_per_row: u32,
+    row0: u32,
+    d_off: u32,
+    n_tokens: u32,
+    /// Rows of the whole matrix: y is [n_tokens, y_stride].
+    y_stride: u32,
+    /// Where a split output (q, k, v) changes buffer.
+    seg1: u32,
+    seg2: u32,
+}
+
+/// Where a matrix product goes (mat_out.wgsl).
+#[derive(Clone, Copy)]
+enum MatOut<'a> {
+    Y(&'a wgpu::Buffer),
+    AddTo(&'a wgpu::Buffer),
+    Split([&'a wgpu::Buffer; 3], [u32; 2]),
+    Gated(&'a wgpu::Buffer, Activation),
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct EmbedParams {
+    part: PartParams,
+    /// Tokens.
+    n: u32,
+    scale: f32,
+}
 
 /// A weight matrix on the GPU, still quantized. GGUF dims: dims[0] = cols (input features, row
 /// length), dims[1] = rows (output features).
@@ -275,15 +323,13 @@ impl QMatrix {
             let first_block = (lo - p0) * blocks_per_row;
             match split_d(self.ty) {
                 Some(SplitD::No) => {
-                    gpu.queue
-                        .write_buffer(&part.buf, first_block * self.ty.type_size(), &bytes);
+                    gpu.write(&part.buf, first_block * self.ty.type_size(), &bytes);
                 }
                 _ => {
                     let body = self.ty.type_size() - 2;
                     let d_at = d_start as usize * 4;
-                    gpu.queue
-                        .write_buffer(&part.buf, first_block * body, &bytes[..d_at]);
-                    gpu.queue.write_buffer(
+                    gpu.write(&part.buf, first_block * body, &bytes[..d_at]);
+                    gpu.write(
                         &part.buf,
                         part.d_off as u64 * 4 + first_block * 2,
                         &bytes[d_at..],
@@ -313,7 +359,18 @@ impl QMatrix {
         defines(&[
             (&format!("TYPE_{}", self.ty.name()), "1"),
             ("WG_SIZE", &WG_SIZE.to_string()),
+            ("MATVEC_ROWS", &MATVEC_ROWS.to_string()),
+            ("TILE", &TILE.to_string()),
         ])
+    }
+
+    fn part_params(&self, part: &Part) -> PartParams {
+        PartParams {
+            rows: part.rows,
+            units_per_row: self.units_per_row(),
+            row0: part.row0,
+            d_off: part.d_off,
+        }
     }
 
     /// Fails unless `buf` holds at least `len` f32 or u32 values.
@@ -337,26 +394,99 @@ impl QMatrix {
     /// `x.delta` (Q8_1 activations, see quantize.rs) Q4_1/Q5_1 add each block's min correction.
     pub fn record_matmul(
         &self,
-        gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
+        rec: &mut Rec,
         x: MatIn,
         y: &wgpu::Buffer,
         n_tokens: u32,
     ) -> Result<()> {
+        self.record(rec, x, MatOut::Y(y), n_tokens)
+    }
+
+    /// [`record_matmul`](Self::record_matmul) adding the product to y (`y += W·x`): the
+    /// residual add of the attention output and feed-forward down projections, in passing.
+    pub fn record_matmul_add(
+        &self,
+        rec: &mut Rec,
+        x: MatIn,
+        y: &wgpu::Buffer,
+        n_tokens: u32,
+    ) -> Result<()> {
+        self.record(rec, x, MatOut::AddTo(y), n_tokens)
+    }
+
+    /// [`record_matmul`](Self::record_matmul) of a matrix made of three (q, k and v uploaded
+    /// as one: rows `[0, seg[0])`, `[seg[0], seg[1])` and the rest), each product going to
+    /// its own buffer `ys[i]`: f32 [n_tokens, its rows].
+    pub fn record_matmul_split(
+        &self,
+        rec: &mut Rec,
+        x: MatIn,
+        ys: [&wgpu::Buffer; 3],
+        seg: [u32; 2],
+        n_tokens: u32,
+    ) -> Result<()> {
+        self.record(rec, x, MatOut::Split(ys, seg), n_tokens)
+    }
+
+    /// `out[t, i] = act(gate[t, i]) · up[t, i]` for a matrix whose rows alternate gate and up
+    /// ([`QMatrix::interleave`]): decoding, the matvec applies the activation as it stores;
+    /// a prefill stores the products in `gu` (f32 [n_tokens, rows]) for act.wgsl.
+    pub fn record_matmul_gated(
+        &self,
+        rec: &mut Rec,
+        x: MatIn,
+        gu: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        n_tokens: u32,
+        act: Activation,
+    ) -> Result<()> {
+        if n_tokens == 1 {
+            return self.record(rec, x, MatOut::Gated(out, act), 1);
+        }
+        self.record(rec, x, MatOut::Y(gu), n_tokens)?;
+        GatedAct::record_interleaved(rec, gu, out, n_tokens * self.rows / 2, act)
+    }
+
+    fn record(&self, rec: &mut Rec, x: MatIn, out: MatOut, n_tokens: u32) -> Result<()> {
         if n_tokens == 0 {
             return Ok(());
         }
-        self.check_len("x", x.x, n_tokens as u64 * self.cols as u64)?;
-        self.check_len("y", y, n_tokens as u64 * self.rows as u64)?;
+        let (n, rows) = (n_tokens as u64, self.rows as u64);
+        self.check_len("x", x.x, n * self.cols as u64)?;
+        let mut seg = [self.rows; 2];
+        let mut ys: Vec<&wgpu::Buffer> = vec![];
+        match out {
+            MatOut::Y(y) | MatOut::AddTo(y) => {
+                self.check_len("y", y, n * rows)?;
+                ys.push(y);
+            }
+            MatOut::Gated(y, _) => {
+                self.check_len("y", y, rows / 2)?;
+                ys.push(y);
+            }
+            MatOut::Split(bufs, s) => {
+                if !(s[0] <= s[1] && s[1] <= self.rows) {
+                    return Err(Error::Gpu(format!(
+                        "{} matrix of {} rows: split at rows {s:?}",
+                        self.ty, self.rows
+                    )));
+                }
+                for (y, len) in bufs.iter().zip([s[0], s[1] - s[0], self.rows - s[1]]) {
+                    self.check_len("y", y, n * len as u64)?;
+                }
+                seg = s;
+                ys.extend(bufs);
+            }
+        }
         let delta = match x.delta {
             Some(d) if matches!(self.ty, GgmlType::Q4_1 | GgmlType::Q5_1) => {
-                self.check_len("delta", d, n_tokens as u64 * self.cols as u64 / 32)?;
+                self.check_len("delta", d, n * self.cols as u64 / 32)?;
                 Some(d)
             }
             _ => None,
         };
         let token_tiles = n_tokens.div_ceil(TILE);
-        if token_tiles > gpu.limits.max_compute_workgroups_per_dimension {
+        if token_tiles > rec.gpu.limits.max_compute_workgroups_per_dimension {
             return Err(Error::Gpu(format!(
                 "matmul of {n_tokens} tokens at once: split the batch"
             )));
@@ -367,31 +497,64 @@ impl QMatrix {
             "matmul.wgsl"
         };
         let mut defs = self.defines();
+        let mut set = |k: &str, v: &str| defs.insert(k.into(), v.into());
+        match out {
+            MatOut::Y(_) => {}
+            MatOut::AddTo(_) => {
+                set("ADD_TO", "1");
+            }
+            MatOut::Split(..) => {
+                set("SPLIT3", "1");
+            }
+            MatOut::Gated(_, act) => {
+                set("GATED", "1");
+                set(act.define(), "1");
+            }
+        }
         if delta.is_some() {
-            defs.insert("MIN_CORRECTION".into(), "1".into());
+            set("MIN_CORRECTION", "1");
+            set("DELTA_AT", &(3 + ys.len()).to_string());
         }
-        let row_per_thread = gpu.features.cpu;
+        let row_per_thread = rec.gpu.features.cpu;
         if row_per_thread {
-            defs.insert("ROW_PER_THREAD".into(), "1".into());
+            set("ROW_PER_THREAD", "1");
         }
-        let pipeline = gpu.pipeline(shader, &defs)?;
+        let pipeline = rec.pipeline(shader, &defs)?;
+        // Rows per invocation of the row-per-thread variants: a gate and up pair when gated.
+        let rpt = if matches!(out, MatOut::Gated(..)) {
+            2
+        } else {
+            1
+        };
         for part in &self.parts {
-            let common = [part.rows, self.units_per_row(), part.row0, part.d_off];
-            let (p, groups) = if n_tokens == 1 {
-                let per_group = if row_per_thread { WG_SIZE } else { MATVEC_ROWS };
-                (params(gpu, &common), grid(part.rows.div_ceil(per_group)))
-            } else {
-                let per_group = if row_per_thread { WG_SIZE } else { TILE };
-                let (gx, gy, _) = grid(part.rows.div_ceil(per_group));
-                (
-                    params(gpu, &[&common[..], &[n_tokens, self.rows]].concat()),
-                    (gx, gy, token_tiles),
-                )
+            let p = rec.params(&MatParams {
+                rows: part.rows,
+                units_per_row: self.units_per_row(),
+                row0: part.row0,
+                d_off: part.d_off,
+                n_tokens,
+                y_stride: self.rows,
+                seg1: seg[0],
+                seg2: seg[1],
+            });
+            let per_group = match (row_per_thread, n_tokens) {
+                (true, _) => WG_SIZE * rpt,
+                (false, 1) => MATVEC_ROWS,
+                (false, _) => TILE,
             };
-            let mut entries = vec![&part.buf, &x.x, &y, &p];
+            let mut groups = grid(part.rows.div_ceil(per_group));
+            if n_tokens > 1 {
+                groups.2 = token_tiles;
+            }
+            let mut entries = vec![&part.buf, x.x, ys[0], &p];
+            entries.extend(&ys[1..]);
             entries.extend(delta);
-            let bind = gpu.bind(&pipeline, &entries);
-            gpu.dispatch(enc, &pipeline, &bind, groups);
+            let reads = Reads {
+                weights: part.rows as u64 * self.row_bytes(),
+                act: 4 * n * self.cols as u64,
+                ..Reads::default()
+            };
+            rec.dispatch(&pipeline, &entries, groups, reads);
         }
         Ok(())
     }
@@ -400,8 +563,7 @@ impl QMatrix {
     /// [n], out: f32 [n, cols]. Rows of ids ≥ rows are left unwritten.
     pub fn record_embed(
         &self,
-        gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
+        rec: &mut Rec,
         ids: &wgpu::Buffer,
         out: &wgpu::Buffer,
         n: u32,
@@ -417,21 +579,29 @@ impl QMatrix {
                 "embedding lookup of {n} tokens at once: split the batch"
             ))
         })?;
-        let pipeline = gpu.pipeline("embed.wgsl", &self.defines())?;
-        for part in &self.parts {
-            let p = params(
-                gpu,
-                &[
-                    part.rows,
-                    self.units_per_row(),
-                    part.row0,
-                    part.d_off,
-                    n,
-                    scale.to_bits(),
-                ],
+        let pipeline = rec.pipeline("embed.wgsl", &self.defines())?;
+        for (i, part) in self.parts.iter().enumerate() {
+            let p = rec.params(&EmbedParams {
+                part: self.part_params(part),
+                n,
+                scale,
+            });
+            // n rows in all, whichever parts hold them: counted once.
+            let reads = if i == 0 {
+                Reads {
+                    weights: n as u64 * self.row_bytes(),
+                    act: 4 * n as u64,
+                    ..Reads::default()
+                }
+            } else {
+                Reads::default()
+            };
+            rec.dispatch(
+                &pipeline,
+                &[&part.buf, ids, out, &p],
+                grid(threads.div_ceil(WG_SIZE)),
+                reads,
             );
-            let bind = gpu.bind(&pipeline, &[&part.buf, ids, out, &p]);
-            gpu.dispatch(enc, &pipeline, &bind, grid(threads.div_ceil(WG_SIZE)));
         }
         Ok(())
     }
@@ -440,7 +610,7 @@ impl QMatrix {
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
-    use crate::gpu::{nmse, test_gpu};
+    use crate::gpu::{nmse, test_gpu, Rec};
     use crate::quant::dequantize;
 
     /// Every type the kernels know.
@@ -539,10 +709,10 @@ mod tests {
         let x: Vec<f32> = (0..n as usize * cols).map(|_| rng.f32()).collect();
         let xb = gpu.upload("x", bytemuck::cast_slice(&x));
         let yb = gpu.storage("y", n as u64 * rows as u64 * 4);
-        let mut enc = gpu.encoder();
-        m.record_matmul(gpu, &mut enc, MatIn::plain(&xb), &yb, n)
+        let mut rec = Rec::new(gpu);
+        m.record_matmul(&mut rec, MatIn::plain(&xb), &yb, n)
             .unwrap();
-        gpu.queue.submit([enc.finish()]);
+        rec.submit();
         let got = pollster::block_on(gpu.read_f32(&yb, n as usize * rows)).unwrap();
         (got, reference(w, &x, rows, cols, n as usize))
     }
@@ -559,10 +729,10 @@ mod tests {
         let cols = m.cols as usize;
         let idb = gpu.upload("ids", bytemuck::cast_slice(ids));
         let out = gpu.storage("out", (ids.len() * cols * 4) as u64);
-        let mut enc = gpu.encoder();
-        m.record_embed(gpu, &mut enc, &idb, &out, ids.len() as u32, scale)
+        let mut rec = Rec::new(gpu);
+        m.record_embed(&mut rec, &idb, &out, ids.len() as u32, scale)
             .unwrap();
-        gpu.queue.submit([enc.finish()]);
+        rec.submit();
         let got = pollster::block_on(gpu.read_f32(&out, ids.len() * cols)).unwrap();
         let want = ids
             .iter()
@@ -620,6 +790,75 @@ mod tests {
                         "{ty} rows {rows} cols {cols} n_tokens {n}: nmse {e}"
                     );
                 }
+            }
+        }
+    }
+
+    /// The outputs in passing (residual add, q/k/v split, gated activation) store exactly what
+    /// the plain product followed by add.wgsl, a copy or act.wgsl would: both matvec variants
+    /// and the matmul.
+    #[test]
+    fn matmul_outputs_in_passing_are_exact() {
+        let Some(mut gpu) = test_gpu() else { return };
+        let mut rng = Rng(21);
+        let cpu = gpu.features.cpu;
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        for ty in [GgmlType::Q4_1, GgmlType::Q6_K, GgmlType::F16] {
+            let (rows, cols) = (38u32, col_choices(ty)[1] as u32);
+            let data = random_data(&mut rng, ty, (rows * cols) as usize);
+            let m = QMatrix::upload(&gpu, "w", ty, &[cols as u64, rows as u64], &data).unwrap();
+            for (n, as_cpu) in [(1u32, cpu), (1, !cpu), (7, cpu), (40, !cpu)] {
+                gpu.features.cpu = as_cpu;
+                let gpu = &gpu;
+                let read = |b: &wgpu::Buffer, len: u32| {
+                    pollster::block_on(gpu.read_f32(b, len as usize)).unwrap()
+                };
+                let x = (0..n * cols).map(|_| rng.f32()).collect::<Vec<f32>>();
+                let x = gpu.upload("x", bytemuck::cast_slice(&x));
+                let base = (0..n * rows).map(|_| rng.f32()).collect::<Vec<f32>>();
+                let plain = gpu.storage("plain", (n * rows) as u64 * 4);
+                let sum = gpu.upload("sum", bytemuck::cast_slice(&base));
+                let seg = [10u32, 24];
+                let lens = [seg[0], seg[1] - seg[0], rows - seg[1]];
+                let parts = lens.map(|l| gpu.storage("part", (n * l) as u64 * 4));
+                let gu = gpu.storage("gu", (n * rows) as u64 * 4);
+                let gated = gpu.storage("gated", (n * rows / 2) as u64 * 4);
+                let act = Activation::GeluTanh;
+                let mut rec = Rec::new(gpu);
+                let xin = MatIn::plain(&x);
+                m.record_matmul(&mut rec, xin, &plain, n).unwrap();
+                m.record_matmul_add(&mut rec, xin, &sum, n).unwrap();
+                m.record_matmul_split(&mut rec, xin, [&parts[0], &parts[1], &parts[2]], seg, n)
+                    .unwrap();
+                m.record_matmul_gated(&mut rec, xin, &gu, &gated, n, act)
+                    .unwrap();
+                rec.submit();
+                let y = read(&plain, n * rows);
+                let what = format!("{ty} n {n} cpu {as_cpu}");
+                let want: Vec<f32> = base.iter().zip(&y).map(|(b, y)| b + y).collect();
+                assert!(bits(&read(&sum, n * rows)) == bits(&want), "{what}: add");
+                for (i, (part, len)) in parts.iter().zip(lens).enumerate() {
+                    let first = [0, seg[0], seg[1]][i];
+                    let want: Vec<f32> = (0..n)
+                        .flat_map(|t| {
+                            let row = &y[(t * rows + first) as usize..][..len as usize];
+                            row.to_vec()
+                        })
+                        .collect();
+                    assert!(
+                        bits(&read(part, n * len)) == bits(&want),
+                        "{what}: split {i}"
+                    );
+                }
+                // act.wgsl over the plain product, for the gated store.
+                let want_gated = gpu.storage("want", (n * rows / 2) as u64 * 4);
+                let mut rec = Rec::new(gpu);
+                GatedAct::record_interleaved(&mut rec, &plain, &want_gated, n * rows / 2, act)
+                    .unwrap();
+                rec.submit();
+                let (got, want) = (read(&gated, n * rows / 2), read(&want_gated, n * rows / 2));
+                assert!(bits(&got) == bits(&want), "{what}: gated");
+                assert!(got.iter().any(|&v| v != 0.0));
             }
         }
     }
@@ -718,9 +957,9 @@ mod tests {
         }
         let m = QMatrix::upload(&gpu, "t", GgmlType::F32, &[4, 3], &[0; 48]).unwrap();
         let small = gpu.storage("small", 8);
-        let mut enc = gpu.encoder();
+        let mut rec = Rec::new(&gpu);
         assert!(m
-            .record_matmul(&gpu, &mut enc, MatIn::plain(&small), &small, 1)
+            .record_matmul(&mut rec, MatIn::plain(&small), &small, 1)
             .is_err());
     }
 
@@ -836,12 +1075,11 @@ mod tests {
             gpu.features.cpu = cpu;
             for n in [1, 32] {
                 let run = |reps: u32| {
-                    let mut enc = gpu.encoder();
+                    let mut rec = Rec::new(&gpu);
                     for _ in 0..reps {
-                        q.record_matmul(&gpu, &mut enc, MatIn::plain(&x), &y, n)
-                            .unwrap();
+                        q.record_matmul(&mut rec, MatIn::plain(&x), &y, n).unwrap();
                     }
-                    gpu.queue.submit([enc.finish()]);
+                    rec.submit();
                     pollster::block_on(gpu.read(&y, 4)).unwrap();
                 };
                 run(1);

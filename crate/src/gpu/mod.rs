@@ -13,9 +13,9 @@ mod argmax;
 mod attention;
 mod matmul;
 mod quantize;
+mod rec;
 mod rmsnorm;
 mod rope;
-mod scale;
 
 pub use act::*;
 pub use add::*;
@@ -23,9 +23,9 @@ pub use argmax::*;
 pub use attention::*;
 pub use matmul::*;
 pub use quantize::*;
+pub use rec::*;
 pub use rmsnorm::*;
 pub use rope::*;
-pub use scale::*;
 
 use crate::error::{Error, Result};
 use shader::Defines;
@@ -52,7 +52,9 @@ pub struct Gpu {
     pipelines: RefCell<HashMap<(String, Defines), Rc<wgpu::ComputePipeline>>>,
     /// Parameter uniforms by content and bind groups by (pipeline, buffers): allocated once,
     /// reused by every later batch of the same shapes.
-    uniforms: RefCell<HashMap<Vec<u32>, wgpu::Buffer>>,
+    uniforms: RefCell<HashMap<Vec<u8>, wgpu::Buffer>>,
+    /// Everything recorded on this device so far (see [`Rec`]); callers take differences.
+    counts: std::cell::Cell<Counts>,
     /// Why the device was lost, once it is (driver reset, GPU process crash, destroy()).
     lost: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     /// The first error the device reported outside any call (wgpu's default handler panics).
@@ -116,6 +118,7 @@ impl Gpu {
             adapter_info: adapter.get_info(),
             pipelines: RefCell::new(HashMap::new()),
             uniforms: RefCell::new(HashMap::new()),
+            counts: Default::default(),
             lost,
             failed,
             binds: RefCell::new(HashMap::new()),
@@ -153,7 +156,54 @@ impl Gpu {
     /// A storage buffer holding `data` (padded to a multiple of 4 bytes, as WGSL reads words).
     pub fn upload(&self, label: &str, data: &[u8]) -> wgpu::Buffer {
         let buf = self.storage(label, data.len() as u64);
-        self.queue.write_buffer(&buf, 0, &pad4(data));
+        self.write(&buf, 0, &pad4(data));
+        buf
+    }
+
+    /// `queue.write_buffer`, counted: it takes effect before the next submission.
+    pub fn write(&self, buf: &wgpu::Buffer, offset: u64, data: &[u8]) {
+        self.queue.write_buffer(buf, offset, data);
+        self.count(|c| c.written_bytes += data.len() as u64);
+    }
+
+    /// Everything recorded on this device so far.
+    pub fn counts(&self) -> Counts {
+        self.counts.get()
+    }
+
+    fn count(&self, f: impl FnOnce(&mut Counts)) {
+        let mut c = self.counts.get();
+        f(&mut c);
+        self.counts.set(c);
+    }
+
+    /// A uniform buffer holding `bytes` (a shader's parameter struct), one per distinct
+    /// content: parameters never change once written, so every op with the same shapes
+    /// shares it.
+    fn params(&self, bytes: &[u8]) -> wgpu::Buffer {
+        if let Some(b) = self.uniforms.borrow().get(bytes) {
+            return b.clone();
+        }
+        let buf = self.uniform("params", bytes);
+        let mut uniforms = self.uniforms.borrow_mut();
+        if uniforms.len() >= CACHE_LIMIT {
+            uniforms.clear();
+        }
+        uniforms.insert(bytes.to_vec(), buf.clone());
+        buf
+    }
+
+    /// A uniform buffer of `bytes`, padded to WGSL's 16-byte uniform size granularity.
+    fn uniform(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
+        let mut padded = bytes.to_vec();
+        padded.resize(bytes.len().next_multiple_of(16).max(16), 0);
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: padded.len() as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.write(&buf, 0, &padded);
         buf
     }
 
@@ -205,29 +255,6 @@ impl Gpu {
         group
     }
 
-    /// Records one dispatch of `pipeline` over `groups` workgroups.
-    pub fn dispatch(
-        &self,
-        enc: &mut wgpu::CommandEncoder,
-        pipeline: &wgpu::ComputePipeline,
-        bind: &wgpu::BindGroup,
-        groups: (u32, u32, u32),
-    ) {
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: None,
-            timestamp_writes: None,
-        });
-        pass.set_pipeline(pipeline);
-        pass.set_bind_group(0, bind, &[]);
-        pass.dispatch_workgroups(groups.0, groups.1, groups.2);
-    }
-
-    pub fn encoder(&self) -> wgpu::CommandEncoder {
-        self.device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
-    }
-
-    /// Copies `size` bytes of `src` back to the CPU, without blocking.
     /// [`Error::DeviceLost`] once the device is gone, or the first error it reported: every
     /// result read after that would be garbage or never come.
     pub fn check_lost(&self) -> Result<()> {
@@ -240,73 +267,15 @@ impl Gpu {
         }
     }
 
+    /// Copies `size` bytes of `src` back to the CPU, without blocking (one submission).
     pub async fn read(&self, src: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
-        self.check_lost()?;
-        let size = size.next_multiple_of(4);
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut enc = self.encoder();
-        enc.copy_buffer_to_buffer(src, 0, &staging, 0, size);
-        self.queue.submit([enc.finish()]);
-        let (tx, rx) = futures_channel::oneshot::channel();
-        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        #[cfg(not(target_arch = "wasm32"))]
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu(format!("device poll: {e}")))?;
-        let mapped = rx.await;
-        self.check_lost()?;
-        mapped
-            .map_err(|_| Error::Gpu("a result was never read back".into()))?
-            .map_err(|e| Error::Gpu(format!("reading a result back failed: {e}")))?;
-        let out = staging
-            .slice(..)
-            .get_mapped_range()
-            .map_err(|e| Error::Gpu(format!("reading a result back failed: {e}")))?
-            .to_vec();
-        staging.unmap();
-        Ok(out)
+        Rec::new(self).submit_and_read(src, size).await
     }
 
     /// `read` as f32 values.
     pub async fn read_f32(&self, src: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
         Ok(bytemuck::cast_slice(&self.read(src, len as u64 * 4).await?).to_vec())
     }
-}
-
-/// A uniform buffer of u32 parameters (padded to WGSL's 16-byte uniform size granularity),
-/// one per distinct content: parameters never change once written, so ops share them.
-pub fn params(gpu: &Gpu, values: &[u32]) -> wgpu::Buffer {
-    if let Some(b) = gpu.uniforms.borrow().get(values) {
-        return b.clone();
-    }
-    let buf = uniform(gpu, "params", values);
-    let mut uniforms = gpu.uniforms.borrow_mut();
-    if uniforms.len() >= CACHE_LIMIT {
-        uniforms.clear();
-    }
-    uniforms.insert(values.to_vec(), buf.clone());
-    buf
-}
-
-fn uniform(gpu: &Gpu, label: &str, values: &[u32]) -> wgpu::Buffer {
-    let mut words = values.to_vec();
-    words.resize(values.len().next_multiple_of(4).max(4), 0);
-    let buf = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some(label),
-        size: words.len() as u64 * 4,
-        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    gpu.queue
-        .write_buffer(&buf, 0, bytemuck::cast_slice(&words));
-    buf
 }
 
 /// The position of a batch's first token, in a uniform the model rewrites before each batch.
@@ -320,7 +289,7 @@ pub struct Pos {
 impl Pos {
     pub fn new(gpu: &Gpu, pos0: u32) -> Pos {
         Pos {
-            buf: uniform(gpu, "pos0", &[pos0]),
+            buf: gpu.uniform("pos0", bytemuck::bytes_of(&pos0)),
             value: std::cell::Cell::new(pos0),
         }
     }
@@ -328,8 +297,7 @@ impl Pos {
     /// Takes effect for work submitted after this call (queue writes precede later submits).
     pub fn set(&self, gpu: &Gpu, pos0: u32) {
         if self.value.replace(pos0) != pos0 {
-            gpu.queue
-                .write_buffer(&self.buf, 0, bytemuck::bytes_of(&pos0));
+            gpu.write(&self.buf, 0, bytemuck::bytes_of(&pos0));
         }
     }
 

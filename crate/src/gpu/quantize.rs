@@ -8,7 +8,7 @@
 //! quantize.wgsl`, written back dequantized) and its outputs track the oracle's instead of an
 //! idealized f32 model. See ARCHITECTURE.md, "Matching llama.cpp".
 
-use super::{grid, params, shader::defines, Gpu, QMatrix};
+use super::{grid, shader::defines, Gpu, QMatrix, Reads, Rec, RmsNorm};
 use crate::error::{Error, Result};
 use crate::quant::GgmlType;
 
@@ -38,8 +38,8 @@ impl ActKind {
         }
     }
 
-    /// Elements per quantization block (`BLOCK` in quantize.wgsl).
-    fn block(self) -> u32 {
+    /// Elements per quantization block (`QBLOCK` in rmsnorm.wgsl).
+    pub(super) fn block(self) -> u32 {
         match self {
             ActKind::Q8_0 | ActKind::Q8_1 => 32,
             ActKind::Q8_K => 256,
@@ -47,7 +47,7 @@ impl ActKind {
         }
     }
 
-    fn defines(self) -> super::shader::Defines {
+    pub(super) fn defines(self) -> super::shader::Defines {
         let kind = format!("KIND_{self:?}").to_uppercase();
         match self {
             ActKind::Q8_0 | ActKind::Q8_1 => defines(&[(&kind, "1"), ("BLOCK_32", "1")]),
@@ -107,37 +107,89 @@ impl ActQuant {
     /// and returns where each matrix finds its input.
     pub fn record<'a>(
         &'a self,
-        gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
+        rec: &mut Rec,
         x: &'a wgpu::Buffer,
         n_tokens: u32,
         cols: u32,
         for_matrices: &[&QMatrix],
     ) -> Result<ActInputs<'a>> {
-        let n = n_tokens as u64 * cols as u64;
-        let mut done: Vec<ActKind> = vec![];
-        for m in for_matrices {
-            let kind = ActKind::for_weights(m.ty);
-            if kind == ActKind::F32 || done.contains(&kind) {
-                continue;
-            }
-            done.push(kind);
-            let (xq, delta) = self.buffers(kind)?;
-            if xq.size() < n * 4 || x.size() < n * 4 || !cols.is_multiple_of(kind.block()) {
-                return Err(Error::Gpu(format!(
-                    "activation quantization of [{n_tokens} x {cols}] to {kind:?}: buffers too \
-                     small or row not whole blocks"
-                )));
-            }
-            let pipeline = gpu.pipeline("quantize.wgsl", &kind.defines())?;
-            let n_blocks = (n / kind.block() as u64) as u32;
-            let p = params(gpu, &[n_blocks]);
-            let mut entries = vec![&x, &xq, &p];
-            entries.extend(delta);
-            let bind = gpu.bind(&pipeline, &entries);
-            gpu.dispatch(enc, &pipeline, &bind, grid(n_blocks.div_ceil(64)));
+        for kind in kinds(for_matrices) {
+            self.record_kind(rec, x, n_tokens, cols, kind)?;
         }
         Ok(ActInputs { x, quant: self })
+    }
+
+    /// RMSNorm of rows `x_row0..x_row0 + n_tokens` of x into xb (see [`RmsNorm::record`]),
+    /// then [`record`](Self::record) of xb: the first kind in the norm's own dispatch.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_norm<'a>(
+        &'a self,
+        rec: &mut Rec,
+        x: &wgpu::Buffer,
+        x_row0: u32,
+        w: &wgpu::Buffer,
+        xb: &'a wgpu::Buffer,
+        n_tokens: u32,
+        cols: u32,
+        eps: f32,
+        for_matrices: &[&QMatrix],
+    ) -> Result<ActInputs<'a>> {
+        let kinds = kinds(for_matrices);
+        let fused = match kinds.first() {
+            Some(&kind) => {
+                let (xq, delta) = self.checked_buffers(kind, xb, n_tokens, cols)?;
+                Some(QuantOut { kind, xq, delta })
+            }
+            None => None,
+        };
+        RmsNorm::record_quantized(rec, x, x_row0, w, xb, n_tokens, cols, eps, fused)?;
+        for &kind in kinds.iter().skip(1) {
+            self.record_kind(rec, xb, n_tokens, cols, kind)?;
+        }
+        Ok(ActInputs { x: xb, quant: self })
+    }
+
+    fn record_kind(
+        &self,
+        rec: &mut Rec,
+        x: &wgpu::Buffer,
+        n_tokens: u32,
+        cols: u32,
+        kind: ActKind,
+    ) -> Result<()> {
+        let (xq, delta) = self.checked_buffers(kind, x, n_tokens, cols)?;
+        let pipeline = rec.pipeline("quantize.wgsl", &kind.defines())?;
+        let n = n_tokens as u64 * cols as u64;
+        let n_blocks = (n / kind.block() as u64) as u32;
+        let p = rec.params(&n_blocks);
+        let mut entries = vec![x, xq, &p];
+        entries.extend(delta);
+        rec.dispatch(
+            &pipeline,
+            &entries,
+            grid(n_blocks.div_ceil(64)),
+            Reads::act(4 * n),
+        );
+        Ok(())
+    }
+
+    /// The buffers of `kind`, checked to hold [n_tokens, cols] quantized from `x`.
+    fn checked_buffers(
+        &self,
+        kind: ActKind,
+        x: &wgpu::Buffer,
+        n_tokens: u32,
+        cols: u32,
+    ) -> Result<(&wgpu::Buffer, Option<&wgpu::Buffer>)> {
+        let n = n_tokens as u64 * cols as u64;
+        let (xq, delta) = self.buffers(kind)?;
+        if xq.size() < n * 4 || x.size() < n * 4 || !cols.is_multiple_of(kind.block()) {
+            return Err(Error::Gpu(format!(
+                "activation quantization of [{n_tokens} x {cols}] to {kind:?}: buffers too \
+                 small or row not whole blocks"
+            )));
+        }
+        Ok((xq, delta))
     }
 
     fn buffers(&self, kind: ActKind) -> Result<(&wgpu::Buffer, Option<&wgpu::Buffer>)> {
@@ -147,6 +199,26 @@ impl ActQuant {
             .map(|(_, xq, d)| (xq, d.as_ref()))
             .ok_or_else(|| Error::Gpu(format!("no {kind:?} activation buffer allocated")))
     }
+}
+
+/// The distinct activation kinds `matrices` need (none for f32 weights), in order.
+fn kinds(matrices: &[&QMatrix]) -> Vec<ActKind> {
+    let mut kinds: Vec<ActKind> = vec![];
+    for m in matrices {
+        let kind = ActKind::for_weights(m.ty);
+        if kind != ActKind::F32 && !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    kinds
+}
+
+/// Where a kernel writes quantized activations as it goes (rmsnorm.wgsl's QUANT).
+#[derive(Clone, Copy)]
+pub struct QuantOut<'a> {
+    pub kind: ActKind,
+    pub xq: &'a wgpu::Buffer,
+    pub delta: Option<&'a wgpu::Buffer>,
 }
 
 /// The quantized forms of one activation buffer (see [`ActQuant::record`]).
@@ -171,7 +243,7 @@ impl<'a> ActInputs<'a> {
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
-    use crate::gpu::{nmse, test_gpu, test_random};
+    use crate::gpu::{nmse, test_gpu, test_random, Rec};
     use half::{bf16, f16};
 
     /// ggml's quantizers on the CPU (x86 AVX2 `quantize_row_q8_0/_1`, `quantize_row_q8_K_ref`),
@@ -261,12 +333,10 @@ mod tests {
             let m = weights(ty);
             let aq = ActQuant::new(&gpu, [&m], (n_tokens * cols) as u64);
             let xb = gpu.upload("x", bytemuck::cast_slice(&x));
-            let mut enc = gpu.encoder();
-            let inputs = aq
-                .record(&gpu, &mut enc, &xb, n_tokens, cols, &[&m])
-                .unwrap();
+            let mut rec = Rec::new(&gpu);
+            let inputs = aq.record(&mut rec, &xb, n_tokens, cols, &[&m]).unwrap();
             let input = inputs.for_matrix(&m).unwrap();
-            gpu.queue.submit([enc.finish()]);
+            rec.submit();
             let got = pollster::block_on(gpu.read_f32(input.x, x.len())).unwrap();
             let (want, want_delta) = reference(kind, &x);
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
@@ -275,6 +345,69 @@ mod tests {
                 let got = pollster::block_on(gpu.read_f32(d, want_delta.len())).unwrap();
                 assert_eq!(bits(&got), bits(&want_delta), "{kind:?} delta");
                 assert!(want_delta.iter().any(|&v| v != 0.0));
+            }
+        }
+    }
+
+    /// The norm with the quantization in its own dispatch writes exactly what the norm and
+    /// then the quantizer write, for every kind and from a row offset.
+    #[test]
+    fn norm_then_quantize_in_one_dispatch_is_bit_exact() {
+        let Some(gpu) = test_gpu() else { return };
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        let (rows, cols, eps) = (5u32, 768u32, 1e-5f32);
+        let x = gpu.upload(
+            "x",
+            bytemuck::cast_slice(&test_random((rows * cols) as usize, 3, 4.0)),
+        );
+        let w = gpu.upload(
+            "w",
+            bytemuck::cast_slice(&test_random(cols as usize, 4, 2.0)),
+        );
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q4_K,
+            GgmlType::F16,
+            GgmlType::BF16,
+            GgmlType::F32,
+        ] {
+            for (row0, n) in [(0u32, rows), (rows - 1, 1)] {
+                let m = weights(ty);
+                let read = |b: &wgpu::Buffer, len: u32| {
+                    pollster::block_on(gpu.read_f32(b, len as usize)).unwrap()
+                };
+                let mut outs = vec![];
+                for fused in [false, true] {
+                    let aq = ActQuant::new(&gpu, [&m], (rows * cols) as u64);
+                    let xb = gpu.storage("xb", (rows * cols) as u64 * 4);
+                    let mut rec = Rec::new(&gpu);
+                    let inputs = if fused {
+                        aq.record_norm(&mut rec, &x, row0, &w, &xb, n, cols, eps, &[&m])
+                            .unwrap()
+                    } else {
+                        let src = gpu.storage("src", (n * cols) as u64 * 4);
+                        rec.copy(&x, (row0 * cols) as u64 * 4, &src, 0, (n * cols) as u64 * 4);
+                        RmsNorm::record(&mut rec, &src, &w, &xb, n, cols, eps).unwrap();
+                        aq.record(&mut rec, &xb, n, cols, &[&m]).unwrap()
+                    };
+                    rec.submit();
+                    let input = inputs.for_matrix(&m).unwrap();
+                    let delta = input.delta.map(|d| read(d, n * cols / 32));
+                    outs.push((read(&xb, n * cols), read(input.x, n * cols), delta));
+                }
+                let ((xb0, q0, d0), (xb1, q1, d1)) = (&outs[0], &outs[1]);
+                assert!(bits(xb0) == bits(xb1), "{ty} rows {row0}+{n}: normed");
+                assert!(bits(q0) == bits(q1), "{ty} rows {row0}+{n}: quantized");
+                assert!(
+                    d0.as_deref().map(bits) == d1.as_deref().map(bits),
+                    "{ty}: delta"
+                );
+                assert_eq!(
+                    bits(q1) != bits(xb1),
+                    ty != GgmlType::F32,
+                    "{ty}: quantization visible"
+                );
             }
         }
     }
@@ -348,19 +481,11 @@ mod tests {
             let aq = ActQuant::new(&gpu, [&m], (n_tokens * cols) as u64);
             let xb = gpu.upload("x", bytemuck::cast_slice(&x));
             let yb = gpu.storage("y", (n_tokens * rows) as u64 * 4);
-            let mut enc = gpu.encoder();
-            let inputs = aq
-                .record(&gpu, &mut enc, &xb, n_tokens, cols, &[&m])
+            let mut rec = Rec::new(&gpu);
+            let inputs = aq.record(&mut rec, &xb, n_tokens, cols, &[&m]).unwrap();
+            m.record_matmul(&mut rec, inputs.for_matrix(&m).unwrap(), &yb, n_tokens)
                 .unwrap();
-            m.record_matmul(
-                &gpu,
-                &mut enc,
-                inputs.for_matrix(&m).unwrap(),
-                &yb,
-                n_tokens,
-            )
-            .unwrap();
-            gpu.queue.submit([enc.finish()]);
+            rec.submit();
             let got = pollster::block_on(gpu.read_f32(&yb, want.len())).unwrap();
             let e = nmse(&got, &want);
             assert!(e < 1e-11, "{ty} × {n_tokens} tokens: nmse {e}");

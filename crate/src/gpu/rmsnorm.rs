@@ -1,10 +1,20 @@
 //! RMSNorm over rows: the block input norms, the final norm, per-head q/k norms (qwen3, gemma3)
 //! and gemma3's post-norms.
 
-use super::{grid, params, shader::defines, Gpu};
+use super::{grid, shader::defines, QuantOut, Reads, Rec};
 use crate::error::Result;
 
 pub struct RmsNorm;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    d: u32,
+    eps: f32,
+    /// First row of x read (out and an in-place x start at row 0).
+    x_row0: u32,
+}
 
 impl RmsNorm {
     /// `out[r, :] = x[r, :] / sqrt(mean(x[r, :]²) + eps) · w[:]` for `r < rows`; x, out:
@@ -13,8 +23,7 @@ impl RmsNorm {
     /// (gemma's `1 + w` is already folded in by llama.cpp's converter).
     #[allow(clippy::too_many_arguments)]
     pub fn record(
-        gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
+        rec: &mut Rec,
         x: &wgpu::Buffer,
         w: &wgpu::Buffer,
         out: &wgpu::Buffer,
@@ -22,33 +31,50 @@ impl RmsNorm {
         d: u32,
         eps: f32,
     ) -> Result<()> {
-        Self::dispatch(gpu, enc, x, w, Some(out), rows, d, eps)
+        Self::dispatch(rec, x, 0, w, Some(out), rows, d, eps, None)
+    }
+
+    /// [`record`](Self::record) of rows `x_row0..` of x, then `quant`: out quantized as
+    /// quantize.wgsl does, by the same workgroups (one dispatch for both).
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_quantized(
+        rec: &mut Rec,
+        x: &wgpu::Buffer,
+        x_row0: u32,
+        w: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        rows: u32,
+        d: u32,
+        eps: f32,
+        quant: Option<QuantOut>,
+    ) -> Result<()> {
+        Self::dispatch(rec, x, x_row0, w, Some(out), rows, d, eps, quant)
     }
 
     /// `x[r, :] = norm(x[r, :]) · w[:]` in place; for per-head norms `rows` = tokens × heads and
     /// `d` = head_dim.
     pub fn record_in_place(
-        gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
+        rec: &mut Rec,
         x: &wgpu::Buffer,
         w: &wgpu::Buffer,
         rows: u32,
         d: u32,
         eps: f32,
     ) -> Result<()> {
-        Self::dispatch(gpu, enc, x, w, None, rows, d, eps)
+        Self::dispatch(rec, x, 0, w, None, rows, d, eps, None)
     }
 
     #[allow(clippy::too_many_arguments)]
     fn dispatch(
-        gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
+        rec: &mut Rec,
         x: &wgpu::Buffer,
+        x_row0: u32,
         w: &wgpu::Buffer,
         out: Option<&wgpu::Buffer>,
         rows: u32,
         d: u32,
         eps: f32,
+        quant: Option<QuantOut>,
     ) -> Result<()> {
         // Short rows (per-head norms: 64..256) would leave most of a 256-wide workgroup idle.
         let wg: u32 = if d <= 256 { 64 } else { 256 };
@@ -56,16 +82,33 @@ impl RmsNorm {
         if out.is_none() {
             defs.push(("IN_PLACE", String::new()));
         }
+        if let Some(q) = &quant {
+            defs.push(("QUANT", String::new()));
+            defs.push(("QBLOCK", format!("{}u", q.kind.block())));
+        }
         let defs: Vec<(&str, &str)> = defs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let pipeline = gpu.pipeline("rmsnorm.wgsl", &defines(&defs))?;
-        let p = params(gpu, &[rows, d, eps.to_bits()]);
+        let mut defs = defines(&defs);
+        if let Some(q) = &quant {
+            defs.extend(q.kind.defines());
+        }
+        let pipeline = rec.pipeline("rmsnorm.wgsl", &defs)?;
+        let p = rec.params(&Params {
+            rows,
+            d,
+            eps,
+            x_row0,
+        });
         let mut buffers = vec![x, w];
         if let Some(out) = out {
             buffers.push(out);
         }
         buffers.push(&p);
-        let bind = gpu.bind(&pipeline, &buffers);
-        gpu.dispatch(enc, &pipeline, &bind, grid(rows));
+        if let Some(q) = &quant {
+            buffers.push(q.xq);
+            buffers.extend(q.delta);
+        }
+        let reads = Reads::act(4 * (rows as u64 + 1) * d as u64);
+        rec.dispatch(&pipeline, &buffers, grid(rows), reads);
         Ok(())
     }
 }
@@ -73,7 +116,7 @@ impl RmsNorm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::{nmse, test_gpu, test_random as random};
+    use crate::gpu::{nmse, test_gpu, test_random as random, Rec};
 
     /// ggml's `rms_norm` (sum of squares in double, mean, f32 scale) followed by `mul` with w.
     fn reference(x: &[f32], w: &[f32], d: usize, eps: f32) -> Vec<f32> {
@@ -108,17 +151,17 @@ mod tests {
             let x = gpu.upload("x", bytemuck::cast_slice(&xs));
             let w = gpu.upload("w", bytemuck::cast_slice(&ws));
             let out = gpu.storage("out", n as u64 * 4);
-            let mut enc = gpu.encoder();
-            RmsNorm::record(&gpu, &mut enc, &x, &w, &out, rows, d, eps).unwrap();
-            gpu.queue.submit([enc.finish()]);
+            let mut rec = Rec::new(&gpu);
+            RmsNorm::record(&mut rec, &x, &w, &out, rows, d, eps).unwrap();
+            rec.submit();
             let got = pollster::block_on(gpu.read_f32(&out, n)).unwrap();
             let e = nmse(&got, &want);
             eprintln!("rmsnorm rows {rows} d {d}: nmse {e:.2e}");
             assert!(e < 1e-12, "rows {rows} d {d}: nmse {e}");
 
-            let mut enc = gpu.encoder();
-            RmsNorm::record_in_place(&gpu, &mut enc, &x, &w, rows, d, eps).unwrap();
-            gpu.queue.submit([enc.finish()]);
+            let mut rec = Rec::new(&gpu);
+            RmsNorm::record_in_place(&mut rec, &x, &w, rows, d, eps).unwrap();
+            rec.submit();
             let got_in_place = pollster::block_on(gpu.read_f32(&x, n)).unwrap();
             assert_eq!(got_in_place, got, "in place differs, rows {rows} d {d}");
         }

@@ -1,7 +1,5 @@
-//! Rotary position embedding (RoPE), in place on q or k.
-
-use super::{grid, params, shader::defines, Gpu, Pos};
-use crate::error::{Error, Result};
+//! Rotary position embedding (RoPE): how a layer rotates q and k. The rotation runs inside the
+//! KV store (`KvCache::record_store_rope`, shaders/kv_store.wgsl), one dispatch for q, k and v.
 
 /// Which dimensions of a head rotate together. A silent mistake here garbles every token
 /// without any error, so the model must pick this from its architecture (llama.cpp's
@@ -14,8 +12,6 @@ pub enum RopeMode {
     /// Halves (i, i + n_rot/2): qwen2/3, gemma3, phi3 (ggml mode 2, `GGML_ROPE_TYPE_NEOX`).
     Neox,
 }
-
-pub struct Rope;
 
 /// How a layer rotates its q and k.
 #[derive(Clone, Copy)]
@@ -31,71 +27,11 @@ pub struct RopeSpec<'a> {
     pub freq_factors: Option<&'a wgpu::Buffer>,
 }
 
-const WG_SIZE: u32 = 64;
-
-impl Rope {
-    /// Rotates x: f32 [n_tokens, n_heads, head_dim] in place; token t has position pos + t.
-    /// Pair i turns by `theta_i = freq_scale · (pos · theta_scale^i) / ff[i]`, `theta_scale =
-    /// base^(-2/n_rot)`, and is scaled by attn_factor, computed as ggml-cpu does (f32, repeated
-    /// products; YaRN's ramp off: ext_factor 0). Angles are accurate for positions·freq_scale
-    /// below 2e5.
-    #[allow(clippy::too_many_arguments)]
-    pub fn record(
-        gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
-        x: &wgpu::Buffer,
-        n_tokens: u32,
-        n_heads: u32,
-        head_dim: u32,
-        pos: &Pos,
-        spec: &RopeSpec,
-    ) -> Result<()> {
-        let n_rot = spec.n_rot;
-        if n_rot == 0 || !n_rot.is_multiple_of(2) || n_rot > head_dim {
-            return Err(Error::Gpu(format!(
-                "rope: n_rot = {n_rot} must be even, positive and at most head_dim = {head_dim}"
-            )));
-        }
-        let mut defs = vec![("WG_SIZE", WG_SIZE.to_string())];
-        if spec.mode == RopeMode::Neox {
-            defs.push(("NEOX", String::new()));
-        }
-        if spec.freq_factors.is_some() {
-            defs.push(("FREQ_FACTORS", String::new()));
-        }
-        let defs: Vec<(&str, &str)> = defs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let pipeline = gpu.pipeline("rope.wgsl", &defines(&defs))?;
-        // ggml: powf(freq_base, -2.0f/n_dims), in f32 (Rust's powf is the C library's powf).
-        let theta_scale = spec.base.powf(-2.0 / n_rot as f32);
-        let p = params(
-            gpu,
-            &[
-                n_tokens,
-                n_heads,
-                head_dim,
-                n_rot,
-                theta_scale.to_bits(),
-                spec.freq_scale.to_bits(),
-                spec.attn_factor.to_bits(),
-            ],
-        );
-        let mut buffers = vec![x];
-        if let Some(ff) = spec.freq_factors {
-            buffers.push(ff);
-        }
-        buffers.push(&p);
-        buffers.push(&pos.buf);
-        let bind = gpu.bind(&pipeline, &buffers);
-        let threads = n_tokens * n_heads * (n_rot / 2);
-        gpu.dispatch(enc, &pipeline, &bind, grid(threads.div_ceil(WG_SIZE)));
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::{nmse, test_gpu, test_random as random};
+    use crate::gpu::{nmse, test_gpu, test_random as random, KvCache, Pos, Rec, RopeQ};
+    use half::f16;
 
     struct Case {
         n_tokens: usize,
@@ -191,36 +127,65 @@ mod tests {
             },
         );
         for c in &cases {
+            // q has n_heads heads; k and v one head fewer where there are several (GQA).
+            let n_kv = c.n_heads.div_ceil(2);
             let n = c.n_tokens * c.n_heads * c.head_dim;
-            let xs = random(n, (c.pos0 + c.head_dim) as u64, 2.0);
-            let want = reference(c, &xs);
-            let x = gpu.upload("x", bytemuck::cast_slice(&xs));
+            let n_k = c.n_tokens * n_kv * c.head_dim;
+            let seed = (c.pos0 + c.head_dim) as u64;
+            let (qs, ks, vs) = (
+                random(n, seed, 2.0),
+                random(n_k, seed + 1, 2.0),
+                random(n_k, seed + 2, 2.0),
+            );
+            let kv = KvCache::new(
+                &gpu,
+                "kv",
+                (c.pos0 + c.n_tokens) as u32,
+                n_kv as u32,
+                c.head_dim as u32,
+            );
             let ff = c
                 .factors
                 .as_ref()
                 .map(|f| gpu.upload("ff", bytemuck::cast_slice(f)));
-            let mut enc = gpu.encoder();
-            Rope::record(
-                &gpu,
-                &mut enc,
-                &x,
-                c.n_tokens as u32,
-                c.n_heads as u32,
-                c.head_dim as u32,
-                &Pos::new(&gpu, c.pos0 as u32),
-                &RopeSpec {
-                    n_rot: c.n_rot as u32,
-                    base: c.base,
-                    freq_scale: c.freq_scale,
-                    attn_factor: c.attn_factor,
-                    mode: c.mode,
-                    freq_factors: ff.as_ref(),
-                },
-            )
-            .unwrap();
-            gpu.queue.submit([enc.finish()]);
-            let got = pollster::block_on(gpu.read_f32(&x, n)).unwrap();
-            let e = nmse(&got, &want);
+            let spec = RopeSpec {
+                n_rot: c.n_rot as u32,
+                base: c.base,
+                freq_scale: c.freq_scale,
+                attn_factor: c.attn_factor,
+                mode: c.mode,
+                freq_factors: ff.as_ref(),
+            };
+            // Q rotated, and rotated then scaled by 1/√96 (gemma3, phi3): one more rounding.
+            let scale = 1.0 / 96f32.sqrt();
+            let mut got = vec![];
+            for q_scale in [1.0, scale] {
+                let (q, k, v) = (
+                    gpu.upload("q", bytemuck::cast_slice(&qs)),
+                    gpu.upload("k", bytemuck::cast_slice(&ks)),
+                    gpu.upload("v", bytemuck::cast_slice(&vs)),
+                );
+                let rope = RopeQ {
+                    q: &q,
+                    n_head: c.n_heads as u32,
+                    q_scale,
+                    spec: &spec,
+                };
+                let mut rec = Rec::new(&gpu);
+                let pos = Pos::new(&gpu, c.pos0 as u32);
+                kv.record_store_rope(&mut rec, &k, &v, c.n_tokens as u32, &pos, rope)
+                    .unwrap();
+                rec.submit();
+                got.push(pollster::block_on(gpu.read_f32(&q, n)).unwrap());
+            }
+            let scaled: Vec<u32> = got[0].iter().map(|v| (v * scale).to_bits()).collect();
+            assert!(
+                got[1].iter().map(|v| v.to_bits()).eq(scaled),
+                "q_scale after the rotation"
+            );
+            let got = &got[0];
+            let want = reference(c, &qs);
+            let e = nmse(got, &want);
             let max = got
                 .iter()
                 .zip(&want)
@@ -236,9 +201,35 @@ mod tests {
                 let r = row * c.head_dim;
                 assert_eq!(
                     got[r + c.n_rot..r + c.head_dim],
-                    xs[r + c.n_rot..r + c.head_dim]
+                    qs[r + c.n_rot..r + c.head_dim]
                 );
             }
+            // The cache holds k rotated the same way and v, rounded to f16, from cell pos0.
+            let cells = |b: &wgpu::Buffer| {
+                let bytes = pollster::block_on(
+                    gpu.read(b, (kv.cells as usize * n_kv * c.head_dim * 2) as u64),
+                )
+                .unwrap();
+                bytemuck::cast_slice::<u8, u16>(&bytes)[c.pos0 * n_kv * c.head_dim..][..n_k]
+                    .iter()
+                    .map(|&h| f16::from_bits(h).to_f32())
+                    .collect::<Vec<f32>>()
+            };
+            let k_want: Vec<f32> = reference(
+                &Case {
+                    n_heads: n_kv,
+                    factors: c.factors.clone(),
+                    ..*c
+                },
+                &ks,
+            )
+            .iter()
+            .map(|&x| f16::from_f32(x).to_f32())
+            .collect();
+            let ek = nmse(&cells(&kv.k), &k_want);
+            assert!(ek < 1e-7, "k in the cache: nmse {ek}");
+            let v_want: Vec<f32> = vs.iter().map(|&x| f16::from_f32(x).to_f32()).collect();
+            assert_eq!(cells(&kv.v), v_want, "v in the cache");
         }
     }
 
@@ -246,26 +237,26 @@ mod tests {
     fn rejects_bad_n_rot() {
         let Some(gpu) = test_gpu() else { return };
         let x = gpu.storage("x", 256);
-        let mut enc = gpu.encoder();
+        let kv = KvCache::new(&gpu, "kv", 1, 1, 64);
+        let mut rec = Rec::new(&gpu);
         for n_rot in [0, 3, 66] {
-            assert!(Rope::record(
-                &gpu,
-                &mut enc,
-                &x,
-                1,
-                1,
-                64,
-                &Pos::new(&gpu, 0),
-                &RopeSpec {
-                    n_rot,
-                    base: 1e4,
-                    freq_scale: 1.0,
-                    attn_factor: 1.0,
-                    mode: RopeMode::Normal,
-                    freq_factors: None,
-                },
-            )
-            .is_err());
+            let spec = RopeSpec {
+                n_rot,
+                base: 1e4,
+                freq_scale: 1.0,
+                attn_factor: 1.0,
+                mode: RopeMode::Normal,
+                freq_factors: None,
+            };
+            let rope = RopeQ {
+                q: &x,
+                n_head: 1,
+                q_scale: 1.0,
+                spec: &spec,
+            };
+            assert!(kv
+                .record_store_rope(&mut rec, &x, &x, 1, &Pos::new(&gpu, 0), rope)
+                .is_err());
         }
     }
 }

@@ -11,8 +11,8 @@ pub use config::{Arch, Config, SUPPORTED_ARCHITECTURES};
 use crate::error::{Error, Result};
 use crate::gguf::GgufModel;
 use crate::gpu::{
-    ActQuant, Add, Argmax, Attention, GatedAct, Gpu, KvCache, Pos, QMatrix, RmsNorm, Rope,
-    RopeSpec, Scale,
+    ActQuant, Add, Argmax, Attention, GatedAct, Gpu, KvCache, Pos, QMatrix, Rec, RmsNorm, RopeQ,
+    RopeSpec,
 };
 use crate::inspect::ModelInfo;
 use crate::quant::{dequantize, GgmlType};
@@ -28,9 +28,7 @@ const UPLOAD_CHUNK: u64 = 8 << 20;
 /// ffn_gate/up, so the forward pass is the same for every architecture.
 pub struct Layer {
     pub attn_norm: wgpu::Buffer,                   // f32 [n_embd]
-    pub attn_q: QMatrix,                           // [n_embd] -> [n_head · head_dim]
-    pub attn_k: QMatrix,                           // [n_embd] -> [n_head_kv · head_dim]
-    pub attn_v: QMatrix,                           // [n_embd] -> [n_head_kv · head_dim]
+    pub attn_qkv: Qkv,                             // [n_embd] -> q, k, v
     pub attn_q_bias: Option<wgpu::Buffer>,         // f32 [n_head · head_dim] (qwen2)
     pub attn_k_bias: Option<wgpu::Buffer>,         // f32 [n_head_kv · head_dim] (qwen2)
     pub attn_v_bias: Option<wgpu::Buffer>,         // f32 [n_head_kv · head_dim] (qwen2)
@@ -39,24 +37,66 @@ pub struct Layer {
     pub attn_output: QMatrix,                      // [n_head · head_dim] -> [n_embd]
     pub post_attention_norm: Option<wgpu::Buffer>, // f32 [n_embd] (gemma3)
     pub ffn_norm: wgpu::Buffer,                    // f32 [n_embd]
-    pub ffn_gate: QMatrix,                         // [n_embd] -> [n_ff]
-    pub ffn_up: QMatrix,                           // [n_embd] -> [n_ff]
+    pub ffn_gate_up: GateUp,                       // [n_embd] -> act(gate) · up [n_ff]
     pub ffn_down: QMatrix,                         // [n_ff] -> [n_embd]
     pub post_ffw_norm: Option<wgpu::Buffer>,       // f32 [n_embd] (gemma3)
     pub kv: KvCache,                               // cells × n_head_kv × head_dim, K and V
 }
 
+/// attn_q, attn_k and attn_v: one matrix of their rows stacked when they share a type (one
+/// dispatch for all three; phi3's `attn_qkv` is stored so), else three.
+pub enum Qkv {
+    /// Rows [q; k; v]: [n_embd] -> [n_head · head_dim + 2 · n_head_kv · head_dim].
+    Fused(QMatrix),
+    Separate([QMatrix; 3]),
+}
+
+/// ffn_gate and ffn_up: one matrix whose rows alternate gate and up when they share a type, so
+/// that a decode step's matvec applies the activation as it stores (one dispatch), else two.
+pub enum GateUp {
+    /// Rows gate 0, up 0, gate 1, up 1, …: [n_embd] -> [2 · n_ff].
+    Interleaved(QMatrix),
+    Separate([QMatrix; 2]),
+}
+
 impl Layer {
-    fn matrices(&self) -> [&QMatrix; 7] {
-        [
-            &self.attn_q,
-            &self.attn_k,
-            &self.attn_v,
-            &self.attn_output,
-            &self.ffn_gate,
-            &self.ffn_up,
-            &self.ffn_down,
-        ]
+    fn matrices(&self) -> Vec<&QMatrix> {
+        let mut m: Vec<&QMatrix> = match &self.attn_qkv {
+            Qkv::Fused(qkv) => vec![qkv],
+            Qkv::Separate(qkv) => qkv.iter().collect(),
+        };
+        m.push(&self.attn_output);
+        match &self.ffn_gate_up {
+            GateUp::Interleaved(gu) => m.push(gu),
+            GateUp::Separate(gu) => m.extend(gu),
+        }
+        m.push(&self.ffn_down);
+        m
+    }
+}
+
+/// `rows` rows of tensor `name` from row `first` (`None`: all of them), for the loader.
+struct Rows {
+    name: String,
+    first: u64,
+    rows: Option<u64>,
+}
+
+impl Rows {
+    fn all(name: String) -> Rows {
+        Rows {
+            name,
+            first: 0,
+            rows: None,
+        }
+    }
+
+    fn range(name: &str, first: u64, rows: u64) -> Rows {
+        Rows {
+            name: name.to_string(),
+            first,
+            rows: Some(rows),
+        }
     }
 }
 
@@ -70,8 +110,8 @@ struct RunState {
     k: wgpu::Buffer,      // f32 [BATCH, n_head_kv, head_dim]
     v: wgpu::Buffer,      // f32 [BATCH, n_head_kv, head_dim]
     att: wgpu::Buffer,    // f32 [BATCH, n_head, head_dim]
-    gate: wgpu::Buffer,   // f32 [BATCH, n_ff]
-    up: wgpu::Buffer,     // f32 [BATCH, n_ff]
+    gate: wgpu::Buffer,   // f32 [BATCH, n_ff]       the gated activation (down's input)
+    up: wgpu::Buffer,     // f32 [BATCH, 2 · n_ff]   up, or interleaved gate and up products
     last: wgpu::Buffer,   // f32 [n_embd]          the normed last position
     logits: wgpu::Buffer, // f32 [n_vocab]
     token: wgpu::Buffer,  // u32 [1]               argmax of logits
@@ -174,47 +214,96 @@ impl Model {
                 Ok::<_, Error>(data)
             }
         };
-        // Matrices stream in: a few MiB of rows at a time go from the source to the GPU. A
-        // fused tensor (phi3's attn_qkv, gate+up) becomes one matrix per row range.
+        // Matrices stream in: a few MiB of rows at a time go from the source to the GPU. One
+        // matrix may stack row ranges of several tensors (q, k and v), or interleave two row
+        // by row (gate and up), when they share a type and row length.
         let source_name = &info.parts[0].name;
-        let matrix_rows = |name: String, first: u64, rows: Option<u64>| {
-            let (gpu, tick, info_of) = (&gpu, &tick, &info_of);
+        let rows_of = |r: &Rows| {
+            let t = info_of(&r.name)?;
+            let all = t.dims.get(1).copied().unwrap_or(1);
+            let rows = r.rows.unwrap_or(all);
+            if r.first + rows > all {
+                return Err(Error::BadShape {
+                    source_name: source_name.clone(),
+                    reason: format!("{} rows expected", r.first + rows),
+                    tensor: r.name.clone(),
+                    dims: t.dims,
+                });
+            }
+            Ok((t, rows))
+        };
+        // Whether `srcs` can be one matrix: one type and row length, and every range but the
+        // last an even number of rows (QMatrix::write_rows keeps f16 d pairs whole).
+        let stackable = |srcs: &[Rows]| -> Result<bool> {
+            let shapes = srcs.iter().map(rows_of).collect::<Result<Vec<_>>>()?;
+            let (t0, _) = &shapes[0];
+            Ok(shapes
+                .iter()
+                .all(|(t, _)| t.ty == t0.ty && t.dims[0] == t0.dims[0])
+                && shapes[..shapes.len() - 1].iter().all(|(_, r)| r % 2 == 0))
+        };
+        let stacked = |srcs: Vec<Rows>, interleave: bool| {
+            let (gpu, tick, rows_of) = (&gpu, &tick, &rows_of);
             async move {
-                let t = info_of(&name)?;
-                let all = t.dims.get(1).copied().unwrap_or(1);
-                let rows = rows.unwrap_or(all);
-                if first + rows > all {
-                    return Err(Error::BadShape {
-                        source_name: source_name.clone(),
-                        reason: format!("{} rows expected", first + rows),
-                        tensor: name,
-                        dims: t.dims,
-                    });
-                }
-                let label = if rows == all {
-                    name.clone()
-                } else {
-                    format!("{name}[{first}..]")
-                };
-                let m = QMatrix::create(gpu, &label, t.ty, &[t.dims[0], rows])?;
+                let shapes = srcs.iter().map(rows_of).collect::<Result<Vec<_>>>()?;
+                let (t0, _) = &shapes[0];
+                let total: u64 = shapes.iter().map(|(_, r)| r).sum();
+                let label = srcs
+                    .iter()
+                    .map(|r| match r.rows {
+                        None => r.name.clone(),
+                        Some(_) => format!("{}[{}..]", r.name, r.first),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" + ");
+                let m = QMatrix::create(gpu, &label, t0.ty, &[t0.dims[0], total])?;
                 let row_bytes = m.row_bytes();
-                let rows_per_read = ((UPLOAD_CHUNK / row_bytes).max(2) & !1).min(rows);
-                let mut row = 0u64;
-                while row < rows {
-                    let n = rows_per_read.min(rows - row);
-                    let data = gguf
-                        .read_tensor_range(
-                            &name,
-                            (first + row) * row_bytes,
-                            (n * row_bytes) as usize,
-                        )
-                        .await?;
-                    m.write_rows(gpu, row as u32, &data)?;
-                    tick(&name, data.len());
-                    row += n;
+                let per_read = (UPLOAD_CHUNK / row_bytes).max(2) & !1;
+                if interleave {
+                    let rows = shapes[0].1;
+                    let mut row = 0u64;
+                    while row < rows {
+                        let n = (per_read / 2).max(1).min(rows - row);
+                        let mut halves = vec![];
+                        for r in &srcs {
+                            let at = (r.first + row) * row_bytes;
+                            halves.push(
+                                gguf.read_tensor_range(&r.name, at, (n * row_bytes) as usize)
+                                    .await?,
+                            );
+                        }
+                        let (a, b) = (&halves[0], &halves[1]);
+                        let both: Vec<u8> = a
+                            .chunks(row_bytes as usize)
+                            .zip(b.chunks(row_bytes as usize))
+                            .flat_map(|(a, b)| a.iter().chain(b).copied())
+                            .collect();
+                        m.write_rows(gpu, 2 * row as u32, &both)?;
+                        tick(&srcs[0].name, both.len());
+                        row += n;
+                    }
+                } else {
+                    let mut dst = 0u64;
+                    for (r, (_, rows)) in srcs.iter().zip(&shapes) {
+                        let mut row = 0u64;
+                        while row < *rows {
+                            let n = per_read.min(rows - row);
+                            let at = (r.first + row) * row_bytes;
+                            let data = gguf
+                                .read_tensor_range(&r.name, at, (n * row_bytes) as usize)
+                                .await?;
+                            m.write_rows(gpu, (dst + row) as u32, &data)?;
+                            tick(&r.name, data.len());
+                            row += n;
+                        }
+                        dst += rows;
+                    }
                 }
                 Ok::<_, Error>(m)
             }
+        };
+        let matrix_rows = |name: String, first: u64, rows: Option<u64>| {
+            stacked(vec![Rows { name, first, rows }], false)
         };
         let matrix = |name: String| matrix_rows(name, 0, None);
         let vector = |name: String| {
@@ -253,39 +342,48 @@ impl Model {
                 (c.n_head * c.head_dim) as u64,
                 (c.n_head_kv * c.head_dim) as u64,
             );
-            let [attn_q, attn_k, attn_v] = if gguf.tensor(&n("attn_qkv.weight")).is_some() {
-                let qkv = n("attn_qkv.weight");
-                [
-                    matrix_rows(qkv.clone(), 0, Some(q_rows)).await?,
-                    matrix_rows(qkv.clone(), q_rows, Some(kv_rows)).await?,
-                    matrix_rows(qkv, q_rows + kv_rows, Some(kv_rows)).await?,
-                ]
+            let qkv = if gguf.tensor(&n("attn_qkv.weight")).is_some() {
+                let t = n("attn_qkv.weight");
+                [(0, q_rows), (q_rows, kv_rows), (q_rows + kv_rows, kv_rows)]
+                    .map(|(first, rows)| Rows::range(&t, first, rows))
             } else {
-                [
-                    matrix(n("attn_q.weight")).await?,
-                    matrix(n("attn_k.weight")).await?,
-                    matrix(n("attn_v.weight")).await?,
-                ]
+                ["attn_q", "attn_k", "attn_v"].map(|t| Rows::all(n(&format!("{t}.weight"))))
+            };
+            let attn_qkv = if stackable(&qkv)? {
+                Qkv::Fused(stacked(qkv.into(), false).await?)
+            } else {
+                let [q, k, v] = qkv;
+                Qkv::Separate([
+                    stacked(vec![q], false).await?,
+                    stacked(vec![k], false).await?,
+                    stacked(vec![v], false).await?,
+                ])
             };
             let attn_norm = vector(n("attn_norm.weight")).await?;
             let ff = c.n_ff as u64;
-            let [ffn_gate, ffn_up] = if gguf.tensor(&n("ffn_gate.weight")).is_some() {
+            let gate_up = if gguf.tensor(&n("ffn_gate.weight")).is_some() {
                 [
-                    matrix(n("ffn_gate.weight")).await?,
-                    matrix(n("ffn_up.weight")).await?,
+                    Rows::all(n("ffn_gate.weight")),
+                    Rows::all(n("ffn_up.weight")),
                 ]
             } else {
-                // ggml_swiglu of the fused [gate; up] output: silu of the first half.
-                [
-                    matrix_rows(n("ffn_up.weight"), 0, Some(ff)).await?,
-                    matrix_rows(n("ffn_up.weight"), ff, Some(ff)).await?,
-                ]
+                // ggml_swiglu of phi3's fused [gate; up] output: silu of the first half.
+                let t = n("ffn_up.weight");
+                [Rows::range(&t, 0, ff), Rows::range(&t, ff, ff)]
+            };
+            let same_rows = rows_of(&gate_up[0])?.1 == rows_of(&gate_up[1])?.1;
+            let ffn_gate_up = if same_rows && stackable(&gate_up)? {
+                GateUp::Interleaved(stacked(gate_up.into(), true).await?)
+            } else {
+                let [g, u] = gate_up;
+                GateUp::Separate([
+                    stacked(vec![g], false).await?,
+                    stacked(vec![u], false).await?,
+                ])
             };
             layers.push(Layer {
                 attn_norm,
-                attn_q,
-                attn_k,
-                attn_v,
+                attn_qkv,
                 attn_q_bias: optional(n("attn_q.bias")).await?,
                 attn_k_bias: optional(n("attn_k.bias")).await?,
                 attn_v_bias: optional(n("attn_v.bias")).await?,
@@ -294,8 +392,7 @@ impl Model {
                 attn_output: matrix(n("attn_output.weight")).await?,
                 post_attention_norm: optional(n("post_attention_norm.weight")).await?,
                 ffn_norm: vector(n("ffn_norm.weight")).await?,
-                ffn_gate,
-                ffn_up,
+                ffn_gate_up,
                 ffn_down: matrix(n("ffn_down.weight")).await?,
                 post_ffw_norm: optional(n("post_ffw_norm.weight")).await?,
                 kv: KvCache::new(&gpu, &n("kv"), cells, c.n_head_kv, c.head_dim),
@@ -336,7 +433,7 @@ impl Model {
             v: f32s("v", b * c.n_head_kv * c.head_dim),
             att: f32s("att", b * c.n_head * c.head_dim),
             gate: f32s("gate", b * c.n_ff),
-            up: f32s("up", b * c.n_ff),
+            up: f32s("up", b * 2 * c.n_ff),
             last: f32s("last", c.n_embd),
             logits: f32s("logits", c.n_vocab),
             token: f32s("token", 1),
@@ -454,33 +551,36 @@ impl Model {
         Ok(Output::AllLogits(all))
     }
 
-    /// One batch of at most BATCH tokens, recorded into one command buffer.
+    /// One batch of at most BATCH tokens: one compute pass and one submission, which also
+    /// copies back what `want` asks for.
     async fn eval_batch(&mut self, tokens: &[u32], want: Option<Want>) -> Result<Option<Output>> {
         let (c, s, gpu) = (&self.config, &self.state, &self.gpu);
         let n = tokens.len() as u32;
         s.pos.set(gpu, self.pos);
-        gpu.queue
-            .write_buffer(&s.ids, 0, bytemuck::cast_slice(tokens));
-        let mut enc = gpu.encoder();
-        self.record_batch(&mut enc, n, want)?;
-        gpu.queue.submit([enc.finish()]);
+        gpu.write(&s.ids, 0, bytemuck::cast_slice(tokens));
+        let mut rec = Rec::new(gpu);
+        self.record_batch(&mut rec, n, want)?;
+        let f32s = |bytes: Vec<u8>| bytemuck::cast_slice::<u8, f32>(&bytes).to_vec();
         let result = match want {
-            None => None,
+            None => {
+                rec.submit();
+                None
+            }
             Some(Want::AllLogits) => {
                 let all = s.all_logits.as_ref().expect("allocated in eval");
-                Some(Output::AllLogits(
-                    gpu.read_f32(all, (n * c.n_vocab) as usize).await?,
-                ))
+                let bytes = rec.submit_and_read(all, (n * c.n_vocab) as u64 * 4).await?;
+                Some(Output::AllLogits(f32s(bytes)))
             }
             Some(Want::Argmax) => {
-                let id = gpu.read(&s.token, 4).await?;
+                let id = rec.submit_and_read(&s.token, 4).await?;
                 Some(Output::Token(u32::from_le_bytes([
                     id[0], id[1], id[2], id[3],
                 ])))
             }
-            Some(Want::Logits) => Some(Output::Logits(
-                gpu.read_f32(&s.logits, c.n_vocab as usize).await?,
-            )),
+            Some(Want::Logits) => {
+                let bytes = rec.submit_and_read(&s.logits, c.n_vocab as u64 * 4).await?;
+                Some(Output::Logits(f32s(bytes)))
+            }
         };
         self.pos += n;
         Ok(result)
@@ -490,100 +590,22 @@ impl Model {
     /// running it), so the first answer does not wait for shader compilation.
     pub fn compile(&self) -> Result<()> {
         for n in [1, 2.min(self.n_ctx)] {
-            let mut enc = self.gpu.encoder();
-            self.record_batch(&mut enc, n, Some(Want::Argmax))?;
+            self.record_batch(&mut Rec::new(&self.gpu), n, Some(Want::Argmax))?;
         }
         Ok(())
     }
 
     /// Records the forward pass of `n` tokens (ids in `state.ids`, positions from `state.pos`)
     /// and the projection `want` asks for.
-    fn record_batch(&self, e: &mut wgpu::CommandEncoder, n: u32, want: Option<Want>) -> Result<()> {
-        let (c, s, gpu) = (&self.config, &self.state, &self.gpu);
-        let (d, hd, eps) = (c.n_embd, c.head_dim, c.rms_eps);
+    fn record_batch(&self, rec: &mut Rec, n: u32, want: Option<Want>) -> Result<()> {
+        let (c, s) = (&self.config, &self.state);
+        let (d, eps) = (c.n_embd, c.rms_eps);
 
         self.token_embd
-            .record_embed(gpu, e, &s.ids, &s.x, n, c.embed_scale)?;
+            .record_embed(rec, &s.ids, &s.x, n, c.embed_scale)?;
         for (il, l) in self.layers.iter().enumerate() {
-            // Attention.
-            RmsNorm::record(gpu, e, &s.x, &l.attn_norm, &s.xb, n, d, eps)?;
-            let xb = s
-                .act
-                .record(gpu, e, &s.xb, n, d, &[&l.attn_q, &l.attn_k, &l.attn_v])?;
-            l.attn_q
-                .record_matmul(gpu, e, xb.for_matrix(&l.attn_q)?, &s.q, n)?;
-            l.attn_k
-                .record_matmul(gpu, e, xb.for_matrix(&l.attn_k)?, &s.k, n)?;
-            l.attn_v
-                .record_matmul(gpu, e, xb.for_matrix(&l.attn_v)?, &s.v, n)?;
-            for (bias, y, heads) in [
-                (&l.attn_q_bias, &s.q, c.n_head),
-                (&l.attn_k_bias, &s.k, c.n_head_kv),
-                (&l.attn_v_bias, &s.v, c.n_head_kv),
-            ] {
-                if let Some(b) = bias {
-                    Add::record_bias(gpu, e, y, b, n, heads * hd)?;
-                }
-            }
-            if let (Some(qn), Some(kn)) = (&l.attn_q_norm, &l.attn_k_norm) {
-                RmsNorm::record_in_place(gpu, e, &s.q, qn, n * c.n_head, hd, eps)?;
-                RmsNorm::record_in_place(gpu, e, &s.k, kn, n * c.n_head_kv, hd, eps)?;
-            }
-            let (base, freq_scale) = c.rope_for_layer(il);
-            let rope = RopeSpec {
-                n_rot: c.n_rot,
-                base,
-                freq_scale,
-                attn_factor: c.rope_attn_factor,
-                mode: c.rope_mode,
-                freq_factors: self.rope_factors.as_ref(),
-            };
-            Rope::record(gpu, e, &s.q, n, c.n_head, hd, &s.pos, &rope)?;
-            Rope::record(gpu, e, &s.k, n, c.n_head_kv, hd, &s.pos, &rope)?;
-            if c.q_scale != 1.0 {
-                Scale::record(gpu, e, &s.q, n * c.n_head * hd, c.q_scale)?;
-            }
-            l.kv.record_store(gpu, e, &s.k, &s.v, n, &s.pos)?;
-            let window = if c.sliding[il] { c.window } else { 0 };
-            Attention::record(
-                gpu,
-                e,
-                &s.q,
-                &l.kv,
-                &s.att,
-                n,
-                &s.pos,
-                c.n_head,
-                c.attn_scale,
-                window,
-            )?;
-            let att = s
-                .act
-                .record(gpu, e, &s.att, n, c.n_head * hd, &[&l.attn_output])?;
-            l.attn_output
-                .record_matmul(gpu, e, att.for_matrix(&l.attn_output)?, &s.o, n)?;
-            if let Some(pn) = &l.post_attention_norm {
-                RmsNorm::record_in_place(gpu, e, &s.o, pn, n, d, eps)?;
-            }
-            Add::record(gpu, e, &s.x, &s.o, n * d)?;
-
-            // Feed-forward.
-            RmsNorm::record(gpu, e, &s.x, &l.ffn_norm, &s.xb, n, d, eps)?;
-            let xb = s
-                .act
-                .record(gpu, e, &s.xb, n, d, &[&l.ffn_gate, &l.ffn_up])?;
-            l.ffn_gate
-                .record_matmul(gpu, e, xb.for_matrix(&l.ffn_gate)?, &s.gate, n)?;
-            l.ffn_up
-                .record_matmul(gpu, e, xb.for_matrix(&l.ffn_up)?, &s.up, n)?;
-            GatedAct::record(gpu, e, &s.gate, &s.up, n * c.n_ff, c.activation)?;
-            let g = s.act.record(gpu, e, &s.gate, n, c.n_ff, &[&l.ffn_down])?;
-            l.ffn_down
-                .record_matmul(gpu, e, g.for_matrix(&l.ffn_down)?, &s.o, n)?;
-            if let Some(pn) = &l.post_ffw_norm {
-                RmsNorm::record_in_place(gpu, e, &s.o, pn, n, d, eps)?;
-            }
-            Add::record(gpu, e, &s.x, &s.o, n * d)?;
+            self.record_attention(rec, il, l, n)?;
+            self.record_feed_forward(rec, l, n)?;
         }
 
         let output = self.output.as_ref().unwrap_or(&self.token_embd);
@@ -591,22 +613,154 @@ impl Model {
             None => {}
             Some(Want::AllLogits) => {
                 let all = s.all_logits.as_ref().expect("allocated in eval");
-                RmsNorm::record(gpu, e, &s.x, &self.output_norm, &s.xb, n, d, eps)?;
-                let xb = s.act.record(gpu, e, &s.xb, n, d, &[output])?;
-                output.record_matmul(gpu, e, xb.for_matrix(output)?, all, n)?;
+                let xb = s.act.record_norm(
+                    rec,
+                    &s.x,
+                    0,
+                    &self.output_norm,
+                    &s.xb,
+                    n,
+                    d,
+                    eps,
+                    &[output],
+                )?;
+                output.record_matmul(rec, xb.for_matrix(output)?, all, n)?;
             }
             Some(w) => {
                 // Only the last position is normed and projected to the vocabulary.
-                e.copy_buffer_to_buffer(&s.x, ((n - 1) * d * 4) as u64, &s.last, 0, d as u64 * 4);
-                RmsNorm::record_in_place(gpu, e, &s.last, &self.output_norm, 1, d, eps)?;
-                let last = s.act.record(gpu, e, &s.last, 1, d, &[output])?;
-                output.record_matmul(gpu, e, last.for_matrix(output)?, &s.logits, 1)?;
+                let last = s.act.record_norm(
+                    rec,
+                    &s.x,
+                    n - 1,
+                    &self.output_norm,
+                    &s.last,
+                    1,
+                    d,
+                    eps,
+                    &[output],
+                )?;
+                output.record_matmul(rec, last.for_matrix(output)?, &s.logits, 1)?;
                 if w == Want::Argmax {
-                    Argmax::record(gpu, e, &s.logits, c.n_vocab, &s.token)?;
+                    Argmax::record(rec, &s.logits, c.n_vocab, &s.token)?;
                 }
             }
         }
         Ok(())
+    }
+
+    /// x += attention(norm(x)) for the `n` tokens of a batch, in layer `il`.
+    fn record_attention(&self, rec: &mut Rec, il: usize, l: &Layer, n: u32) -> Result<()> {
+        let (c, s) = (&self.config, &self.state);
+        let (d, hd, eps) = (c.n_embd, c.head_dim, c.rms_eps);
+        let (q_rows, kv_rows) = (c.n_head * hd, c.n_head_kv * hd);
+        let matrices: Vec<&QMatrix> = match &l.attn_qkv {
+            Qkv::Fused(m) => vec![m],
+            Qkv::Separate(m) => m.iter().collect(),
+        };
+        let xb = s
+            .act
+            .record_norm(rec, &s.x, 0, &l.attn_norm, &s.xb, n, d, eps, &matrices)?;
+        match &l.attn_qkv {
+            Qkv::Fused(m) => {
+                let seg = [q_rows, q_rows + kv_rows];
+                m.record_matmul_split(rec, xb.for_matrix(m)?, [&s.q, &s.k, &s.v], seg, n)?
+            }
+            Qkv::Separate(m) => {
+                for (m, y) in m.iter().zip([&s.q, &s.k, &s.v]) {
+                    m.record_matmul(rec, xb.for_matrix(m)?, y, n)?;
+                }
+            }
+        }
+        for (bias, y, rows) in [
+            (&l.attn_q_bias, &s.q, q_rows),
+            (&l.attn_k_bias, &s.k, kv_rows),
+            (&l.attn_v_bias, &s.v, kv_rows),
+        ] {
+            if let Some(b) = bias {
+                Add::record_bias(rec, y, b, n, rows)?;
+            }
+        }
+        if let (Some(qn), Some(kn)) = (&l.attn_q_norm, &l.attn_k_norm) {
+            RmsNorm::record_in_place(rec, &s.q, qn, n * c.n_head, hd, eps)?;
+            RmsNorm::record_in_place(rec, &s.k, kn, n * c.n_head_kv, hd, eps)?;
+        }
+        let (base, freq_scale) = c.rope_for_layer(il);
+        let rope = RopeSpec {
+            n_rot: c.n_rot,
+            base,
+            freq_scale,
+            attn_factor: c.rope_attn_factor,
+            mode: c.rope_mode,
+            freq_factors: self.rope_factors.as_ref(),
+        };
+        let rope_q = RopeQ {
+            q: &s.q,
+            n_head: c.n_head,
+            q_scale: c.q_scale,
+            spec: &rope,
+        };
+        l.kv.record_store_rope(rec, &s.k, &s.v, n, &s.pos, rope_q)?;
+        let window = if c.sliding[il] { c.window } else { 0 };
+        Attention::record(
+            rec,
+            &s.q,
+            &l.kv,
+            &s.att,
+            n,
+            &s.pos,
+            c.n_head,
+            c.attn_scale,
+            window,
+        )?;
+        let att = s.act.record(rec, &s.att, n, q_rows, &[&l.attn_output])?;
+        self.record_residual(rec, &l.attn_output, att, l.post_attention_norm.as_ref(), n)
+    }
+
+    /// x += ffn(norm(x)): down(act(gate(x)) · up(x)).
+    fn record_feed_forward(&self, rec: &mut Rec, l: &Layer, n: u32) -> Result<()> {
+        let (c, s) = (&self.config, &self.state);
+        let matrices: Vec<&QMatrix> = match &l.ffn_gate_up {
+            GateUp::Interleaved(m) => vec![m],
+            GateUp::Separate(m) => m.iter().collect(),
+        };
+        let (d, eps) = (c.n_embd, c.rms_eps);
+        let xb = s
+            .act
+            .record_norm(rec, &s.x, 0, &l.ffn_norm, &s.xb, n, d, eps, &matrices)?;
+        match &l.ffn_gate_up {
+            GateUp::Interleaved(m) => {
+                m.record_matmul_gated(rec, xb.for_matrix(m)?, &s.up, &s.gate, n, c.activation)?
+            }
+            GateUp::Separate([gate, up]) => {
+                gate.record_matmul(rec, xb.for_matrix(gate)?, &s.gate, n)?;
+                up.record_matmul(rec, xb.for_matrix(up)?, &s.up, n)?;
+                GatedAct::record(rec, &s.gate, &s.up, n * c.n_ff, c.activation)?;
+            }
+        }
+        let g = s.act.record(rec, &s.gate, n, c.n_ff, &[&l.ffn_down])?;
+        self.record_residual(rec, &l.ffn_down, g, l.post_ffw_norm.as_ref(), n)
+    }
+
+    /// x += m · input, the sublayer's output projection and residual add in one dispatch; with
+    /// gemma3's post-norm, x += norm(m · input) instead.
+    fn record_residual(
+        &self,
+        rec: &mut Rec,
+        m: &QMatrix,
+        input: crate::gpu::ActInputs,
+        post_norm: Option<&wgpu::Buffer>,
+        n: u32,
+    ) -> Result<()> {
+        let (c, s) = (&self.config, &self.state);
+        let input = input.for_matrix(m)?;
+        match post_norm {
+            None => m.record_matmul_add(rec, input, &s.x, n),
+            Some(pn) => {
+                m.record_matmul(rec, input, &s.o, n)?;
+                RmsNorm::record_in_place(rec, &s.o, pn, n, c.n_embd, c.rms_eps)?;
+                Add::record(rec, &s.x, &s.o, n * c.n_embd)
+            }
+        }
     }
 
     /// GPU bytes held by the KV caches.

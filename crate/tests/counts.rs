@@ -1,0 +1,119 @@
+//! What a token costs on the GPU, counted by the recording context (`gpu::Counts`): the decode
+//! figures of both real models are pinned, so a change that adds dispatches, passes,
+//! submissions or readbacks to a decode step fails here. The figures do not depend on the
+//! machine, except that a matrix above the adapter's binding limit is one dispatch per buffer
+//! (gemma's 178 MB embedding on llvmpipe), which the expected counts take from the model.
+
+mod common;
+
+use quantweb::generate::generate;
+use quantweb::gguf::GgufModel;
+use quantweb::model::Model;
+use quantweb::sample::{Sampler, SamplerConfig};
+use quantweb::source::open_args;
+
+/// Dispatches of one decode step over all transformer blocks, by model.
+///
+/// SmolLM2, 10 per block × 30: norm with the q8_1 quantization; q, k and v as one matrix; RoPE
+/// of q and k with the KV store; attention; its quantization; the output projection with the
+/// residual add; norm with quantization; gate and up as one matrix with the SiLU·up in passing;
+/// its quantization; down with the residual add.
+const SMOLLM2_BLOCKS: u64 = 10 * 30;
+/// gemma3, 16 per block where q, k and v share a type (9 blocks) and 18 where v is Q8_0 (9):
+/// SmolLM2's steps (the Q scale rides with RoPE) plus the q and k norms, and the two post-norms
+/// with their residual adds (the norm needs the whole projected row).
+const GEMMA3_BLOCKS: u64 = 16 * 9 + 18 * 9;
+
+/// Greedy decode of a few tokens; returns the model and the timings' counts.
+fn decode(files: &[&str]) -> Option<(Model, GgufModel, quantweb::generate::Timings)> {
+    let paths = common::model_paths(files)?;
+    let gpu = common::gpu()?;
+    let gguf = pollster::block_on(GgufModel::open(open_args(&paths).unwrap())).unwrap();
+    let mut model = pollster::block_on(Model::load(gpu, &gguf, 64)).unwrap();
+    // As the engine does after loading: pipelines and parameter uniforms exist before the
+    // first token, so a decode step writes only its token id and position.
+    model.compile().unwrap();
+    let mut sampler = Sampler::new(SamplerConfig::default());
+    let (tokens, t) = pollster::block_on(generate(
+        &mut model,
+        &[2, 1000, 2000],
+        5,
+        &mut sampler,
+        |_| false,
+        |_| true,
+    ))
+    .unwrap();
+    assert_eq!((tokens.len(), t.decode_steps, t.prefill_batches), (5, 4, 1));
+    Some((model, gguf, t))
+}
+
+/// Weight bytes a decode step must read: every matrix of every layer and the output projection
+/// once, and one row of the token embeddings, from the file's tensor sizes.
+fn weight_bytes_per_token(gguf: &GgufModel) -> u64 {
+    let info = |name: &str| &gguf.tensor(name).unwrap().info;
+    let embd = info("token_embd.weight");
+    let blocks: u64 = gguf
+        .tensors
+        .iter()
+        .filter(|t| t.info.name.starts_with("blk.") && t.info.dims.get(1).is_some_and(|&r| r > 1))
+        .map(|t| t.info.n_bytes)
+        .sum();
+    let output = gguf
+        .tensor("output.weight")
+        .map_or(embd.n_bytes, |t| t.info.n_bytes);
+    blocks + output + embd.n_bytes / embd.dims[1]
+}
+
+fn check(files: &[&str], blocks: u64) {
+    let Some((model, gguf, t)) = decode(files) else {
+        return;
+    };
+    let per_token = t.decode.per(t.decode_steps);
+    eprintln!("{files:?}: per decoded token: {per_token}");
+    eprintln!(
+        "{files:?}: per prefill batch: {}",
+        t.prefill.per(t.prefill_batches)
+    );
+    // Embedding lookup; final norm with the activation quantization, output projection, argmax.
+    let embed = model.token_embd.buffer_count() as u64;
+    let output = model
+        .output
+        .as_ref()
+        .unwrap_or(&model.token_embd)
+        .buffer_count() as u64;
+    let head = embed + 2 + output;
+    assert_eq!(
+        per_token.dispatches,
+        blocks + head,
+        "dispatches per decoded token ({blocks} for the blocks + {head})"
+    );
+    // Every step of the decode is the same: exact totals, not averages.
+    assert_eq!(t.decode.dispatches, per_token.dispatches * t.decode_steps);
+    assert_eq!(
+        (
+            per_token.passes,
+            per_token.submits,
+            per_token.readbacks,
+            per_token.readback_bytes,
+            per_token.written_bytes
+        ),
+        (1, 1, 1, 4, 8),
+        "one pass, one submission, one 4-byte readback (the token id); 8 bytes written (id, position)"
+    );
+    assert_eq!(per_token.weight_bytes, weight_bytes_per_token(&gguf));
+    // The prefill (3 tokens, one batch) is one pass and one submission too.
+    assert_eq!(
+        (t.prefill.passes, t.prefill.submits, t.prefill.readbacks),
+        (1, 1, 1)
+    );
+}
+
+#[test]
+fn smollm2_decode_step_counts() {
+    check(&[common::SMOLLM2], SMOLLM2_BLOCKS);
+}
+
+#[test]
+fn gemma3_decode_step_counts() {
+    check(&common::GEMMA_PARTS, GEMMA3_BLOCKS);
+}
