@@ -3,15 +3,43 @@
 // consecutive rows: its WG_SIZE threads split K by units (see dequant.wgsl), each thread loads
 // its slice of x once and reuses it for all ROWS rows, then a shared-memory tree reduction sums
 // the partial dots. f32 throughout.
-// GATED: the rows alternate gate and up (QMatrix::upload_interleaved); each pair becomes one
-// output act(gate) · up (act_fn.wgsl) at index row / 2.
+// GATED: the rows alternate gate and up (the model's interleaved ffn_gate/ffn_up); each pair
+// becomes one output act(gate) · up (act_fn.wgsl) at index row / 2.
+// QUANT_IN (with a KIND_* and QBLOCK): x is f32 and each workgroup first quantizes all of it
+// into workgroup memory as quantize.wgsl would (quant_act.wgsl), then multiplies that: the
+// activation quantization of a decode step without a dispatch of its own. XS_V4 = cols / 4.
 #include "dequant.wgsl"
 #include "mat_out.wgsl"
 
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+#ifdef QUANT_IN
+var<workgroup> xs: array<vec4<f32>, XS_V4>;
+fn act_in(i: u32) -> f32 { return x[i / 4u][i % 4u]; }
+fn act_out(i: u32, v: f32) { xs[i / 4u][i % 4u] = v; }
+#ifdef KIND_Q8_1
+// Per block of x, what its min term lacks (see quant_act.wgsl).
+var<workgroup> ds: array<f32, XS_V4 / 8u>;
+fn act_delta(b: u32, v: f32) { ds[b] = v; }
+fn delta_at(b: u32) -> f32 { return ds[b]; }
+#endif
+#include "quant_act.wgsl"
+fn x_at(i: u32) -> vec4<f32> { return xs[i]; }
+
+// Every invocation takes part, before any leaves: the barrier needs uniform control flow.
+fn quantize_x(lid: u32) {
+    let blocks = p.units_per_row * UNIT_V4 * 4u / QBLOCK;
+    for (var b = lid; b < blocks; b += WG_SIZE) {
+        quantize_block(b);
+    }
+    workgroupBarrier();
+}
+#else
+fn x_at(i: u32) -> vec4<f32> { return x[i]; }
 #ifdef MIN_CORRECTION
 // f32 [units_per_row / UNITS_PER_BLOCK]: per block of x, what its min term lacks (quantize.wgsl).
 @group(0) @binding(DELTA_AT) var<storage, read> delta: array<f32>;
+fn delta_at(b: u32) -> f32 { return delta[b]; }
+#endif
 #endif
 #ifdef GATED
 #include "act_fn.wgsl"
@@ -29,7 +57,7 @@ fn unit_dot(r: u32, u: u32, xv: array<vec4<f32>, UNIT_V4>) -> f32 {
     }
 #ifdef MIN_CORRECTION
     if (u % UNITS_PER_BLOCK == 0u) {
-        s += block_min(unit / UNITS_PER_BLOCK) * delta[u / UNITS_PER_BLOCK];
+        s += block_min(unit / UNITS_PER_BLOCK) * delta_at(u / UNITS_PER_BLOCK);
     }
 #endif
     return s;
@@ -38,7 +66,7 @@ fn unit_dot(r: u32, u: u32, xv: array<vec4<f32>, UNIT_V4>) -> f32 {
 fn x_unit(u: u32) -> array<vec4<f32>, UNIT_V4> {
     var xv: array<vec4<f32>, UNIT_V4>;
     for (var i = 0u; i < UNIT_V4; i++) {
-        xv[i] = x[u * UNIT_V4 + i];
+        xv[i] = x_at(u * UNIT_V4 + i);
     }
     return xv;
 }
@@ -55,8 +83,12 @@ const RPT: u32 = 1u;
 // (GATED: a gate and up pair), with no shared memory and no barrier.
 @compute @workgroup_size(WG_SIZE)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32,
         @builtin(num_workgroups) nwg: vec3<u32>) {
     d_off = p.d_off;
+#ifdef QUANT_IN
+    quantize_x(lid);
+#endif
     let r = (gid.x + gid.y * nwg.x * WG_SIZE) * RPT;
     if (r >= p.rows) {
         return;
@@ -87,6 +119,9 @@ fn main(@builtin(local_invocation_index) lid: u32,
     if (r0 >= p.rows) {
         return;
     }
+#ifdef QUANT_IN
+    quantize_x(lid);
+#endif
     var acc = vec4<f32>(0.0);
     for (var u = lid; u < p.units_per_row; u += WG_SIZE) {
         let xv = x_unit(u);

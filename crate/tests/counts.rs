@@ -14,15 +14,15 @@ use quantweb::source::open_args;
 
 /// Dispatches of one decode step over all transformer blocks, by model.
 ///
-/// SmolLM2, 10 per block × 30: norm with the q8_1 quantization; q, k and v as one matrix; RoPE
-/// of q and k with the KV store; attention; its quantization; the output projection with the
-/// residual add; norm with quantization; gate and up as one matrix with the SiLU·up in passing;
-/// its quantization; down with the residual add.
-const SMOLLM2_BLOCKS: u64 = 10 * 30;
-/// gemma3, 16 per block where q, k and v share a type (9 blocks) and 18 where v is Q8_0 (9):
+/// SmolLM2, 8 per block × 30: norm with the q8_1 quantization; q, k and v as one matrix; RoPE
+/// of q and k with the KV store; attention; the output projection quantizing its input itself,
+/// with the residual add; norm with quantization; gate and up as one matrix with the SiLU·up
+/// in passing; down quantizing its input, with the residual add.
+const SMOLLM2_BLOCKS: u64 = 8 * 30;
+/// gemma3, 14 per block where q, k and v share a type (9 blocks) and 16 where v is Q8_0 (9):
 /// SmolLM2's steps (the Q scale rides with RoPE) plus the q and k norms, and the two post-norms
 /// with their residual adds (the norm needs the whole projected row).
-const GEMMA3_BLOCKS: u64 = 16 * 9 + 18 * 9;
+const GEMMA3_BLOCKS: u64 = 14 * 9 + 16 * 9;
 
 /// Greedy decode of a few tokens; returns the model and the timings' counts.
 fn decode(files: &[&str]) -> Option<(Model, GgufModel, quantweb::generate::Timings)> {

@@ -31,7 +31,7 @@
 //! All arithmetic is f32, in the order of `quant::dequantize`, so dequantized weights equal the
 //! CPU's bit for bit and products differ from a CPU f32 matmul only by summation order.
 
-use super::{grid, shader::defines, Activation, GatedAct, Gpu, MatIn, Reads, Rec};
+use super::{grid, shader::defines, ActKind, Activation, GatedAct, Gpu, MatIn, Reads, Rec};
 use crate::error::{Error, Result};
 use crate::quant::GgmlType;
 
@@ -350,6 +350,16 @@ impl QMatrix {
         self.parts.len()
     }
 
+    /// Whether a product with `n_tokens` tokens can quantize its f32 input in the kernel
+    /// (matvec.wgsl QUANT_IN): one token (a decode step), a quantized activation kind, and the
+    /// quantized row fits in workgroup memory beside the reduction's.
+    pub fn quantizes_input(&self, gpu: &Gpu, n_tokens: u32) -> bool {
+        let bytes = self.cols * 4 + self.cols / 8 + WG_SIZE * 16;
+        n_tokens == 1
+            && ActKind::for_weights(self.ty) != ActKind::F32
+            && bytes <= gpu.limits.max_compute_workgroup_storage_size
+    }
+
     /// Units per row (`units_per_row` in the shaders).
     fn units_per_row(&self) -> u32 {
         self.cols / unit_elements(self.ty)
@@ -485,6 +495,12 @@ impl QMatrix {
             }
             _ => None,
         };
+        if x.quantize.is_some() && !self.quantizes_input(rec.gpu, n_tokens) {
+            return Err(Error::Gpu(format!(
+                "{} matrix [{} x {}]: cannot quantize {n_tokens} input rows in the kernel",
+                self.ty, self.cols, self.rows
+            )));
+        }
         let token_tiles = n_tokens.div_ceil(TILE);
         if token_tiles > rec.gpu.limits.max_compute_workgroups_per_dimension {
             return Err(Error::Gpu(format!(
@@ -514,6 +530,17 @@ impl QMatrix {
         if delta.is_some() {
             set("MIN_CORRECTION", "1");
             set("DELTA_AT", &(3 + ys.len()).to_string());
+        }
+        if let Some(kind) = x.quantize {
+            set("QUANT_IN", "1");
+            set("QBLOCK", &format!("{}u", kind.block()));
+            set("XS_V4", &format!("{}u", self.cols / 4));
+            if kind == ActKind::Q8_1 {
+                set("MIN_CORRECTION", "1");
+            }
+            for (k, v) in kind.defines() {
+                set(&k, &v);
+            }
         }
         let row_per_thread = rec.gpu.features.cpu;
         if row_per_thread {

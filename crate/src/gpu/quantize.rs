@@ -62,12 +62,19 @@ impl ActKind {
 pub struct MatIn<'a> {
     pub x: &'a wgpu::Buffer,
     pub delta: Option<&'a wgpu::Buffer>,
+    /// x is not yet quantized: the matvec quantizes it to this kind as it starts (matvec.wgsl
+    /// QUANT_IN), which saves a decode step the quantization's own dispatch.
+    pub quantize: Option<ActKind>,
 }
 
 impl<'a> MatIn<'a> {
     /// Activations used as they are (f32 × weights).
     pub fn plain(x: &'a wgpu::Buffer) -> Self {
-        MatIn { x, delta: None }
+        MatIn {
+            x,
+            delta: None,
+            quantize: None,
+        }
     }
 }
 
@@ -113,10 +120,20 @@ impl ActQuant {
         cols: u32,
         for_matrices: &[&QMatrix],
     ) -> Result<ActInputs<'a>> {
-        for kind in kinds(for_matrices) {
-            self.record_kind(rec, x, n_tokens, cols, kind)?;
+        // One token for matrices that quantize their input as they go: nothing to record.
+        let in_kernel = for_matrices
+            .iter()
+            .all(|m| m.quantizes_input(rec.gpu, n_tokens));
+        if !in_kernel {
+            for kind in kinds(for_matrices) {
+                self.record_kind(rec, x, n_tokens, cols, kind)?;
+            }
         }
-        Ok(ActInputs { x, quant: self })
+        Ok(ActInputs {
+            x,
+            quant: self,
+            in_kernel,
+        })
     }
 
     /// RMSNorm of rows `x_row0..x_row0 + n_tokens` of x into xb (see [`RmsNorm::record`]),
@@ -146,7 +163,11 @@ impl ActQuant {
         for &kind in kinds.iter().skip(1) {
             self.record_kind(rec, xb, n_tokens, cols, kind)?;
         }
-        Ok(ActInputs { x: xb, quant: self })
+        Ok(ActInputs {
+            x: xb,
+            quant: self,
+            in_kernel: false,
+        })
     }
 
     fn record_kind(
@@ -225,6 +246,8 @@ pub struct QuantOut<'a> {
 pub struct ActInputs<'a> {
     x: &'a wgpu::Buffer,
     quant: &'a ActQuant,
+    /// x stays f32 and each matrix quantizes it in its own kernel.
+    in_kernel: bool,
 }
 
 impl<'a> ActInputs<'a> {
@@ -232,9 +255,18 @@ impl<'a> ActInputs<'a> {
     pub fn for_matrix(&self, m: &QMatrix) -> Result<MatIn<'a>> {
         match ActKind::for_weights(m.ty) {
             ActKind::F32 => Ok(MatIn::plain(self.x)),
+            kind if self.in_kernel => Ok(MatIn {
+                x: self.x,
+                delta: None,
+                quantize: Some(kind),
+            }),
             kind => {
                 let (x, delta) = self.quant.buffers(kind)?;
-                Ok(MatIn { x, delta })
+                Ok(MatIn {
+                    x,
+                    delta,
+                    quantize: None,
+                })
             }
         }
     }
@@ -389,7 +421,14 @@ mod tests {
                         let src = gpu.storage("src", (n * cols) as u64 * 4);
                         rec.copy(&x, (row0 * cols) as u64 * 4, &src, 0, (n * cols) as u64 * 4);
                         RmsNorm::record(&mut rec, &src, &w, &xb, n, cols, eps).unwrap();
-                        aq.record(&mut rec, &xb, n, cols, &[&m]).unwrap()
+                        for kind in kinds(&[&m]) {
+                            aq.record_kind(&mut rec, &xb, n, cols, kind).unwrap();
+                        }
+                        ActInputs {
+                            x: &xb,
+                            quant: &aq,
+                            in_kernel: false,
+                        }
                     };
                     rec.submit();
                     let input = inputs.for_matrix(&m).unwrap();
@@ -408,6 +447,78 @@ mod tests {
                     ty != GgmlType::F32,
                     "{ty}: quantization visible"
                 );
+            }
+        }
+    }
+
+    /// A decode step's matvec quantizing its f32 input itself (QUANT_IN) gives, bit for bit,
+    /// what the quantization's own dispatch and the matvec give, in both matvec variants.
+    #[test]
+    fn matvec_quantizing_its_input_is_bit_exact() {
+        let Some(mut gpu) = test_gpu() else { return };
+        let cpu = gpu.features.cpu;
+        let cols = 512u32;
+        let x = test_random(cols as usize, 9, 3.0);
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q4_K,
+            GgmlType::F16,
+            GgmlType::BF16,
+        ] {
+            for as_cpu in [cpu, !cpu] {
+                gpu.features.cpu = as_cpu;
+                let gpu = &gpu;
+                let rows = 70u32;
+                let len = (cols as u64 / ty.block_size() * ty.type_size()) as usize * rows as usize;
+                let noise = test_random(len, 10, 1.0);
+                let mut data: Vec<u8> = noise.iter().map(|v| (v.to_bits() >> 7) as u8).collect();
+                // Small finite f16 scales, whatever the random bits.
+                for b in data.chunks_exact_mut(ty.type_size() as usize) {
+                    if ty.block_size() > 1 {
+                        b[1] &= 0x3b;
+                        if ty == GgmlType::Q4_1 || ty == GgmlType::Q4_K {
+                            b[3] &= 0x3b;
+                        }
+                    }
+                }
+                if ty.block_size() == 1 {
+                    for b in data.chunks_exact_mut(2) {
+                        b[1] &= 0x3b;
+                    }
+                }
+                let m = QMatrix::upload(gpu, "w", ty, &[cols as u64, rows as u64], &data).unwrap();
+                assert!(m.quantizes_input(gpu, 1) && !m.quantizes_input(gpu, 2));
+                let aq = ActQuant::new(gpu, [&m], cols as u64);
+                let xb = gpu.upload("x", bytemuck::cast_slice(&x));
+                let mut outs = vec![];
+                for in_kernel in [false, true] {
+                    let y = gpu.storage("y", rows as u64 * 4);
+                    let mut rec = Rec::new(gpu);
+                    let before = gpu.counts().dispatches;
+                    if !in_kernel {
+                        for kind in kinds(&[&m]) {
+                            aq.record_kind(&mut rec, &xb, 1, cols, kind).unwrap();
+                        }
+                    }
+                    let inputs = ActInputs {
+                        x: &xb,
+                        quant: &aq,
+                        in_kernel,
+                    };
+                    m.record_matmul(&mut rec, inputs.for_matrix(&m).unwrap(), &y, 1)
+                        .unwrap();
+                    let dispatches = gpu.counts().dispatches - before;
+                    rec.submit();
+                    outs.push((
+                        pollster::block_on(gpu.read_f32(&y, rows as usize)).unwrap(),
+                        dispatches,
+                    ));
+                }
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert!(bits(&outs[0].0) == bits(&outs[1].0), "{ty} cpu {as_cpu}");
+                assert!(outs[0].0.iter().any(|&v| v != 0.0 && v.is_finite()), "{ty}");
+                assert_eq!((outs[0].1, outs[1].1), (2, 1), "{ty}: dispatches");
             }
         }
     }

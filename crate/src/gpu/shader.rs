@@ -1,7 +1,8 @@
 //! The WGSL sources of `shaders/` and the tiny preprocessor that makes their variants.
 //!
 //! Directives, each on its own line:
-//! - `#include "name.wgsl"` pastes another file of `shaders/` (once per expansion chain);
+//! - `#include "name.wgsl"` pastes another file of `shaders/`, once per shader (a second
+//!   include of the same file, e.g. f16.wgsl through two helpers, is skipped);
 //! - `#ifdef NAME` / `#ifndef NAME` / `#else` / `#endif` keep or drop lines by whether a define
 //!   is set (nesting allowed);
 //! - every other line has each whole-word occurrence of a define's name replaced by its value,
@@ -27,7 +28,7 @@ pub fn defines(pairs: &[(&str, &str)]) -> Defines {
 /// The source of `name` with includes expanded and defines applied.
 pub fn preprocess(name: &str, defs: &Defines) -> Result<String, String> {
     let mut out = String::new();
-    expand(name, defs, &mut vec![], &mut out)?;
+    expand(name, defs, &mut vec![], &mut vec![], &mut out)?;
     Ok(out)
 }
 
@@ -43,6 +44,7 @@ fn expand(
     name: &str,
     defs: &Defines,
     stack: &mut Vec<String>,
+    included: &mut Vec<String>,
     out: &mut String,
 ) -> Result<(), String> {
     if stack.iter().any(|s| s == name) {
@@ -74,7 +76,10 @@ fn expand(
             continue;
         } else if let Some(inc) = t.strip_prefix("#include ") {
             let inc = inc.trim().trim_matches('"');
-            expand(inc, defs, stack, out)?;
+            if !included.iter().any(|i| i == inc) {
+                included.push(inc.to_string());
+                expand(inc, defs, stack, included, out)?;
+            }
         } else if t.starts_with('#') {
             return Err(err(&format!("unknown directive {t:?}")));
         } else {
@@ -132,5 +137,23 @@ mod tests {
             "a 8 b WG_SIZEX (8)"
         );
         assert!(preprocess("nope.wgsl", &Defines::new()).is_err());
+    }
+
+    /// The gated matvec quantizing its input includes f16.wgsl through act_fn.wgsl and through
+    /// quant_act.wgsl: pasted once, or the shader would define its functions twice.
+    #[test]
+    fn a_file_included_twice_is_pasted_once() {
+        let defs = defines(&[
+            ("TYPE_Q4_0", "1"),
+            ("GATED", "1"),
+            ("ACT_GELU_TANH", "1"),
+            ("QUANT_IN", "1"),
+            ("KIND_Q8_0", "1"),
+            ("BLOCK_32", "1"),
+        ]);
+        let src = preprocess("matvec.wgsl", &defs).unwrap();
+        assert_eq!(src.matches("fn f16_bits(").count(), 1);
+        assert_eq!(src.matches("fn quantize_block(").count(), 1);
+        assert_eq!(src.matches("fn act(").count(), 1);
     }
 }
