@@ -8,6 +8,11 @@
 // QUANT_IN (with a KIND_* and QBLOCK): x is f32 and each workgroup first quantizes all of it
 // into workgroup memory as quantize.wgsl would (quant_act.wgsl), then multiplies that: the
 // activation quantization of a decode step without a dispatch of its own. XS_V4 = cols / 4.
+// SUBGROUPS (devices with the `subgroups` feature): the partial dots are summed with
+// subgroupAdd, then across subgroups in workgroup memory, instead of a tree of barriers; a
+// different summation order from the f32 path's, as any GPU's would be. Native only: Naga takes
+// the built-ins without the `enable subgroups;` directive (which it refuses), and wgpu's WebGPU
+// backend does not offer the feature.
 #include "dequant.wgsl"
 #include "mat_out.wgsl"
 
@@ -110,10 +115,19 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
 const ROWS: u32 = MATVEC_ROWS;
 var<workgroup> partial: array<vec4<f32>, WG_SIZE>;
 
+#ifdef SUBGROUPS
+@compute @workgroup_size(WG_SIZE)
+fn main(@builtin(local_invocation_index) lid: u32,
+        @builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(subgroup_invocation_id) sg_lid: u32,
+        @builtin(subgroup_size) sg_size: u32) {
+#else
 @compute @workgroup_size(WG_SIZE)
 fn main(@builtin(local_invocation_index) lid: u32,
         @builtin(workgroup_id) wid: vec3<u32>,
         @builtin(num_workgroups) nwg: vec3<u32>) {
+#endif
     d_off = p.d_off;
     let r0 = (wid.x + wid.y * nwg.x) * ROWS;
     if (r0 >= p.rows) {
@@ -130,6 +144,19 @@ fn main(@builtin(local_invocation_index) lid: u32,
             acc[rr] += unit_dot(min(r0 + rr, p.rows - 1u), u, xv);
         }
     }
+#ifdef SUBGROUPS
+    let sg_sum = subgroupAdd(acc);
+    if (sg_lid == 0u) {
+        partial[lid / sg_size] = sg_sum;
+    }
+    workgroupBarrier();
+    if (lid == 0u) {
+        for (var i = 1u; i < (WG_SIZE + sg_size - 1u) / sg_size; i++) {
+            partial[0] += partial[i];
+        }
+    }
+    workgroupBarrier();
+#else
     partial[lid] = acc;
     workgroupBarrier();
     for (var stride = WG_SIZE / 2u; stride > 0u; stride /= 2u) {
@@ -138,6 +165,7 @@ fn main(@builtin(local_invocation_index) lid: u32,
         }
         workgroupBarrier();
     }
+#endif
 #ifdef GATED
     if (lid < ROWS / 2u && r0 + 2u * lid < p.rows) {
         let g = partial[0][2u * lid];

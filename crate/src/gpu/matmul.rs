@@ -545,6 +545,8 @@ impl QMatrix {
         let row_per_thread = rec.gpu.features.cpu;
         if row_per_thread {
             set("ROW_PER_THREAD", "1");
+        } else if n_tokens == 1 && rec.gpu.features.subgroups {
+            set("SUBGROUPS", "1");
         }
         let pipeline = rec.pipeline(shader, &defs)?;
         // Rows per invocation of the row-per-thread variants: a gate and up pair when gated.
@@ -793,7 +795,8 @@ mod tests {
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
         // Both matvec variants, whatever the adapter: one row per invocation (CPU adapters)
         // and the cooperative one (GPUs).
-        let cpu = gpu.features.cpu;
+        let (cpu, sg) = (gpu.features.cpu, gpu.features.subgroups);
+        eprintln!("{}: subgroups {sg}", gpu.adapter_info.name);
         for ty in TYPES {
             for (rows, cols) in [37u64, 67].into_iter().zip(col_choices(ty)) {
                 let data = random_data(&mut rng, ty, (rows * cols) as usize);
@@ -805,12 +808,21 @@ mod tests {
                     m.gpu_bytes(),
                     data.len()
                 );
-                for (n, as_cpu) in [(1, cpu), (1, !cpu), (7, cpu), (64, cpu), (64, !cpu)] {
+                // The cooperative matvec with subgroupAdd where the adapter has subgroups.
+                for (n, as_cpu, with_sg) in [
+                    (1, cpu, false),
+                    (1, !cpu, false),
+                    (1, false, sg),
+                    (7, cpu, false),
+                    (64, cpu, false),
+                    (64, !cpu, false),
+                ] {
                     gpu.features.cpu = as_cpu;
+                    gpu.features.subgroups = with_sg;
                     let (got, want) = run_matmul(&gpu, &m, &w, n, &mut rng);
                     let e = nmse(&got, &want);
                     eprintln!(
-                        "{ty:>6} rows {rows} cols {cols} n {n:>2} cpu {as_cpu}: nmse {e:.1e}"
+                        "{ty:>6} rows {rows} cols {cols} n {n:>2} cpu {as_cpu} subgroups {with_sg}: nmse {e:.1e}"
                     );
                     assert!(
                         e < 1e-10,
