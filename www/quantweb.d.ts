@@ -421,6 +421,27 @@ export interface Timings {
   decode_ms: number;
   prefill_tok_s: number;
   decode_tok_s: number;
+  /** Batches of up to 64 prompt tokens, and what they cost on the GPU in all. */
+  prefill_batches: number;
+  prefill: GpuCounts;
+  /** Decode steps (one token each), and what they cost on the GPU in all. */
+  decode_steps: number;
+  decode: GpuCounts;
+}
+
+/** What recorded GPU work cost (see README, "What a token costs"). Bytes read by kernels are
+ * computed from shapes. */
+export interface GpuCounts {
+  dispatches: number;
+  passes: number;
+  submits: number;
+  readbacks: number;
+  readback_bytes: number;
+  /** Bytes written with queue.writeBuffer (token ids, the position). */
+  written_bytes: number;
+  weight_bytes: number;
+  kv_bytes: number;
+  activation_bytes: number;
 }
 
 export interface Usage {

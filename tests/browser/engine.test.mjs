@@ -132,6 +132,15 @@ test('SmolLM2 (URL, no cache): prompt tokens and greedy tokens equal llama.cpp; 
     assert.equal(res.finish_reason, 'length');
     assert.deepEqual(res.usage, { prompt_tokens: res.prompt_tokens.length, completion_tokens: N_TOKENS, total_tokens: res.prompt_tokens.length + N_TOKENS });
     for (const k of ['prefill_ms', 'decode_ms', 'prefill_tok_s', 'decode_tok_s']) assert.equal(typeof res.timings[k], 'number', k);
+    // What a decode step costs on WebGPU, as natively (crate/tests/counts.rs): 8 dispatches per
+    // block + 4, in one compute pass and one submission, reading back the 4-byte token id.
+    const { decode, decode_steps: steps } = res.timings;
+    assert.equal(steps, N_TOKENS - 1);
+    assert.deepEqual(
+      [decode.dispatches, decode.passes, decode.submits, decode.readbacks, decode.readback_bytes, decode.written_bytes],
+      [244 * steps, steps, steps, steps, 4 * steps, 8 * steps], 'per decode step: 244 dispatches, 1 pass, 1 submit, a 4-byte readback, 8 bytes written');
+    assert.equal(res.timings.prefill_batches, 1);
+    assert.deepEqual([res.timings.prefill.passes, res.timings.prefill.submits], [1, 1]);
 
     const tok = await must(page, async (text) => {
       const ids = await window.engine.tokenize(text);
