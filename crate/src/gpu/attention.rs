@@ -36,7 +36,7 @@ struct StoreParams {
     q_scale: f32,
 }
 
-/// The query side of [`KvCache::record_store_rope`]: q, f32 [n_tokens, n_head, head_dim], is
+/// The query side of [`KvCache::record_store`]: q, f32 [n_tokens, n_head, head_dim], is
 /// rotated in place and then multiplied by `q_scale`.
 pub struct RopeQ<'a> {
     pub q: &'a wgpu::Buffer,
@@ -77,37 +77,13 @@ impl KvCache {
     }
 
     /// Stores k, v: f32 [n_tokens, n_kv, head_dim] for positions pos.. into their cells,
-    /// rounded to f16 to nearest even (as ggml's f32 → f16).
+    /// rounded to f16 to nearest even (as ggml's f32 → f16). With `rope`, rotary position
+    /// embeddings run in the same dispatch: k is rotated as it is stored, and `rope.q` in
+    /// place, then scaled. Token t has position pos + t; pair i turns by `theta_i = freq_scale
+    /// · (pos · theta_scale^i) / ff[i]`, `theta_scale = base^(-2/n_rot)`, scaled by
+    /// attn_factor, computed as ggml-cpu does (f32, repeated products; YaRN's ramp off:
+    /// ext_factor 0). Angles are accurate for positions·freq_scale below 2e5.
     pub fn record_store(
-        &self,
-        rec: &mut Rec,
-        k: &wgpu::Buffer,
-        v: &wgpu::Buffer,
-        n_tokens: u32,
-        pos: &Pos,
-    ) -> Result<()> {
-        self.store(rec, k, v, n_tokens, pos, None)
-    }
-
-    /// [`record_store`](Self::record_store) with rotary position embeddings in the same
-    /// dispatch: k is rotated as it is stored, and `rope.q` in place, then scaled. Token t has
-    /// position pos + t; pair i turns by `theta_i = freq_scale · (pos · theta_scale^i) / ff[i]`,
-    /// `theta_scale = base^(-2/n_rot)`, scaled by attn_factor, computed as ggml-cpu does (f32,
-    /// repeated products; YaRN's ramp off: ext_factor 0). Angles are accurate for
-    /// positions·freq_scale below 2e5.
-    pub fn record_store_rope(
-        &self,
-        rec: &mut Rec,
-        k: &wgpu::Buffer,
-        v: &wgpu::Buffer,
-        n_tokens: u32,
-        pos: &Pos,
-        rope: RopeQ,
-    ) -> Result<()> {
-        self.store(rec, k, v, n_tokens, pos, Some(rope))
-    }
-
-    fn store(
         &self,
         rec: &mut Rec,
         k: &wgpu::Buffer,
@@ -393,7 +369,7 @@ mod tests {
             pos.set(gpu, pos0 as u32);
             let mut rec = Rec::new(gpu);
             cache
-                .record_store(&mut rec, &kb, &vb, n as u32, &pos)
+                .record_store(&mut rec, &kb, &vb, n as u32, &pos, None)
                 .unwrap();
             Attention::record(
                 &mut rec,
@@ -541,7 +517,7 @@ mod tests {
         let x = gpu.upload("x", bytemuck::cast_slice(&xs));
         let mut rec = Rec::new(&gpu);
         cache
-            .record_store(&mut rec, &x, &x, 1, &Pos::new(&gpu, 0))
+            .record_store(&mut rec, &x, &x, 1, &Pos::new(&gpu, 0), None)
             .unwrap();
         rec.submit();
         let words = pollster::block_on(gpu.read(&cache.k, n as u64 * 2)).unwrap();
@@ -577,6 +553,8 @@ mod tests {
         assert!(Attention::record(&mut rec, &q, &cache, &out, 1, &at(8), 2, 1.0, 0).is_err());
         assert!(Attention::record(&mut rec, &q, &cache, &out, 4, &at(20), 2, 1.0, 6).is_err());
         assert!(Attention::record(&mut rec, &q, &cache, &out, 3, &at(20), 2, 1.0, 6).is_ok());
-        assert!(cache.record_store(&mut rec, &q, &q, 9, &at(0)).is_err());
+        assert!(cache
+            .record_store(&mut rec, &q, &q, 9, &at(0), None)
+            .is_err());
     }
 }

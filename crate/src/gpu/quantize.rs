@@ -278,6 +278,15 @@ mod tests {
     use crate::gpu::{nmse, test_gpu, test_random, Rec};
     use half::{bf16, f16};
 
+    /// A weight type for each quantized activation kind: Q8_0, Q8_1, Q8_K, F16, BF16.
+    const ONE_PER_KIND: [GgmlType; 5] = [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q4_K,
+        GgmlType::F16,
+        GgmlType::BF16,
+    ];
+
     /// ggml's quantizers on the CPU (x86 AVX2 `quantize_row_q8_0/_1`, `quantize_row_q8_K_ref`),
     /// written back dequantized, plus the Q8_1 block-sum correction.
     fn reference(kind: ActKind, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
@@ -354,13 +363,7 @@ mod tests {
         x[600] = 1e-7;
         x[700] = -7.0e4;
         x[800] = 3.0e-5;
-        for ty in [
-            GgmlType::Q4_0,
-            GgmlType::Q4_1,
-            GgmlType::Q4_K,
-            GgmlType::F16,
-            GgmlType::BF16,
-        ] {
+        for ty in ONE_PER_KIND {
             let kind = ActKind::for_weights(ty);
             let m = weights(ty);
             let aq = ActQuant::new(&gpu, [&m], (n_tokens * cols) as u64);
@@ -396,14 +399,7 @@ mod tests {
             "w",
             bytemuck::cast_slice(&test_random(cols as usize, 4, 2.0)),
         );
-        for ty in [
-            GgmlType::Q4_0,
-            GgmlType::Q4_1,
-            GgmlType::Q4_K,
-            GgmlType::F16,
-            GgmlType::BF16,
-            GgmlType::F32,
-        ] {
+        for ty in ONE_PER_KIND.into_iter().chain([GgmlType::F32]) {
             for (row0, n) in [(0u32, rows), (rows - 1, 1)] {
                 let m = weights(ty);
                 let read = |b: &wgpu::Buffer, len: u32| {
@@ -459,13 +455,7 @@ mod tests {
         let cpu = gpu.features.cpu;
         let cols = 512u32;
         let x = test_random(cols as usize, 9, 3.0);
-        for ty in [
-            GgmlType::Q4_0,
-            GgmlType::Q4_1,
-            GgmlType::Q4_K,
-            GgmlType::F16,
-            GgmlType::BF16,
-        ] {
+        for ty in ONE_PER_KIND {
             for as_cpu in [cpu, !cpu] {
                 gpu.features.cpu = as_cpu;
                 let gpu = &gpu;

@@ -1,5 +1,5 @@
 //! Rotary position embedding (RoPE): how a layer rotates q and k. The rotation runs inside the
-//! KV store (`KvCache::record_store_rope`, shaders/kv_store.wgsl), one dispatch for q, k and v.
+//! KV store (`KvCache::record_store`, shaders/kv_store.wgsl), one dispatch for q, k and v.
 
 /// Which dimensions of a head rotate together. A silent mistake here garbles every token
 /// without any error, so the model must pick this from its architecture (llama.cpp's
@@ -173,7 +173,7 @@ mod tests {
                 };
                 let mut rec = Rec::new(&gpu);
                 let pos = Pos::new(&gpu, c.pos0 as u32);
-                kv.record_store_rope(&mut rec, &k, &v, c.n_tokens as u32, &pos, rope)
+                kv.record_store(&mut rec, &k, &v, c.n_tokens as u32, &pos, Some(rope))
                     .unwrap();
                 rec.submit();
                 got.push(pollster::block_on(gpu.read_f32(&q, n)).unwrap());
@@ -255,7 +255,7 @@ mod tests {
                 spec: &spec,
             };
             assert!(kv
-                .record_store_rope(&mut rec, &x, &x, 1, &Pos::new(&gpu, 0), rope)
+                .record_store(&mut rec, &x, &x, 1, &Pos::new(&gpu, 0), Some(rope))
                 .is_err());
         }
     }

@@ -699,7 +699,7 @@ impl Model {
             q_scale: c.q_scale,
             spec: &rope,
         };
-        l.kv.record_store_rope(rec, &s.k, &s.v, n, &s.pos, rope_q)?;
+        l.kv.record_store(rec, &s.k, &s.v, n, &s.pos, Some(rope_q))?;
         let window = if c.sliding[il] { c.window } else { 0 };
         Attention::record(
             rec,
