@@ -3,6 +3,9 @@
 // bound twice for writing). Operation order as ggml: scale = 1/sqrt(mean + eps), then (x·scale)·w.
 // QUANT (with a KIND_* and QBLOCK, its block size) then quantizes the normed row into xq (and
 // delta) as quantize.wgsl would, in the same dispatch: quant_act.wgsl, reading `out` back.
+// RESIDUAL first adds gemma3's post-normed sublayer output to x and writes x back:
+// x += (o · (1 / sqrt(mean(o²) + eps))) · w_post, the same operations as rmsnorm in place on o
+// then add.wgsl; o and w_post are bound at RES_AT and RES_AT + 1.
 struct Params { rows: u32, d: u32, eps: f32, x_row0: u32 }
 
 #ifdef IN_PLACE
@@ -10,7 +13,13 @@ struct Params { rows: u32, d: u32, eps: f32, x_row0: u32 }
 @group(0) @binding(1) var<storage, read> w: array<f32>;
 @group(0) @binding(2) var<uniform> p: Params;
 #else
+#ifdef RESIDUAL
+@group(0) @binding(0) var<storage, read_write> x: array<f32>;
+@group(0) @binding(RES_AT) var<storage, read> o: array<f32>;
+@group(0) @binding(RES_AT_1) var<storage, read> w_post: array<f32>;
+#else
 @group(0) @binding(0) var<storage, read> x: array<f32>;
+#endif
 @group(0) @binding(1) var<storage, read> w: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<uniform> p: Params;
@@ -28,6 +37,21 @@ fn act_delta(b: u32, v: f32) { delta[b] = v; }
 
 var<workgroup> partial: array<f32, WG_SIZE>;
 
+// The workgroup's sum of v, as a tree over WG_SIZE threads.
+fn reduce_sum(tid: u32, v: f32) -> f32 {
+    partial[tid] = v;
+    workgroupBarrier();
+    for (var s = WG_SIZE / 2u; s > 0u; s >>= 1u) {
+        if (tid < s) {
+            partial[tid] += partial[tid + s];
+        }
+        workgroupBarrier();
+    }
+    let total = partial[0];
+    workgroupBarrier(); // before partial is used again
+    return total;
+}
+
 @compute @workgroup_size(WG_SIZE)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) tid: u32) {
@@ -37,20 +61,27 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let base = (p.x_row0 + row) * p.d;
     let out_base = row * p.d;
+#ifdef RESIDUAL
+    var sum_o = 0.0;
+    for (var i = tid; i < p.d; i += WG_SIZE) {
+        let v = o[base + i];
+        sum_o += v * v;
+    }
+    let mean_o = reduce_sum(tid, sum_o) / f32(p.d);
+    let scale_o = 1.0 / sqrt(mean_o + p.eps);
+    for (var i = tid; i < p.d; i += WG_SIZE) {
+        let post = (o[base + i] * scale_o) * w_post[i];
+        x[base + i] = x[base + i] + post;
+    }
+    // Each thread reads back below only what it wrote, but keep the order explicit.
+    storageBarrier();
+#endif
     var sum = 0.0;
     for (var i = tid; i < p.d; i += WG_SIZE) {
         let v = x[base + i];
         sum += v * v;
     }
-    partial[tid] = sum;
-    workgroupBarrier();
-    for (var s = WG_SIZE / 2u; s > 0u; s >>= 1u) {
-        if (tid < s) {
-            partial[tid] += partial[tid + s];
-        }
-        workgroupBarrier();
-    }
-    let mean = partial[0] / f32(p.d);
+    let mean = reduce_sum(tid, sum) / f32(p.d);
     let scale = 1.0 / sqrt(mean + p.eps);
     // Each thread rewrites only the elements it read itself, so IN_PLACE needs no extra barrier.
     for (var i = tid; i < p.d; i += WG_SIZE) {

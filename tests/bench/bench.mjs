@@ -270,7 +270,7 @@ async function runEngine(browser, key) {
   return res;
 }
 
-const browser = await launch();
+const browser = await launch({ args: cfg.chromium_args || [] });
 const results = [];
 const chromiumVersion = browser.version();
 try {

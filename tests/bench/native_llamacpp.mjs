@@ -2,7 +2,10 @@
 // node-llama-cpp lives in tests/oracle/node_modules (`npm ci` there; the bench does it on demand).
 //
 //   node tests/bench/native_llamacpp.mjs --model FILE.gguf --prompt-file TEXT.txt -p 128 -n 64
-//        [--threads 2] [--tokenize-only]
+//        [--threads 2] [--gpu vulkan|cuda] [--tokenize-only]
+//
+// --gpu: llama.cpp's Vulkan or CUDA backend (node-llama-cpp's prebuilt linux-x64-vulkan /
+// -cuda packages) with every layer on the GPU; it fails when that backend does not load.
 //
 // Prints one JSON object on the last line of stdout:
 // - prompt_ids: BOS (when the vocab adds one) + the tokens of the prompt text, repeated until
@@ -32,7 +35,7 @@ const ORACLE = path.resolve(HERE, "..", "oracle");
 const require = createRequire(path.join(ORACLE, "package.json"));
 
 function parseArgs(argv) {
-  const a = { model: null, promptFile: null, p: 128, n: 64, threads: 2, tokenizeOnly: false };
+  const a = { model: null, promptFile: null, p: 128, n: 64, threads: 2, gpu: false, tokenizeOnly: false };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const next = () => {
@@ -44,11 +47,13 @@ function parseArgs(argv) {
     else if (k === "-p") a.p = Number(next());
     else if (k === "-n") a.n = Number(next());
     else if (k === "--threads") a.threads = Number(next());
+    else if (k === "--gpu") a.gpu = next();
     else if (k === "--tokenize-only") a.tokenizeOnly = true;
     else throw new Error(`unknown argument ${k}`);
   }
   if (!a.model || !a.promptFile) throw new Error("--model and --prompt-file are required");
   if (!(a.p >= 1 && a.n >= 2)) throw new Error("-p must be >= 1 and -n >= 2");
+  if (![false, "vulkan", "cuda"].includes(a.gpu)) throw new Error(`--gpu ${a.gpu}: vulkan or cuda`);
   return a;
 }
 
@@ -81,13 +86,15 @@ async function main() {
   const t0 = performance.now();
   const { getLlama, TokenBias } = await import(require.resolve("node-llama-cpp"));
   // build: "never": the prebuilt binary only; never download or compile llama.cpp.
-  const llama = await getLlama({ gpu: false, build: "never", logLevel: "error" });
+  const llama = await getLlama({ gpu: args.gpu, build: "never", logLevel: "error" });
+  if (llama.gpu !== args.gpu) throw new Error(`asked for ${args.gpu}, got ${llama.gpu}`);
   const model = await llama.loadModel({ modelPath: args.model, vocabOnly: args.tokenizeOnly });
   const { prompt_ids, prompt_text } = buildPrompt(model, text, args.p);
   const nlc = JSON.parse(fs.readFileSync(path.join(ORACLE, "node_modules", "node-llama-cpp", "package.json"), "utf8"));
   const out = {
     engine: "llama.cpp native",
-    version: `node-llama-cpp ${nlc.version}, llama.cpp ${llama.llamaCppRelease.release}, ${llama.buildType} CPU`,
+    version: `node-llama-cpp ${nlc.version}, llama.cpp ${llama.llamaCppRelease.release}, ${llama.buildType} ${args.gpu || "CPU"}`,
+    devices: args.gpu ? await llama.getGpuDeviceNames() : [],
     prompt_ids,
     prompt_text,
   };

@@ -59,6 +59,24 @@ pub struct Options {
     pub skip_native: bool,
 }
 
+/// `cargo xtask bench --gpu`: the benchmark for a machine with a GPU.
+pub struct GpuOptions {
+    /// smollm2 and gemma3 unless one model is named.
+    pub models: Vec<String>,
+    pub prompt_tokens: u32,
+    pub gen_tokens: u32,
+    /// "gpu" (a hardware adapter, else the row says why not) or "cpu" (llvmpipe, SwiftShader:
+    /// how the script is tested on a machine without a GPU).
+    pub adapter: String,
+}
+
+/// Chromium flags that give WebGPU a Vulkan hardware adapter on Linux where there is one.
+const CHROMIUM_GPU_FLAGS: [&str; 3] = [
+    "--enable-features=Vulkan",
+    "--use-angle=vulkan",
+    "--use-vulkan=native",
+];
+
 /// The model as each engine needs it.
 struct BenchModel {
     /// Short name for the output files (`smollm2`, `gemma3`, or the file stem).
@@ -105,16 +123,55 @@ pub fn bench(opts: &Options) -> Result<()> {
     let prompt_file = dir.join("prompt.txt");
     fs::write(&prompt_file, PROMPT_TEXT)?;
 
-    // The prompt ids (and their text) from llama.cpp's tokenizer.
-    step("bench: the prompt, tokenized by llama.cpp (node-llama-cpp, vocab only)");
     let have_oracle = if opts.skip_native {
         oracle_installed()
     } else {
         ensure_oracle().map_err(|e| eprintln!("bench: {e}")).is_ok()
     };
-    let mut prompt: Option<(Json, String)> = None;
+    let prompt = llamacpp_prompt(&model, &prompt_file, p, n, have_oracle);
+
+    let mut rows = Vec::new();
+    if !opts.skip_browser {
+        let engines = ["quantweb", "wllama-cpu", "wllama-webgpu"];
+        rows.extend(browser_rows(
+            &model,
+            &dir,
+            p,
+            n,
+            prompt.as_ref(),
+            &engines,
+            &[],
+        )?);
+    }
+    if !opts.skip_native {
+        rows.push(quantweb_native_row(&model, p, n, None));
+        rows.push(llamacpp_native_row(&model, &prompt_file, p, n, None));
+    }
+
+    let table = render(p, n, &model, &rows);
+    println!("\n{table}");
+    let md = dir.join(format!("{}.md", model.key));
+    fs::write(&md, &table)?;
+    println!(
+        "bench: wrote {} ({:.0} s in all)",
+        md.strip_prefix(&root).unwrap_or(&md).display(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The prompt ids (and their text) from llama.cpp's tokenizer, when node-llama-cpp is there.
+fn llamacpp_prompt(
+    model: &BenchModel,
+    prompt_file: &Path,
+    p: u32,
+    n: u32,
+    have_oracle: bool,
+) -> Option<(Json, String)> {
+    step("bench: the prompt, tokenized by llama.cpp (node-llama-cpp, vocab only)");
+    let mut prompt = None;
     if have_oracle {
-        match native_llamacpp(&model, &prompt_file, p, n, true) {
+        match native_llamacpp(model, prompt_file, p, n, true, None) {
             Ok(j) => {
                 let ids = j.get("prompt_ids").cloned().unwrap_or(Json::Null);
                 let text = j.get("prompt_text").and_then(Json::as_str).unwrap_or("");
@@ -134,26 +191,103 @@ pub fn bench(opts: &Options) -> Result<()> {
              text, each tokenizes it itself; the token counts in the table say what they got"
         );
     }
+    prompt
+}
 
-    let mut rows = Vec::new();
-    if !opts.skip_browser {
-        rows.extend(browser_rows(&model, &dir, p, n, prompt.as_ref())?);
+/// `cargo xtask bench --gpu`: for each model, quantweb native on the chosen wgpu adapter,
+/// llama.cpp's Vulkan and CUDA backends (node-llama-cpp's prebuilt binaries; a row says why when
+/// one does not load), and quantweb and wllama on WebGPU in Chromium started with Vulkan flags
+/// (a row says so when Chromium gets no hardware adapter). One table per model, all in
+/// target/bench/gpu.md.
+pub fn gpu_bench(opts: &GpuOptions) -> Result<()> {
+    let t0 = Instant::now();
+    let (p, n) = (opts.prompt_tokens, opts.gen_tokens);
+    if p < 8 || n < 2 {
+        return Err("bench: -p must be at least 8 and -n at least 2".into());
     }
-    if !opts.skip_native {
-        rows.push(quantweb_native_row(&model, p, n));
-        rows.push(llamacpp_native_row(&model, &prompt_file, p, n));
+    let dir = target_dir().join("bench");
+    fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    setup::setup()?;
+    ensure_oracle()?;
+    let prompt_file = dir.join("prompt.txt");
+    fs::write(&prompt_file, PROMPT_TEXT)?;
+    let hardware = opts.adapter == "gpu";
+    let mut out = format!(
+        "# quantweb GPU bench, {} adapter\n\n{}\n\n",
+        opts.adapter,
+        gpu_line()
+    );
+    for key in &opts.models {
+        let model = resolve_model(key, &dir)?;
+        let prompt = llamacpp_prompt(&model, &prompt_file, p, n, true);
+        let mut rows = vec![quantweb_native_row(&model, p, n, Some(&opts.adapter))];
+        for backend in ["vulkan", "cuda"] {
+            rows.push(llamacpp_native_row(
+                &model,
+                &prompt_file,
+                p,
+                n,
+                Some(backend),
+            ));
+        }
+        let flags: &[&str] = if hardware { &CHROMIUM_GPU_FLAGS } else { &[] };
+        let engines = ["quantweb", "wllama-webgpu"];
+        match browser_rows(&model, &dir, p, n, prompt.as_ref(), &engines, flags) {
+            Ok(browser) => {
+                for mut r in browser {
+                    let software = r.note.contains("swiftshader") || r.note.contains("SwiftShader");
+                    if hardware && software && r.error.is_none() {
+                        r.error = Some("Chromium found no hardware adapter (SwiftShader)".into());
+                    }
+                    rows.push(r);
+                }
+            }
+            Err(e) => rows.push(Row {
+                engine: "browser (headless Chromium)".into(),
+                side: "browser",
+                error: Some(e.to_string()),
+                ..Row::default()
+            }),
+        }
+        out.push_str(&render(p, n, &model, &rows));
+        out.push('\n');
     }
-
-    let table = render(opts, &model, &rows);
-    println!("\n{table}");
-    let md = dir.join(format!("{}.md", model.key));
-    fs::write(&md, &table)?;
+    println!("\n{out}");
+    let md = dir.join("gpu.md");
+    fs::write(&md, &out)?;
     println!(
         "bench: wrote {} ({:.0} s in all)",
-        md.strip_prefix(&root).unwrap_or(&md).display(),
+        md.display(),
         t0.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The GPUs `nvidia-smi` lists, with the driver, and the date: the heading of a GPU table.
+fn gpu_line() -> String {
+    let smi = Command::new("nvidia-smi")
+        .args([
+            "--query-gpu=name,driver_version,memory.total",
+            "--format=csv,noheader",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .replace('\n', "; ")
+        });
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    format!(
+        "{date}. GPU: {}. {}",
+        smi.unwrap_or_else(|| "none found by nvidia-smi".into()),
+        machine_line()
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -294,6 +428,7 @@ fn native_llamacpp(
     p: u32,
     n: u32,
     tokenize_only: bool,
+    gpu: Option<&str>,
 ) -> Result<Json> {
     let mut cmd = Command::new("node");
     cmd.arg(repo_root().join("tests/bench/native_llamacpp.mjs"))
@@ -307,6 +442,9 @@ fn native_llamacpp(
         .stderr(Stdio::inherit());
     if tokenize_only {
         cmd.arg("--tokenize-only");
+    }
+    if let Some(backend) = gpu {
+        cmd.args(["--gpu", backend]);
     }
     let out = cmd
         .output()
@@ -323,15 +461,26 @@ fn native_llamacpp(
     Json::parse(last).map_err(|e| format!("native_llamacpp.mjs: bad JSON ({e})").into())
 }
 
-fn llamacpp_native_row(model: &BenchModel, prompt_file: &Path, p: u32, n: u32) -> Row {
-    step("bench: llama.cpp native (node-llama-cpp, CPU, 2 threads)");
+/// llama.cpp native on the CPU (2 threads), or with `gpu` ("vulkan", "cuda") every layer there.
+fn llamacpp_native_row(
+    model: &BenchModel,
+    prompt_file: &Path,
+    p: u32,
+    n: u32,
+    gpu: Option<&str>,
+) -> Row {
+    let on = gpu.map_or("CPU, 2 threads".to_string(), |g| g.to_uppercase());
+    step(&format!("bench: llama.cpp native (node-llama-cpp, {on})"));
     let mut row = Row {
-        engine: "llama.cpp native CPU (node-llama-cpp 3.21.1)".into(),
+        engine: format!(
+            "llama.cpp native {} (node-llama-cpp 3.21.1)",
+            gpu.map_or("CPU".to_string(), |g| g.to_uppercase())
+        ),
         side: "native",
         note: "RSS peak minus node's RSS before loading".into(),
         ..Row::default()
     };
-    let res = ensure_oracle().and_then(|()| native_llamacpp(model, prompt_file, p, n, false));
+    let res = ensure_oracle().and_then(|()| native_llamacpp(model, prompt_file, p, n, false, gpu));
     match res {
         Ok(j) => {
             row.load_s = j.num("load_s");
@@ -340,6 +489,15 @@ fn llamacpp_native_row(model: &BenchModel, prompt_file: &Path, p: u32, n: u32) -
             row.peak_mb = j.num("peak_mem_mb");
             row.prompt_tokens = j.num("prompt_tokens");
             row.gen_tokens = j.num("gen_tokens");
+            if let Some(d) = j.get("devices").and_then(Json::as_arr) {
+                let names: Vec<&str> = d.iter().filter_map(Json::as_str).collect();
+                if names.is_empty() {
+                    // The backend loaded but found no device: llama.cpp ran on the CPU.
+                    row.engine.push_str(" → no GPU device, ran on the CPU");
+                } else {
+                    row.note = format!("{}; on {}", row.note, names.join(", "));
+                }
+            }
             println!(
                 "llama.cpp native: load {:.2} s, prefill {:.1} tok/s, decode {:.1} tok/s",
                 row.load_s.unwrap_or(f64::NAN),
@@ -347,12 +505,20 @@ fn llamacpp_native_row(model: &BenchModel, prompt_file: &Path, p: u32, n: u32) -
                 row.decode_tok_s.unwrap_or(f64::NAN)
             );
         }
-        Err(e) => row.error = Some(e.to_string()),
+        Err(e) => {
+            row.error = Some(match gpu {
+                Some(g) => {
+                    format!("the {g} backend did not load or run ({e}; its message is above)")
+                }
+                None => e.to_string(),
+            })
+        }
     }
     row
 }
 
-fn quantweb_native_row(model: &BenchModel, p: u32, n: u32) -> Row {
+/// `quantweb bench`, on `adapter` ("gpu", "cpu"; wgpu's choice when `None`).
+fn quantweb_native_row(model: &BenchModel, p: u32, n: u32, adapter: Option<&str>) -> Row {
     step("bench: quantweb native (release CLI, wgpu)");
     let mut row = Row {
         engine: "quantweb native (wgpu)".into(),
@@ -362,8 +528,11 @@ fn quantweb_native_row(model: &BenchModel, p: u32, n: u32) -> Row {
             .into(),
         ..Row::default()
     };
-    match quantweb_native(model, p, n) {
+    match quantweb_native(model, p, n, adapter) {
         Ok((j, wall_s, peak)) => {
+            if let Some(a) = j.get("adapter").and_then(Json::as_str) {
+                row.note = format!("{}; adapter {a}", row.note);
+            }
             let t = j.get("timings").cloned().unwrap_or(Json::Null);
             let ms = t.num("prefill_ms").unwrap_or(0.0) + t.num("decode_ms").unwrap_or(0.0);
             row.load_s = Some((wall_s - ms / 1000.0).max(0.0));
@@ -379,7 +548,12 @@ fn quantweb_native_row(model: &BenchModel, p: u32, n: u32) -> Row {
 }
 
 /// `quantweb bench PARTS -p P -n N --json`: (its JSON, process wall seconds, peak RSS in MB).
-fn quantweb_native(model: &BenchModel, p: u32, n: u32) -> Result<(Json, f64, Option<f64>)> {
+fn quantweb_native(
+    model: &BenchModel,
+    p: u32,
+    n: u32,
+    adapter: Option<&str>,
+) -> Result<(Json, f64, Option<f64>)> {
     let root = repo_root();
     run_cmd(
         Command::new(cargo())
@@ -393,6 +567,7 @@ fn quantweb_native(model: &BenchModel, p: u32, n: u32) -> Result<(Json, f64, Opt
         .arg("bench")
         .args(&model.parts)
         .args(["-p", &p.to_string(), "-n", &n.to_string(), "--json"])
+        .args(adapter.map(|a| format!("--adapter={a}")))
         .current_dir(&root)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -439,9 +614,11 @@ fn browser_rows(
     p: u32,
     n: u32,
     prompt: Option<&(Json, String)>,
+    engines: &[&str],
+    chromium_args: &[&str],
 ) -> Result<Vec<Row>> {
     let root = repo_root();
-    let mut engines = vec!["quantweb", "wllama-cpu", "wllama-webgpu"];
+    let mut engines = engines.to_vec();
     let mut rows = Vec::new();
     if let Err(e) = wasm::build_wasm() {
         eprintln!("bench: build-wasm failed, no quantweb browser row: {e}");
@@ -455,7 +632,10 @@ fn browser_rows(
         });
     }
 
-    step("bench: browser (headless Chromium): quantweb, wllama CPU, wllama WebGPU");
+    step(&format!(
+        "bench: browser (headless Chromium): {}",
+        engines.join(", ")
+    ));
     // wllama's single-file ES module and its wasm, next to a blank page, served at /fixtures/.
     let wllama = root.join("node_modules/@wllama/wllama/esm");
     let wdir = dir.join("wllama");
@@ -496,7 +676,8 @@ fn browser_rows(
         "{{\"base_url\":{},\"page\":{},\"wllama_js\":\"/fixtures/wllama/index.js\",\
          \"wllama_wasm\":\"/fixtures/wllama/wllama.wasm\",\"quantweb_js\":\"/pkg/quantweb.js\",\
          \"model_url\":{},\"quantweb_model\":{},\"prompt_text\":{},\"prompt_ids\":{},\"p\":{p},\
-         \"n\":{n},\"threads\":{THREADS},\"ctx\":{},\"engines\":[{}],\"timeout_s\":{}}}",
+         \"n\":{n},\"threads\":{THREADS},\"ctx\":{},\"engines\":[{}],\"timeout_s\":{},\
+         \"chromium_args\":[{}]}}",
         json_str(&base),
         json_str(&format!("{base}/fixtures/bench.html")),
         json_str(&model.single_url),
@@ -510,6 +691,11 @@ fn browser_rows(
             .collect::<Vec<_>>()
             .join(","),
         browser_timeout_s(),
+        chromium_args
+            .iter()
+            .map(|a| json_str(a))
+            .collect::<Vec<_>>()
+            .join(","),
     );
     let cfg_path = dir.join(format!("{}.browser-config.json", model.key));
     let out_path = dir.join(format!("{}.browser.json", model.key));
@@ -598,7 +784,7 @@ fn ratio(q: Option<f64>, this: Option<f64>) -> String {
     }
 }
 
-fn render(opts: &Options, model: &BenchModel, rows: &[Row]) -> String {
+fn render(p: u32, n: u32, model: &BenchModel, rows: &[Row]) -> String {
     let mut s = String::new();
     let machine = machine_line();
     let _ = writeln!(
@@ -610,8 +796,8 @@ fn render(opts: &Options, model: &BenchModel, rows: &[Row]) -> String {
             .strip_prefix(repo_root())
             .unwrap_or(&model.single)
             .display(),
-        opts.prompt_tokens,
-        opts.gen_tokens
+        p,
+        n
     );
     let _ = writeln!(s, "{machine}\n");
     let _ = writeln!(

@@ -40,6 +40,12 @@ commands:
                           (CPU wasm, WebGPU) in one headless Chromium run, and quantweb native vs
                           llama.cpp native (node-llama-cpp); the table also goes to
                           target/bench/<model>.md
+  bench --gpu [--adapter gpu|cpu] [--model M] [-p N] [-n N]
+                          for a machine with a GPU (tests/bench/gpu.sh installs what it needs):
+                          smollm2 and gemma3, quantweb native on that wgpu adapter, llama.cpp's
+                          Vulkan and CUDA backends, quantweb and wllama on WebGPU in Chromium with
+                          Vulkan flags; one table per model into target/bench/gpu.md
+                          (--adapter cpu: llvmpipe and SwiftShader, to test it without a GPU)
 
 environment:
   QUANTWEB_MODELS_DIR     models directory (default: <repo>/models)
@@ -116,11 +122,27 @@ fn run(args: &[String]) -> Result<()> {
                     None => Ok(default),
                 }
             };
-            let model = opts
-                .value("--model")?
-                .unwrap_or_else(|| "smollm2".to_string());
+            let model = opts.value("--model")?;
             let prompt_tokens = num(opts.value("-p")?, "-p", 128)?;
             let gen_tokens = num(opts.value("-n")?, "-n", 64)?;
+            if opts.flag("--gpu") {
+                let adapter = opts.value("--adapter")?.unwrap_or_else(|| "gpu".into());
+                if adapter != "gpu" && adapter != "cpu" {
+                    return Err(format!("--adapter {adapter}: gpu or cpu").into());
+                }
+                opts.finish()?;
+                let models = match model {
+                    Some(m) => vec![m],
+                    None => vec!["smollm2".into(), "gemma3".into()],
+                };
+                return bench::gpu_bench(&bench::GpuOptions {
+                    models,
+                    prompt_tokens,
+                    gen_tokens,
+                    adapter,
+                });
+            }
+            let model = model.unwrap_or_else(|| "smollm2".to_string());
             let skip_browser = opts.flag("--skip-browser");
             let skip_native = opts.flag("--skip-native");
             opts.finish()?;

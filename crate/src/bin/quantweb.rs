@@ -6,7 +6,7 @@ use quantweb::engine::{check_runnable, CompleteOptions, Engine};
 use quantweb::error::Result;
 use quantweb::generate::{generate, score};
 use quantweb::gguf::GgufModel;
-use quantweb::gpu::Gpu;
+use quantweb::gpu::{AdapterKind, Gpu};
 use quantweb::inspect::ModelInfo;
 use quantweb::memory::{self, DeviceBudget, FitOptions, KvType, MemoryEstimate};
 use quantweb::model::Model;
@@ -123,6 +123,9 @@ enum Cmd {
         /// Generated tokens.
         #[arg(short = 'n', default_value_t = 64)]
         gen_tokens: u32,
+        /// Which GPU adapter: wgpu's choice, a hardware GPU, or a CPU one (llvmpipe).
+        #[arg(long, value_enum, default_value_t = Adapter::Auto)]
+        adapter: Adapter,
         #[arg(long)]
         json: bool,
     },
@@ -175,11 +178,28 @@ fn open(model: &[String]) -> Result<ModelInfo> {
 }
 
 /// Opens the GGUF, the GPU and uploads the weights.
+/// `--adapter`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Adapter {
+    Auto,
+    Gpu,
+    Cpu,
+}
+
 fn load(model: &[String], ctx: u32) -> Result<(GgufModel, Model)> {
+    load_on(model, ctx, Adapter::Auto)
+}
+
+fn load_on(model: &[String], ctx: u32, adapter: Adapter) -> Result<(GgufModel, Model)> {
     let gguf = pollster::block_on(GgufModel::open(open_args(model)?))?;
     // Before the GPU and the weights: an unrunnable file fails in a moment, not after the upload.
     check_runnable(&gguf)?;
-    let gpu = pollster::block_on(Gpu::new())?;
+    let kind = match adapter {
+        Adapter::Auto => AdapterKind::Any,
+        Adapter::Gpu => AdapterKind::Hardware,
+        Adapter::Cpu => AdapterKind::Cpu,
+    };
+    let gpu = pollster::block_on(Gpu::with_adapter(kind))?;
     let m = pollster::block_on(Model::load(gpu, &gguf, ctx))?;
     // Shader compilation happens here, not inside the first prefill's timing.
     m.compile()?;
@@ -344,9 +364,10 @@ fn run(cli: Cli) -> Result<()> {
             model,
             prompt_tokens,
             gen_tokens,
+            adapter,
             json,
         } => {
-            let (_, mut m) = load(&model, prompt_tokens + gen_tokens + 1)?;
+            let (_, mut m) = load_on(&model, prompt_tokens + gen_tokens + 1, adapter)?;
             // A fixed, ordinary stretch of ids: the speed does not depend on which.
             let prompt: Vec<u32> = (0..prompt_tokens)
                 .map(|i| 1000 + (i * 7919) % (m.config.n_vocab - 1000))
@@ -362,6 +383,8 @@ fn run(cli: Cli) -> Result<()> {
             ))?;
             if json {
                 let out = serde_json::json!({
+                    "adapter": m.gpu.adapter_info.name,
+                    "adapter_type": format!("{:?}", m.gpu.adapter_info.device_type),
                     "prompt_tokens": prompt.len(),
                     "generated_tokens": tokens.len(),
                     "timings": t,

@@ -43,6 +43,17 @@ pub struct GpuFeatures {
     pub cpu: bool,
 }
 
+/// Which adapter to open (see [`Gpu::with_adapter`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdapterKind {
+    /// wgpu's choice (high-performance preference).
+    Any,
+    /// A discrete, integrated or virtual GPU.
+    Hardware,
+    /// A CPU adapter (Mesa llvmpipe, SwiftShader, WARP).
+    Cpu,
+}
+
 pub struct Gpu {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
@@ -71,14 +82,60 @@ impl Gpu {
     /// binding instead of 128 MiB matters for embeddings). Optional features are requested when
     /// present and recorded.
     pub async fn new() -> Result<Self> {
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-            backends: wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY),
-            ..wgpu::InstanceDescriptor::new_without_display_handle()
-        });
+        let instance = Self::instance();
         let adapter = instance
             .request_adapter(&wgpu::RequestAdapterOptions { power_preference: wgpu::PowerPreference::HighPerformance, ..Default::default() })
             .await
             .map_err(|e| Error::Gpu(format!("no GPU adapter: {e} (in a browser: WebGPU unavailable or disabled; natively: no Vulkan/Metal/DX12 driver)")))?;
+        Self::open(adapter).await
+    }
+
+    fn instance() -> wgpu::Instance {
+        wgpu::Instance::new(wgpu::InstanceDescriptor {
+            backends: wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY),
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        })
+    }
+
+    /// An adapter of the given kind, natively (`quantweb bench --adapter`): a hardware GPU
+    /// (discrete first) or a CPU one (llvmpipe), whatever wgpu's default would be.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub async fn with_adapter(kind: AdapterKind) -> Result<Self> {
+        use wgpu::DeviceType as D;
+        let rank = |t: D| match (kind, t) {
+            (AdapterKind::Any, _) => None,
+            (AdapterKind::Cpu, D::Cpu) => Some(0),
+            (AdapterKind::Hardware, D::DiscreteGpu) => Some(0),
+            (AdapterKind::Hardware, D::IntegratedGpu) => Some(1),
+            (AdapterKind::Hardware, D::VirtualGpu) => Some(2),
+            _ => None,
+        };
+        if kind == AdapterKind::Any {
+            return Self::new().await;
+        }
+        let adapters = Self::instance()
+            .enumerate_adapters(wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY))
+            .await;
+        let seen: Vec<String> = adapters
+            .iter()
+            .map(|a| format!("{} ({:?})", a.get_info().name, a.get_info().device_type))
+            .collect();
+        let adapter = adapters
+            .into_iter()
+            .filter_map(|a| rank(a.get_info().device_type).map(|r| (r, a)))
+            .min_by_key(|(r, _)| *r)
+            .map(|(_, a)| a)
+            .ok_or_else(|| {
+                Error::Gpu(format!(
+                    "no {kind:?} adapter among the {} wgpu found: {}",
+                    seen.len(),
+                    seen.join(", ")
+                ))
+            })?;
+        Self::open(adapter).await
+    }
+
+    async fn open(adapter: wgpu::Adapter) -> Result<Self> {
         let available = adapter.features();
         let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
         let required_features = available & wanted;

@@ -8,7 +8,7 @@
 //! quantize.wgsl`, written back dequantized) and its outputs track the oracle's instead of an
 //! idealized f32 model. See ARCHITECTURE.md, "Matching llama.cpp".
 
-use super::{grid, shader::defines, Gpu, QMatrix, Reads, Rec, RmsNorm};
+use super::{grid, shader::defines, Gpu, PostNorm, QMatrix, Reads, Rec, RmsNorm};
 use crate::error::{Error, Result};
 use crate::quant::GgmlType;
 
@@ -137,7 +137,8 @@ impl ActQuant {
     }
 
     /// RMSNorm of rows `x_row0..x_row0 + n_tokens` of x into xb (see [`RmsNorm::record`]),
-    /// then [`record`](Self::record) of xb: the first kind in the norm's own dispatch.
+    /// then [`record`](Self::record) of xb: the first kind in the norm's own dispatch. A
+    /// pending `residual` post-norm is added to x first, in that dispatch too.
     #[allow(clippy::too_many_arguments)]
     pub fn record_norm<'a>(
         &'a self,
@@ -150,6 +151,7 @@ impl ActQuant {
         cols: u32,
         eps: f32,
         for_matrices: &[&QMatrix],
+        residual: Option<PostNorm>,
     ) -> Result<ActInputs<'a>> {
         let kinds = kinds(for_matrices);
         let fused = match kinds.first() {
@@ -159,7 +161,7 @@ impl ActQuant {
             }
             None => None,
         };
-        RmsNorm::record_quantized(rec, x, x_row0, w, xb, n_tokens, cols, eps, fused)?;
+        RmsNorm::record_quantized(rec, x, x_row0, w, xb, n_tokens, cols, eps, fused, residual)?;
         for &kind in kinds.iter().skip(1) {
             self.record_kind(rec, xb, n_tokens, cols, kind)?;
         }
@@ -411,7 +413,7 @@ mod tests {
                     let xb = gpu.storage("xb", (rows * cols) as u64 * 4);
                     let mut rec = Rec::new(&gpu);
                     let inputs = if fused {
-                        aq.record_norm(&mut rec, &x, row0, &w, &xb, n, cols, eps, &[&m])
+                        aq.record_norm(&mut rec, &x, row0, &w, &xb, n, cols, eps, &[&m], None)
                             .unwrap()
                     } else {
                         let src = gpu.storage("src", (n * cols) as u64 * 4);

@@ -6,6 +6,14 @@ use crate::error::Result;
 
 pub struct RmsNorm;
 
+/// gemma3's post-norm of a sublayer's output o (f32 [rows, d]) with weight w, still to be added
+/// to the residual stream: the next norm does it first (`RmsNorm::record_quantized`).
+#[derive(Clone, Copy)]
+pub struct PostNorm<'a> {
+    pub o: &'a wgpu::Buffer,
+    pub w: &'a wgpu::Buffer,
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
@@ -31,11 +39,13 @@ impl RmsNorm {
         d: u32,
         eps: f32,
     ) -> Result<()> {
-        Self::dispatch(rec, x, 0, w, Some(out), rows, d, eps, None)
+        Self::dispatch(rec, x, 0, w, Some(out), rows, d, eps, None, None)
     }
 
     /// [`record`](Self::record) of rows `x_row0..` of x, then `quant`: out quantized as
-    /// quantize.wgsl does, by the same workgroups (one dispatch for both).
+    /// quantize.wgsl does, by the same workgroups (one dispatch for both). With `residual`
+    /// (o, w_post), each row of x first gets `x += norm(o) · w_post` (gemma3's post-norm and
+    /// residual add), written back to x.
     #[allow(clippy::too_many_arguments)]
     pub fn record_quantized(
         rec: &mut Rec,
@@ -47,8 +57,9 @@ impl RmsNorm {
         d: u32,
         eps: f32,
         quant: Option<QuantOut>,
+        residual: Option<PostNorm>,
     ) -> Result<()> {
-        Self::dispatch(rec, x, x_row0, w, Some(out), rows, d, eps, quant)
+        Self::dispatch(rec, x, x_row0, w, Some(out), rows, d, eps, quant, residual)
     }
 
     /// `x[r, :] = norm(x[r, :]) · w[:]` in place; for per-head norms `rows` = tokens × heads and
@@ -61,7 +72,7 @@ impl RmsNorm {
         d: u32,
         eps: f32,
     ) -> Result<()> {
-        Self::dispatch(rec, x, 0, w, None, rows, d, eps, None)
+        Self::dispatch(rec, x, 0, w, None, rows, d, eps, None, None)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -75,6 +86,7 @@ impl RmsNorm {
         d: u32,
         eps: f32,
         quant: Option<QuantOut>,
+        residual: Option<PostNorm>,
     ) -> Result<()> {
         // Short rows (per-head norms: 64..256) would leave most of a 256-wide workgroup idle.
         let wg: u32 = if d <= 256 { 64 } else { 256 };
@@ -85,6 +97,13 @@ impl RmsNorm {
         if let Some(q) = &quant {
             defs.push(("QUANT", String::new()));
             defs.push(("QBLOCK", format!("{}u", q.kind.block())));
+        }
+        // x, w, out, params, then xq and delta.
+        let res_at = 4 + quant.map_or(0, |q| 1 + q.delta.is_some() as u32);
+        if residual.is_some() {
+            defs.push(("RESIDUAL", String::new()));
+            defs.push(("RES_AT", res_at.to_string()));
+            defs.push(("RES_AT_1", (res_at + 1).to_string()));
         }
         let defs: Vec<(&str, &str)> = defs.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let mut defs = defines(&defs);
@@ -107,7 +126,12 @@ impl RmsNorm {
             buffers.push(q.xq);
             buffers.extend(q.delta);
         }
-        let reads = Reads::act(4 * (rows as u64 + 1) * d as u64);
+        if let Some(r) = &residual {
+            buffers.push(r.o);
+            buffers.push(r.w);
+        }
+        let extra = residual.map_or(0, |_| rows as u64 + 1);
+        let reads = Reads::act(4 * (rows as u64 + 1 + extra) * d as u64);
         rec.dispatch(&pipeline, &buffers, grid(rows), reads);
         Ok(())
     }
@@ -165,5 +189,57 @@ mod tests {
             let got_in_place = pollster::block_on(gpu.read_f32(&x, n)).unwrap();
             assert_eq!(got_in_place, got, "in place differs, rows {rows} d {d}");
         }
+    }
+
+    /// The post-norm and residual add done by the next norm's dispatch write x and out exactly
+    /// as the norm in place on o, add.wgsl and the norm do, one dispatch instead of three.
+    #[test]
+    fn residual_post_norm_in_the_next_norm_is_exact() {
+        let Some(gpu) = test_gpu() else { return };
+        let (rows, d, eps) = (5u32, 640u32, 1e-6f32);
+        let n = (rows * d) as usize;
+        let (xs, os) = (random(n, 1, 3.0), random(n, 2, 50.0));
+        let (wp, w) = (random(d as usize, 3, 1.5), random(d as usize, 4, 1.5));
+        let up = |name: &str, v: &[f32]| gpu.upload(name, bytemuck::cast_slice(v));
+        let (wp, w) = (up("w_post", &wp), up("w", &w));
+        let mut results = vec![];
+        for fused in [false, true] {
+            let (x, o, out) = (up("x", &xs), up("o", &os), gpu.storage("out", n as u64 * 4));
+            let mut rec = Rec::new(&gpu);
+            let before = gpu.counts().dispatches;
+            if fused {
+                let post = PostNorm { o: &o, w: &wp };
+                RmsNorm::record_quantized(
+                    &mut rec,
+                    &x,
+                    0,
+                    &w,
+                    &out,
+                    rows,
+                    d,
+                    eps,
+                    None,
+                    Some(post),
+                )
+                .unwrap();
+            } else {
+                RmsNorm::record_in_place(&mut rec, &o, &wp, rows, d, eps).unwrap();
+                crate::gpu::Add::record(&mut rec, &x, &o, rows * d).unwrap();
+                RmsNorm::record(&mut rec, &x, &w, &out, rows, d, eps).unwrap();
+            }
+            let dispatches = gpu.counts().dispatches - before;
+            rec.submit();
+            let read = |b: &wgpu::Buffer| pollster::block_on(gpu.read_f32(b, n)).unwrap();
+            let bits = |v: Vec<f32>| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            results.push((bits(read(&x)), bits(read(&out)), dispatches));
+        }
+        assert!(results[0].0 == results[1].0, "x after the residual add");
+        assert!(results[0].1 == results[1].1, "the normed output");
+        assert_ne!(results[1].0, bits_of(&xs), "the residual was added");
+        assert_eq!((results[0].2, results[1].2), (3, 1));
+    }
+
+    fn bits_of(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|f| f.to_bits()).collect()
     }
 }

@@ -11,8 +11,8 @@ pub use config::{Arch, Config, SUPPORTED_ARCHITECTURES};
 use crate::error::{Error, Result};
 use crate::gguf::GgufModel;
 use crate::gpu::{
-    ActQuant, Add, Argmax, Attention, GatedAct, Gpu, KvCache, Pos, QMatrix, Rec, RmsNorm, RopeQ,
-    RopeSpec,
+    ActQuant, Add, Argmax, Attention, GatedAct, Gpu, KvCache, Pos, PostNorm, QMatrix, Rec, RmsNorm,
+    RopeQ, RopeSpec,
 };
 use crate::inspect::ModelInfo;
 use crate::quant::{dequantize, GgmlType};
@@ -603,9 +603,11 @@ impl Model {
 
         self.token_embd
             .record_embed(rec, &s.ids, &s.x, n, c.embed_scale)?;
+        // A gemma3 post-norm whose residual add the next norm does.
+        let mut post = None;
         for (il, l) in self.layers.iter().enumerate() {
-            self.record_attention(rec, il, l, n)?;
-            self.record_feed_forward(rec, l, n)?;
+            post = self.record_attention(rec, il, l, n, post)?;
+            post = self.record_feed_forward(rec, l, n, post)?;
         }
 
         let output = self.output.as_ref().unwrap_or(&self.token_embd);
@@ -623,6 +625,7 @@ impl Model {
                     d,
                     eps,
                     &[output],
+                    post,
                 )?;
                 output.record_matmul(rec, xb.for_matrix(output)?, all, n)?;
             }
@@ -638,6 +641,7 @@ impl Model {
                     d,
                     eps,
                     &[output],
+                    post,
                 )?;
                 output.record_matmul(rec, last.for_matrix(output)?, &s.logits, 1)?;
                 if w == Want::Argmax {
@@ -648,8 +652,17 @@ impl Model {
         Ok(())
     }
 
-    /// x += attention(norm(x)) for the `n` tokens of a batch, in layer `il`.
-    fn record_attention(&self, rec: &mut Rec, il: usize, l: &Layer, n: u32) -> Result<()> {
+    /// x += attention(norm(x)) for the `n` tokens of a batch, in layer `il`, after a pending
+    /// post-norm `post` of the sublayer before; returns this one's, if any (see
+    /// [`record_residual`](Self::record_residual)).
+    fn record_attention<'a>(
+        &'a self,
+        rec: &mut Rec,
+        il: usize,
+        l: &'a Layer,
+        n: u32,
+        post: Option<PostNorm<'a>>,
+    ) -> Result<Option<PostNorm<'a>>> {
         let (c, s) = (&self.config, &self.state);
         let (d, hd, eps) = (c.n_embd, c.head_dim, c.rms_eps);
         let (q_rows, kv_rows) = (c.n_head * hd, c.n_head_kv * hd);
@@ -657,9 +670,18 @@ impl Model {
             Qkv::Fused(m) => vec![m],
             Qkv::Separate(m) => m.iter().collect(),
         };
-        let xb = s
-            .act
-            .record_norm(rec, &s.x, 0, &l.attn_norm, &s.xb, n, d, eps, &matrices)?;
+        let xb = s.act.record_norm(
+            rec,
+            &s.x,
+            0,
+            &l.attn_norm,
+            &s.xb,
+            n,
+            d,
+            eps,
+            &matrices,
+            post,
+        )?;
         match &l.attn_qkv {
             Qkv::Fused(m) => {
                 let seg = [q_rows, q_rows + kv_rows];
@@ -716,8 +738,14 @@ impl Model {
         self.record_residual(rec, &l.attn_output, att, l.post_attention_norm.as_ref(), n)
     }
 
-    /// x += ffn(norm(x)): down(act(gate(x)) · up(x)).
-    fn record_feed_forward(&self, rec: &mut Rec, l: &Layer, n: u32) -> Result<()> {
+    /// x += ffn(norm(x)): down(act(gate(x)) · up(x)); `post` as in `record_attention`.
+    fn record_feed_forward<'a>(
+        &'a self,
+        rec: &mut Rec,
+        l: &'a Layer,
+        n: u32,
+        post: Option<PostNorm<'a>>,
+    ) -> Result<Option<PostNorm<'a>>> {
         let (c, s) = (&self.config, &self.state);
         let matrices: Vec<&QMatrix> = match &l.ffn_gate_up {
             GateUp::Interleaved(m) => vec![m],
@@ -726,7 +754,7 @@ impl Model {
         let (d, eps) = (c.n_embd, c.rms_eps);
         let xb = s
             .act
-            .record_norm(rec, &s.x, 0, &l.ffn_norm, &s.xb, n, d, eps, &matrices)?;
+            .record_norm(rec, &s.x, 0, &l.ffn_norm, &s.xb, n, d, eps, &matrices, post)?;
         match &l.ffn_gate_up {
             GateUp::Interleaved(m) => {
                 m.record_matmul_gated(rec, xb.for_matrix(m)?, &s.up, &s.gate, n, c.activation)?
@@ -741,24 +769,27 @@ impl Model {
         self.record_residual(rec, &l.ffn_down, g, l.post_ffw_norm.as_ref(), n)
     }
 
-    /// x += m · input, the sublayer's output projection and residual add in one dispatch; with
-    /// gemma3's post-norm, x += norm(m · input) instead.
-    fn record_residual(
-        &self,
+    /// x += m · input, the sublayer's output projection and residual add in one dispatch. With
+    /// gemma3's post-norm, x += norm(m · input) instead: the product goes to `o` and the norm
+    /// and add are left to the next norm's dispatch (returned).
+    fn record_residual<'a>(
+        &'a self,
         rec: &mut Rec,
         m: &QMatrix,
         input: crate::gpu::ActInputs,
-        post_norm: Option<&wgpu::Buffer>,
+        post_norm: Option<&'a wgpu::Buffer>,
         n: u32,
-    ) -> Result<()> {
-        let (c, s) = (&self.config, &self.state);
+    ) -> Result<Option<PostNorm<'a>>> {
+        let s = &self.state;
         let input = input.for_matrix(m)?;
         match post_norm {
-            None => m.record_matmul_add(rec, input, &s.x, n),
-            Some(pn) => {
+            None => {
+                m.record_matmul_add(rec, input, &s.x, n)?;
+                Ok(None)
+            }
+            Some(w) => {
                 m.record_matmul(rec, input, &s.o, n)?;
-                RmsNorm::record_in_place(rec, &s.o, pn, n, c.n_embd, c.rms_eps)?;
-                Add::record(rec, &s.x, &s.o, n * c.n_embd)
+                Ok(Some(PostNorm { o: &s.o, w }))
             }
         }
     }
