@@ -52,6 +52,12 @@ fn reduce_sum(tid: u32, v: f32) -> f32 {
     return total;
 }
 
+// 1 / sqrt(mean + eps) of a row whose squares this thread summed into `sum`.
+fn inv_rms(tid: u32, sum: f32) -> f32 {
+    let mean = reduce_sum(tid, sum) / f32(p.d);
+    return 1.0 / sqrt(mean + p.eps);
+}
+
 @compute @workgroup_size(WG_SIZE)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) tid: u32) {
@@ -67,22 +73,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let v = o[base + i];
         sum_o += v * v;
     }
-    let mean_o = reduce_sum(tid, sum_o) / f32(p.d);
-    let scale_o = 1.0 / sqrt(mean_o + p.eps);
+    let scale_o = inv_rms(tid, sum_o);
+    // Each thread sums below exactly the elements of x it writes here: no barrier needed.
     for (var i = tid; i < p.d; i += WG_SIZE) {
         let post = (o[base + i] * scale_o) * w_post[i];
         x[base + i] = x[base + i] + post;
     }
-    // Each thread reads back below only what it wrote, but keep the order explicit.
-    storageBarrier();
 #endif
     var sum = 0.0;
     for (var i = tid; i < p.d; i += WG_SIZE) {
         let v = x[base + i];
         sum += v * v;
     }
-    let mean = reduce_sum(tid, sum) / f32(p.d);
-    let scale = 1.0 / sqrt(mean + p.eps);
+    let scale = inv_rms(tid, sum);
     // Each thread rewrites only the elements it read itself, so IN_PLACE needs no extra barrier.
     for (var i = tid; i < p.d; i += WG_SIZE) {
 #ifdef IN_PLACE

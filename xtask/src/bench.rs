@@ -489,7 +489,11 @@ fn llamacpp_native_row(
             row.peak_mb = j.num("peak_mem_mb");
             row.prompt_tokens = j.num("prompt_tokens");
             row.gen_tokens = j.num("gen_tokens");
-            if let Some(d) = j.get("devices").and_then(Json::as_arr) {
+            if let Some(d) = j
+                .get("devices")
+                .and_then(Json::as_arr)
+                .filter(|_| gpu.is_some())
+            {
                 let names: Vec<&str> = d.iter().filter_map(Json::as_str).collect();
                 if names.is_empty() {
                     // The backend loaded but found no device: llama.cpp ran on the CPU.

@@ -59,17 +59,29 @@ pub enum GateUp {
     Separate([QMatrix; 2]),
 }
 
+impl Qkv {
+    fn matrices(&self) -> Vec<&QMatrix> {
+        match self {
+            Qkv::Fused(m) => vec![m],
+            Qkv::Separate(m) => m.iter().collect(),
+        }
+    }
+}
+
+impl GateUp {
+    fn matrices(&self) -> Vec<&QMatrix> {
+        match self {
+            GateUp::Interleaved(m) => vec![m],
+            GateUp::Separate(m) => m.iter().collect(),
+        }
+    }
+}
+
 impl Layer {
     fn matrices(&self) -> Vec<&QMatrix> {
-        let mut m: Vec<&QMatrix> = match &self.attn_qkv {
-            Qkv::Fused(qkv) => vec![qkv],
-            Qkv::Separate(qkv) => qkv.iter().collect(),
-        };
+        let mut m = self.attn_qkv.matrices();
         m.push(&self.attn_output);
-        match &self.ffn_gate_up {
-            GateUp::Interleaved(gu) => m.push(gu),
-            GateUp::Separate(gu) => m.extend(gu),
-        }
+        m.extend(self.ffn_gate_up.matrices());
         m.push(&self.ffn_down);
         m
     }
@@ -666,10 +678,7 @@ impl Model {
         let (c, s) = (&self.config, &self.state);
         let (d, hd, eps) = (c.n_embd, c.head_dim, c.rms_eps);
         let (q_rows, kv_rows) = (c.n_head * hd, c.n_head_kv * hd);
-        let matrices: Vec<&QMatrix> = match &l.attn_qkv {
-            Qkv::Fused(m) => vec![m],
-            Qkv::Separate(m) => m.iter().collect(),
-        };
+        let matrices = l.attn_qkv.matrices();
         let xb = s.act.record_norm(
             rec,
             &s.x,
@@ -747,10 +756,7 @@ impl Model {
         post: Option<PostNorm<'a>>,
     ) -> Result<Option<PostNorm<'a>>> {
         let (c, s) = (&self.config, &self.state);
-        let matrices: Vec<&QMatrix> = match &l.ffn_gate_up {
-            GateUp::Interleaved(m) => vec![m],
-            GateUp::Separate(m) => m.iter().collect(),
-        };
+        let matrices = l.ffn_gate_up.matrices();
         let (d, eps) = (c.n_embd, c.rms_eps);
         let xb = s
             .act
