@@ -3,12 +3,15 @@
 // to cell (pos0 + t) % cells. One thread per word, converting both K and V; the f32 → f16
 // conversion rounds to nearest even like ggml's (f16.wgsl).
 //
-// ROPE also applies rotary position embeddings in the same dispatch: k as it is stored, and q
-// (f32 [n_tokens, n_head, head_dim]) in place, scaled by q_scale after the rotation (gemma3 and
-// phi3 scale Q so; 1 elsewhere, an exact multiplication). Only the first n_rot dims of a head
-// rotate; NEOX pairs (i, i + n_rot/2), otherwise (normal, ggml mode 0) pairs (2i, 2i + 1).
-// FREQ_FACTORS divides pair i's angle by ff[i] (llama3 / phi3 rope factors); cos and sin are
-// scaled by attn_factor (phi3 LongRoPE).
+// ROPE: one workgroup per (token, head) of q (f32 [n_tokens, n_head, head_dim], rewritten in
+// place) and of k (whose workgroup also stores that head of v), doing in order what separate
+// kernels would: BIAS adds qwen2's q/k/v biases; QK_NORM applies qwen3/gemma3's per-head
+// RMSNorm (rmsnorm.wgsl's reduction and operation order); then rotary position embeddings of
+// the first n_rot dims of q and k; q is then multiplied by q_scale (gemma3 and phi3 scale Q so;
+// 1 elsewhere, an exact multiplication); k and v go to the cache. NEOX pairs (i, i + n_rot/2),
+// otherwise (normal, ggml mode 0) pairs (2i, 2i + 1). FREQ_FACTORS divides pair i's angle by
+// ff[i] (llama3 / phi3 rope factors); cos and sin are scaled by attn_factor (phi3 LongRoPE).
+// Optional bindings sit at FF_AT, QN_AT (qn, kn) and BIAS_AT (bq, bk, bv).
 //
 // The angle is ggml-cpu's, operation for operation (ggml_rope_cache_init, ext_factor = 0): the
 // f32 theta starts at the position and is multiplied by theta_scale = base^(-2/n_rot) once per
@@ -18,7 +21,7 @@
 struct Params {
     row_words: u32, n_tokens: u32, cells: u32, head_dim: u32,
     n_rot: u32, n_head: u32, theta_scale: f32, freq_scale: f32,
-    attn_factor: f32, q_scale: f32,
+    attn_factor: f32, q_scale: f32, eps: f32,
 }
 // The batch's first position (crate::gpu::Pos), rewritten before each batch.
 struct Pos { pos0: u32 }
@@ -32,7 +35,16 @@ struct Pos { pos0: u32 }
 #ifdef ROPE
 @group(0) @binding(6) var<storage, read_write> q: array<f32>;
 #ifdef FREQ_FACTORS
-@group(0) @binding(7) var<storage, read> ff: array<f32>;
+@group(0) @binding(FF_AT) var<storage, read> ff: array<f32>;
+#endif
+#ifdef QK_NORM
+@group(0) @binding(QN_AT) var<storage, read> qn: array<f32>;
+@group(0) @binding(QN_AT_1) var<storage, read> kn: array<f32>;
+#endif
+#ifdef BIAS
+@group(0) @binding(BIAS_AT) var<storage, read> bq: array<f32>;
+@group(0) @binding(BIAS_AT_1) var<storage, read> bk: array<f32>;
+@group(0) @binding(BIAS_AT_2) var<storage, read> bv: array<f32>;
 #endif
 #endif
 
@@ -90,35 +102,102 @@ fn pair_of(i: u32) -> vec4<u32> {
 #endif
 }
 
-// The element that is x0 of pair k.
-fn first_of_pair(k: u32) -> u32 {
-#ifdef NEOX
-    return k;
-#else
-    return 2u * k;
-#endif
-}
+var<workgroup> vals: array<f32, HEAD_DIM>;
+var<workgroup> partial: array<f32, WG_SIZE>;
 
-// The bits of element i of the k head row at `base` of token t, rotated.
-fn k_bits(t: u32, base: u32, i: u32) -> u32 {
+// Element i of the head in `vals`, rotated for token t.
+fn rotated(t: u32, i: u32) -> f32 {
     if (i >= p.n_rot) {
-        return k_in[base + i];
+        return vals[i];
     }
     let pr = pair_of(i);
-    let x0 = bitcast<f32>(k_in[base + pr.y]);
-    let x1 = bitcast<f32>(k_in[base + pr.z]);
+    let x0 = vals[pr.y];
+    let x1 = vals[pr.z];
     let sc = angle(t, pr.x);
     if (pr.w == 1u) {
-        return bitcast<u32>(x0 * sc.y - x1 * sc.x);
+        return x0 * sc.y - x1 * sc.x;
     }
-    return bitcast<u32>(x0 * sc.x + x1 * sc.y);
+    return x0 * sc.x + x1 * sc.y;
 }
-#else
-fn k_bits(t: u32, base: u32, i: u32) -> u32 {
-    return k_in[base + i];
+
+#ifdef QK_NORM
+// rmsnorm.wgsl's tree over WG_SIZE partial sums.
+fn reduce_sum(tid: u32, v: f32) -> f32 {
+    partial[tid] = v;
+    workgroupBarrier();
+    for (var s = WG_SIZE / 2u; s > 0u; s >>= 1u) {
+        if (tid < s) {
+            partial[tid] += partial[tid + s];
+        }
+        workgroupBarrier();
+    }
+    return partial[0];
 }
 #endif
 
+@compute @workgroup_size(WG_SIZE)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) tid: u32) {
+    let heads = p.n_head + p.row_words * 2u / HEAD_DIM; // q heads, then k heads
+    let item = wid.x + wid.y * nwg.x;
+    if (item >= p.n_tokens * heads) {
+        return; // uniform: the whole workgroup leaves
+    }
+    let t = item / heads;
+    let h = item % heads;
+    let is_q = h < p.n_head;
+    let hk = h - select(p.n_head, 0u, is_q); // the k (and v) head
+    let src = select(t * 2u * p.row_words + hk * HEAD_DIM, (t * p.n_head + h) * HEAD_DIM, is_q);
+    var sum = 0.0;
+    for (var i = tid; i < HEAD_DIM; i += WG_SIZE) {
+        var v: f32;
+        if (is_q) {
+            v = q[src + i];
+        } else {
+            v = bitcast<f32>(k_in[src + i]);
+        }
+#ifdef BIAS
+        if (is_q) {
+            v = v + bq[h * HEAD_DIM + i];
+        } else {
+            v = v + bk[hk * HEAD_DIM + i];
+        }
+#endif
+        sum += v * v;
+        vals[i] = v;
+    }
+#ifdef QK_NORM
+    let scale = 1.0 / sqrt(reduce_sum(tid, sum) / f32(HEAD_DIM) + p.eps);
+    for (var i = tid; i < HEAD_DIM; i += WG_SIZE) {
+        if (is_q) {
+            vals[i] = (vals[i] * scale) * qn[i];
+        } else {
+            vals[i] = (vals[i] * scale) * kn[i];
+        }
+    }
+#endif
+    workgroupBarrier(); // rotation reads other threads' elements
+    if (is_q) {
+        for (var i = tid; i < HEAD_DIM; i += WG_SIZE) {
+            q[src + i] = rotated(t, i) * p.q_scale;
+        }
+        return;
+    }
+    let dst = ((start.pos0 + t) % p.cells) * p.row_words + hk * HEAD_DIM / 2u;
+    for (var w = tid; w < HEAD_DIM / 2u; w += WG_SIZE) {
+        let k0 = bitcast<u32>(rotated(t, 2u * w));
+        let k1 = bitcast<u32>(rotated(t, 2u * w + 1u));
+        k_cache[dst + w] = f16_bits(k0) | (f16_bits(k1) << 16u);
+        var v0 = v_in[src + 2u * w];
+        var v1 = v_in[src + 2u * w + 1u];
+#ifdef BIAS
+        v0 = bitcast<u32>(bitcast<f32>(v0) + bv[hk * HEAD_DIM + 2u * w]);
+        v1 = bitcast<u32>(bitcast<f32>(v1) + bv[hk * HEAD_DIM + 2u * w + 1u]);
+#endif
+        v_cache[dst + w] = f16_bits(v0) | (f16_bits(v1) << 16u);
+    }
+}
+#else
 @compute @workgroup_size(WG_SIZE)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = gid.x + gid.y * nwg.x * WG_SIZE;
@@ -126,35 +205,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (idx < stores) {
         let t = idx / p.row_words;
         let w = idx % p.row_words;
-        let e = 2u * w; // even element of the row: e and e + 1 are in the same head
-        let base = t * 2u * p.row_words + e / p.head_dim * p.head_dim;
-        let i = e % p.head_dim;
         let dst = ((start.pos0 + t) % p.cells) * p.row_words + w;
-        k_cache[dst] = f16_bits(k_bits(t, base, i)) | (f16_bits(k_bits(t, base, i + 1u)) << 16u);
+        k_cache[dst] = f16_bits(k_in[2u * idx]) | (f16_bits(k_in[2u * idx + 1u]) << 16u);
         v_cache[dst] = f16_bits(v_in[2u * idx]) | (f16_bits(v_in[2u * idx + 1u]) << 16u);
-        return;
     }
-#ifdef ROPE
-    // Then q, per head: a thread per rotated pair, then one per element past n_rot (scaled only).
-    let half = p.n_rot / 2u;
-    let per_head = half + p.head_dim - p.n_rot;
-    let j = idx - stores;
-    if (j >= p.n_tokens * p.n_head * per_head) {
-        return;
-    }
-    let row = j / per_head; // token · n_head + head
-    let base = row * p.head_dim;
-    let k = j % per_head;
-    if (k >= half) {
-        let i = base + p.n_rot + k - half;
-        q[i] = q[i] * p.q_scale;
-        return;
-    }
-    let pr = pair_of(first_of_pair(k));
-    let x0 = q[base + pr.y];
-    let x1 = q[base + pr.z];
-    let sc = angle(row / p.n_head, pr.x);
-    q[base + pr.y] = (x0 * sc.y - x1 * sc.x) * p.q_scale;
-    q[base + pr.z] = (x0 * sc.x + x1 * sc.y) * p.q_scale;
-#endif
 }
+#endif

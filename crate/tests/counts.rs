@@ -19,11 +19,11 @@ use quantweb::source::open_args;
 /// with the residual add; norm with quantization; gate and up as one matrix with the SiLU·up
 /// in passing; down quantizing its input, with the residual add.
 const SMOLLM2_BLOCKS: u64 = 8 * 30;
-/// gemma3, 10 per block where q, k and v share a type (9 blocks) and 12 where v is Q8_0 (9):
-/// SmolLM2's steps (the Q scale rides with RoPE, each post-norm and its residual add with the
-/// next norm) plus the q and k norms, and the two projections store their output for the
-/// post-norm instead of adding it.
-const GEMMA3_BLOCKS: u64 = 10 * 9 + 12 * 9;
+/// gemma3, 8 per block where q, k and v share a type (9 blocks) and 10 where v is Q8_0 (9):
+/// SmolLM2's steps, with the q/k norms and the Q scale in the RoPE and KV store dispatch, each
+/// post-norm and its residual add in the next norm's; the two projections store their output
+/// for the post-norm instead of adding it.
+const GEMMA3_BLOCKS: u64 = 8 * 9 + 10 * 9;
 
 /// Greedy decode of a few tokens; returns the model and the timings' counts.
 fn decode(files: &[&str]) -> Option<(Model, GgufModel, quantweb::generate::Timings)> {

@@ -1,6 +1,6 @@
 //! The KV cache of a layer and causal attention over it (GQA, sliding window, online softmax).
 
-use super::{grid, shader::defines, Gpu, Pos, Reads, Rec, RopeMode, RopeSpec};
+use super::{grid, shader::defines, Gpu, Pos, Reads, Rec, RmsNorm, RopeMode, RopeSpec};
 use crate::error::{Error, Result};
 
 /// KV cache of one layer: `cells` slots of `n_kv × head_dim` values each for K and for V, stored
@@ -34,6 +34,7 @@ struct StoreParams {
     freq_scale: f32,
     attn_factor: f32,
     q_scale: f32,
+    eps: f32,
 }
 
 /// The query side of [`KvCache::record_store`]: q, f32 [n_tokens, n_head, head_dim], is
@@ -43,6 +44,11 @@ pub struct RopeQ<'a> {
     pub n_head: u32,
     pub q_scale: f32,
     pub spec: &'a RopeSpec<'a>,
+    /// Per-head RMSNorm weights of q and k, f32 [head_dim] each, applied before the rotation
+    /// (qwen3, gemma3), with this eps.
+    pub norms: Option<([&'a wgpu::Buffer; 2], f32)>,
+    /// Biases added to q, k and v first (qwen2), f32 [heads · head_dim] each.
+    pub biases: Option<[&'a wgpu::Buffer; 3]>,
 }
 
 #[repr(C)]
@@ -99,8 +105,6 @@ impl KvCache {
             )));
         }
         let row_words = self.n_kv * self.head_dim / 2;
-        let wg = STORE_WG.to_string();
-        let mut defs = vec![("WG_SIZE", wg.as_str())];
         let mut p = StoreParams {
             row_words,
             n_tokens,
@@ -112,48 +116,90 @@ impl KvCache {
             freq_scale: 0.0,
             attn_factor: 0.0,
             q_scale: 1.0,
+            eps: 0.0,
         };
-        let mut q_threads = 0;
-        if let Some(r) = &rope {
-            let n_rot = r.spec.n_rot;
-            if n_rot == 0 || !n_rot.is_multiple_of(2) || n_rot > self.head_dim {
-                return Err(Error::Gpu(format!(
-                    "rope: n_rot = {n_rot} must be even, positive and at most head_dim = {}",
-                    self.head_dim
-                )));
-            }
-            defs.push(("ROPE", ""));
-            if r.spec.mode == RopeMode::Neox {
-                defs.push(("NEOX", ""));
-            }
-            if r.spec.freq_factors.is_some() {
-                defs.push(("FREQ_FACTORS", ""));
-            }
-            p.n_rot = n_rot;
-            p.n_head = r.n_head;
-            // ggml: powf(freq_base, -2.0f/n_dims), in f32 (Rust's powf is the C library's).
-            p.theta_scale = r.spec.base.powf(-2.0 / n_rot as f32);
-            p.freq_scale = r.spec.freq_scale;
-            p.attn_factor = r.spec.attn_factor;
-            p.q_scale = r.q_scale;
-            // A thread per rotated pair of q, and one per element past n_rot.
-            q_threads = n_tokens * r.n_head * (self.head_dim - n_rot / 2);
+        let Some(r) = &rope else {
+            let wg = STORE_WG.to_string();
+            let pipeline = rec.pipeline("kv_store.wgsl", &defines(&[("WG_SIZE", &wg)]))?;
+            let p = rec.params(&p);
+            let threads = n_tokens * row_words;
+            // Reads k and v in f32, writes them in f16.
+            let reads = Reads {
+                act: 8 * threads as u64,
+                kv: 8 * threads as u64,
+                ..Reads::default()
+            };
+            let buffers = [k, v, &self.k, &self.v, &p, &pos.buf];
+            rec.dispatch(&pipeline, &buffers, grid(threads.div_ceil(STORE_WG)), reads);
+            return Ok(());
+        };
+        let n_rot = r.spec.n_rot;
+        if n_rot == 0 || !n_rot.is_multiple_of(2) || n_rot > self.head_dim {
+            return Err(Error::Gpu(format!(
+                "rope: n_rot = {n_rot} must be even, positive and at most head_dim = {}",
+                self.head_dim
+            )));
         }
+        // A workgroup per head: the q/k norms reduce as rmsnorm.wgsl does for that width.
+        let (wg, head_dim) = (
+            RmsNorm::workgroup_size(self.head_dim).to_string(),
+            self.head_dim.to_string(),
+        );
+        let mut defs = vec![
+            ("WG_SIZE", wg.as_str()),
+            ("ROPE", ""),
+            ("HEAD_DIM", head_dim.as_str()),
+        ];
+        if r.spec.mode == RopeMode::Neox {
+            defs.push(("NEOX", ""));
+        }
+        p.n_rot = n_rot;
+        p.n_head = r.n_head;
+        // ggml: powf(freq_base, -2.0f/n_dims), in f32 (Rust's powf is the C library's).
+        p.theta_scale = r.spec.base.powf(-2.0 / n_rot as f32);
+        p.freq_scale = r.spec.freq_scale;
+        p.attn_factor = r.spec.attn_factor;
+        p.q_scale = r.q_scale;
+        let params = rec.params(&StoreParams {
+            eps: r.norms.map_or(0.0, |(_, eps)| eps),
+            ..p
+        });
+        let mut buffers = vec![k, v, &self.k, &self.v, &params, &pos.buf, r.q];
+        // Optional bindings follow in this order, each at the index its define names.
+        let at = |buffers: &Vec<&wgpu::Buffer>, i: usize| (buffers.len() + i).to_string();
+        let mut numbered: Vec<(&str, String)> = vec![];
+        if let Some(ff) = r.spec.freq_factors {
+            defs.push(("FREQ_FACTORS", ""));
+            numbered.push(("FF_AT", at(&buffers, 0)));
+            buffers.push(ff);
+        }
+        if let Some((norms, _)) = r.norms {
+            defs.push(("QK_NORM", ""));
+            numbered.push(("QN_AT", at(&buffers, 0)));
+            numbered.push(("QN_AT_1", at(&buffers, 1)));
+            buffers.extend(norms);
+        }
+        if let Some(biases) = r.biases {
+            defs.push(("BIAS", ""));
+            for (i, name) in ["BIAS_AT", "BIAS_AT_1", "BIAS_AT_2"]
+                .into_iter()
+                .enumerate()
+            {
+                numbered.push((name, at(&buffers, i)));
+            }
+            buffers.extend(biases);
+        }
+        defs.extend(numbered.iter().map(|(k, v)| (*k, v.as_str())));
         let pipeline = rec.pipeline("kv_store.wgsl", &defines(&defs))?;
-        let p = rec.params(&p);
-        let mut buffers = vec![k, v, &self.k, &self.v, &p, &pos.buf];
-        if let Some(r) = &rope {
-            buffers.push(r.q);
-            buffers.extend(r.spec.freq_factors);
-        }
-        let threads = n_tokens * row_words + q_threads;
-        // Reads k, v (and q) in f32, writes k and v in f16.
+        let q_len = n_tokens * r.n_head * self.head_dim;
+        // Reads q, k and v in f32, writes q back and k, v in f16.
         let reads = Reads {
-            act: 4 * (2 * (n_tokens * row_words) + q_threads) as u64,
+            act: 4 * (q_len + 2 * n_tokens * row_words) as u64,
             kv: 8 * (n_tokens * row_words) as u64,
             ..Reads::default()
         };
-        rec.dispatch(&pipeline, &buffers, grid(threads.div_ceil(STORE_WG)), reads);
+        let heads = n_tokens * (r.n_head + self.n_kv);
+        rec.dispatch(&pipeline, &buffers, grid(heads), reads);
         Ok(())
     }
 }

@@ -75,6 +75,16 @@ impl RmsNorm {
         Self::dispatch(rec, x, 0, w, None, rows, d, eps, None, None)
     }
 
+    /// Threads per row of width d; the tree of partial sums, so the rounding, depends on it.
+    /// Short rows (per-head norms: 64..256) would leave most of a 256-wide workgroup idle.
+    pub(super) fn workgroup_size(d: u32) -> u32 {
+        if d <= 256 {
+            64
+        } else {
+            256
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn dispatch(
         rec: &mut Rec,
@@ -88,8 +98,7 @@ impl RmsNorm {
         quant: Option<QuantOut>,
         residual: Option<PostNorm>,
     ) -> Result<()> {
-        // Short rows (per-head norms: 64..256) would leave most of a 256-wide workgroup idle.
-        let wg: u32 = if d <= 256 { 64 } else { 256 };
+        let wg = Self::workgroup_size(d);
         let mut defs = vec![("WG_SIZE", wg.to_string())];
         if out.is_none() {
             defs.push(("IN_PLACE", String::new()));

@@ -170,6 +170,8 @@ mod tests {
                     n_head: c.n_heads as u32,
                     q_scale,
                     spec: &spec,
+                    norms: None,
+                    biases: None,
                 };
                 let mut rec = Rec::new(&gpu);
                 let pos = Pos::new(&gpu, c.pos0 as u32);
@@ -233,6 +235,88 @@ mod tests {
         }
     }
 
+    /// qwen2's biases and qwen3/gemma3's q/k norms inside the store's dispatch give, bit for
+    /// bit, what add.wgsl and rmsnorm.wgsl in place followed by the store give.
+    #[test]
+    fn biases_and_qk_norms_in_the_store_are_exact() {
+        let Some(gpu) = test_gpu() else { return };
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        // (tokens, q heads, kv heads, head_dim, n_rot, mode): qwen-like, gemma-like, phi-like.
+        for (n, n_head, n_kv, hd, n_rot, mode) in [
+            (3u32, 4u32, 2u32, 64u32, 64u32, RopeMode::Neox),
+            (2, 4, 1, 256, 256, RopeMode::Neox),
+            (5, 2, 2, 96, 32, RopeMode::Normal),
+        ] {
+            let (q_len, kv_len) = ((n * n_head * hd) as usize, (n * n_kv * hd) as usize);
+            let seed = hd as u64;
+            let data = [
+                random(q_len, seed, 2.0),
+                random(kv_len, seed + 1, 2.0),
+                random(kv_len, seed + 2, 2.0),
+            ];
+            let up = |name: &str, v: &[f32]| gpu.upload(name, bytemuck::cast_slice(v));
+            let (bq, bk, bv) = (
+                up("bq", &random((n_head * hd) as usize, seed + 3, 1.0)),
+                up("bk", &random((n_kv * hd) as usize, seed + 4, 1.0)),
+                up("bv", &random((n_kv * hd) as usize, seed + 5, 1.0)),
+            );
+            let (qn, kn) = (
+                up("qn", &random(hd as usize, seed + 6, 1.5)),
+                up("kn", &random(hd as usize, seed + 7, 1.5)),
+            );
+            let spec = RopeSpec {
+                n_rot,
+                base: 1e6,
+                freq_scale: 1.0,
+                attn_factor: 1.0,
+                mode,
+                freq_factors: None,
+            };
+            let eps = 1e-6;
+            let mut outs = vec![];
+            for fused in [false, true] {
+                let kv = KvCache::new(&gpu, "kv", 16, n_kv, hd);
+                let (q, k, v) = (up("q", &data[0]), up("k", &data[1]), up("v", &data[2]));
+                let mut rec = Rec::new(&gpu);
+                if !fused {
+                    crate::gpu::Add::record_bias(&mut rec, &q, &bq, n, n_head * hd).unwrap();
+                    crate::gpu::Add::record_bias(&mut rec, &k, &bk, n, n_kv * hd).unwrap();
+                    crate::gpu::Add::record_bias(&mut rec, &v, &bv, n, n_kv * hd).unwrap();
+                    crate::gpu::RmsNorm::record_in_place(&mut rec, &q, &qn, n * n_head, hd, eps)
+                        .unwrap();
+                    crate::gpu::RmsNorm::record_in_place(&mut rec, &k, &kn, n * n_kv, hd, eps)
+                        .unwrap();
+                }
+                let rope = RopeQ {
+                    q: &q,
+                    n_head,
+                    q_scale: 0.125,
+                    spec: &spec,
+                    norms: fused.then_some(([&qn, &kn], eps)),
+                    biases: fused.then_some([&bq, &bk, &bv]),
+                };
+                let pos = Pos::new(&gpu, 7);
+                kv.record_store(&mut rec, &k, &v, n, &pos, Some(rope))
+                    .unwrap();
+                rec.submit();
+                let read = |b: &wgpu::Buffer, len: usize| {
+                    pollster::block_on(gpu.read(b, len as u64)).unwrap()
+                };
+                outs.push((
+                    read(&q, q_len * 4),
+                    read(&kv.k, kv.k.size() as usize),
+                    read(&kv.v, kv.v.size() as usize),
+                ));
+            }
+            let what = format!("head_dim {hd} n_rot {n_rot} {mode:?}");
+            assert!(outs[0].0 == outs[1].0, "{what}: q");
+            assert!(outs[0].1 == outs[1].1, "{what}: k cache");
+            assert!(outs[0].2 == outs[1].2, "{what}: v cache");
+            let q: &[f32] = bytemuck::cast_slice(&outs[1].0);
+            assert_ne!(bits(q), bits(&data[0]), "{what}: q changed");
+        }
+    }
+
     #[test]
     fn rejects_bad_n_rot() {
         let Some(gpu) = test_gpu() else { return };
@@ -253,6 +337,8 @@ mod tests {
                 n_head: 1,
                 q_scale: 1.0,
                 spec: &spec,
+                norms: None,
+                biases: None,
             };
             assert!(kv
                 .record_store(&mut rec, &x, &x, 1, &Pos::new(&gpu, 0), Some(rope))

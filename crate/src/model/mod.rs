@@ -11,8 +11,8 @@ pub use config::{Arch, Config, SUPPORTED_ARCHITECTURES};
 use crate::error::{Error, Result};
 use crate::gguf::GgufModel;
 use crate::gpu::{
-    ActQuant, Add, Argmax, Attention, GatedAct, Gpu, KvCache, Pos, PostNorm, QMatrix, Rec, RmsNorm,
-    RopeQ, RopeSpec,
+    ActQuant, Add, Argmax, Attention, GatedAct, Gpu, KvCache, Pos, PostNorm, QMatrix, Rec, RopeQ,
+    RopeSpec,
 };
 use crate::inspect::ModelInfo;
 use crate::quant::{dequantize, GgmlType};
@@ -702,19 +702,27 @@ impl Model {
                 }
             }
         }
-        for (bias, y, rows) in [
-            (&l.attn_q_bias, &s.q, q_rows),
-            (&l.attn_k_bias, &s.k, kv_rows),
-            (&l.attn_v_bias, &s.v, kv_rows),
-        ] {
-            if let Some(b) = bias {
-                Add::record_bias(rec, y, b, n, rows)?;
+        // Biases (qwen2) and q/k norms (qwen3, gemma3) ride with RoPE in the KV store; a model
+        // with only some of the three biases adds them on its own.
+        let biases = match (&l.attn_q_bias, &l.attn_k_bias, &l.attn_v_bias) {
+            (Some(bq), Some(bk), Some(bv)) => Some([bq, bk, bv]),
+            _ => {
+                for (bias, y, rows) in [
+                    (&l.attn_q_bias, &s.q, q_rows),
+                    (&l.attn_k_bias, &s.k, kv_rows),
+                    (&l.attn_v_bias, &s.v, kv_rows),
+                ] {
+                    if let Some(b) = bias {
+                        Add::record_bias(rec, y, b, n, rows)?;
+                    }
+                }
+                None
             }
-        }
-        if let (Some(qn), Some(kn)) = (&l.attn_q_norm, &l.attn_k_norm) {
-            RmsNorm::record_in_place(rec, &s.q, qn, n * c.n_head, hd, eps)?;
-            RmsNorm::record_in_place(rec, &s.k, kn, n * c.n_head_kv, hd, eps)?;
-        }
+        };
+        let norms = match (&l.attn_q_norm, &l.attn_k_norm) {
+            (Some(qn), Some(kn)) => Some(([qn, kn], eps)),
+            _ => None,
+        };
         let (base, freq_scale) = c.rope_for_layer(il);
         let rope = RopeSpec {
             n_rot: c.n_rot,
@@ -729,6 +737,8 @@ impl Model {
             n_head: c.n_head,
             q_scale: c.q_scale,
             spec: &rope,
+            norms,
+            biases,
         };
         l.kv.record_store(rec, &s.k, &s.v, n, &s.pos, Some(rope_q))?;
         let window = if c.sliding[il] { c.window } else { 0 };
