@@ -103,7 +103,6 @@ fn pair_of(i: u32) -> vec4<u32> {
 }
 
 var<workgroup> vals: array<f32, HEAD_DIM>;
-var<workgroup> partial: array<f32, WG_SIZE>;
 
 // Element i of the head in `vals`, rotated for token t.
 fn rotated(t: u32, i: u32) -> f32 {
@@ -121,18 +120,7 @@ fn rotated(t: u32, i: u32) -> f32 {
 }
 
 #ifdef QK_NORM
-// rmsnorm.wgsl's tree over WG_SIZE partial sums.
-fn reduce_sum(tid: u32, v: f32) -> f32 {
-    partial[tid] = v;
-    workgroupBarrier();
-    for (var s = WG_SIZE / 2u; s > 0u; s >>= 1u) {
-        if (tid < s) {
-            partial[tid] += partial[tid + s];
-        }
-        workgroupBarrier();
-    }
-    return partial[0];
-}
+#include "reduce.wgsl"
 #endif
 
 @compute @workgroup_size(WG_SIZE)

@@ -35,22 +35,7 @@ fn act_delta(b: u32, v: f32) { delta[b] = v; }
 #include "quant_act.wgsl"
 #endif
 
-var<workgroup> partial: array<f32, WG_SIZE>;
-
-// The workgroup's sum of v, as a tree over WG_SIZE threads.
-fn reduce_sum(tid: u32, v: f32) -> f32 {
-    partial[tid] = v;
-    workgroupBarrier();
-    for (var s = WG_SIZE / 2u; s > 0u; s >>= 1u) {
-        if (tid < s) {
-            partial[tid] += partial[tid + s];
-        }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    workgroupBarrier(); // before partial is used again
-    return total;
-}
+#include "reduce.wgsl"
 
 // 1 / sqrt(mean + eps) of a row whose squares this thread summed into `sum`.
 fn inv_rms(tid: u32, sum: f32) -> f32 {
