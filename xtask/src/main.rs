@@ -2,7 +2,7 @@
 //!
 //! Commands: `setup`, `build-wasm`, `fetch-models [--all]`, `serve [--port N] [--host H]`, `test`,
 //! `bench`.
-//! Everything is plain std plus `sha2`; see each module for details.
+//! std plus `sha2` (model hashes) and `serde_json` (the bench's JSON); see each module.
 
 mod bench;
 mod models;
