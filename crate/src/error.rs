@@ -169,6 +169,10 @@ pub enum Error {
     #[error("the GPU device was lost ({reason}): load the model again (reload the page if it keeps happening)")]
     DeviceLost { reason: String },
 
+    // ---- CPU ----
+    #[error("not enough memory for {what}: the CPU engine holds the weights in this process's memory (at most 4 GiB in a browser); choose a smaller model or quantization")]
+    OutOfMemory { what: String },
+
     // ---- calculator ----
     #[error("unknown KV cache type {0:?}; use f16, f32 or q8_0")]
     BadKvType(String),

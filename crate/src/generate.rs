@@ -74,11 +74,11 @@ pub async fn generate(
     for &t in prompt {
         sampler.accept(t);
     }
-    let c0 = model.gpu.counts();
+    let c0 = model.counts();
     let t0 = now_ms();
     let mut out = model.eval(prompt, want).await?;
     let prefill_ms = now_ms() - t0;
-    let c1 = model.gpu.counts();
+    let c1 = model.counts();
     let t1 = now_ms();
     let mut tokens = Vec::new();
     let mut decode_steps = 0;
@@ -103,7 +103,7 @@ pub async fn generate(
         prefill_batches: prompt.len().div_ceil(crate::model::BATCH as usize) as u64,
         prefill: c1.since(&c0),
         decode_steps,
-        decode: model.gpu.counts().since(&c1),
+        decode: model.counts().since(&c1),
         ..Timings::new(
             prefill_ms,
             prompt.len(),
@@ -120,6 +120,9 @@ pub struct Position {
     pub argmax: u32,
     /// log P(id i+1 | ids 0..=i); `None` for the last position.
     pub logprob: Option<f64>,
+    /// The likeliest ids and their log-probabilities, likeliest first (`score --top-k`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub top: Vec<(u32, f64)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -129,8 +132,9 @@ pub struct Score {
     pub perplexity: Option<f64>,
 }
 
-/// One teacher-forced pass over `tokens` from position 0, `batch` tokens per forward pass.
-pub async fn score(model: &mut Model, tokens: &[u32], batch: u32) -> Result<Score> {
+/// One teacher-forced pass over `tokens` from position 0, `batch` tokens per forward pass,
+/// with the `top_k` likeliest ids at each position.
+pub async fn score(model: &mut Model, tokens: &[u32], batch: u32, top_k: usize) -> Result<Score> {
     model.reset();
     let Output::AllLogits(all) = model
         .eval_in_batches(tokens, Want::AllLogits, batch)
@@ -145,6 +149,7 @@ pub async fn score(model: &mut Model, tokens: &[u32], batch: u32) -> Result<Scor
         .map(|(i, row)| Position {
             argmax: crate::sample::argmax(row),
             logprob: tokens.get(i + 1).map(|&next| log_prob(row, next)),
+            top: crate::sample::top_log_probs(row, top_k),
         })
         .collect();
     let lps: Vec<f64> = positions.iter().filter_map(|p| p.logprob).collect();

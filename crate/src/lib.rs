@@ -9,7 +9,9 @@
 //! wraps a loaded model for conversations (prefix reuse, stop strings), as the CLI and the
 //! browser's `WasmEngine` use it.
 
+pub mod backend;
 pub mod chat;
+pub mod cpu;
 pub mod engine;
 pub mod error;
 pub mod generate;

@@ -136,14 +136,38 @@ fn softmax(cand: &[(u32, f32)]) -> Vec<f32> {
 
 /// log-softmax of one entry: the log-probability the model gave `token`.
 pub fn log_prob(logits: &[f32], token: u32) -> f64 {
+    logits[token as usize] as f64 - log_sum_exp(logits)
+}
+
+/// ln Σ exp(logits), in f64.
+pub fn log_sum_exp(logits: &[f32]) -> f64 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let lse = logits
+    logits
         .iter()
         .map(|&l| (l as f64 - max).exp())
         .sum::<f64>()
         .ln()
-        + max;
-    logits[token as usize] as f64 - lse
+        + max
+}
+
+/// The `k` likeliest ids and their log-probabilities, likeliest first (lower id first on ties).
+pub fn top_log_probs(logits: &[f32], k: usize) -> Vec<(u32, f64)> {
+    let lse = log_sum_exp(logits);
+    let mut ids: Vec<u32> = (0..logits.len() as u32).collect();
+    let by_logit = |a: &u32, b: &u32| {
+        logits[*b as usize]
+            .total_cmp(&logits[*a as usize])
+            .then(a.cmp(b))
+    };
+    let k = k.min(ids.len());
+    if k > 0 && k < ids.len() {
+        ids.select_nth_unstable_by(k - 1, by_logit);
+    }
+    ids.truncate(k);
+    ids.sort_by(by_logit);
+    ids.into_iter()
+        .map(|id| (id, logits[id as usize] as f64 - lse))
+        .collect()
 }
 
 /// Index of the largest logit, first on ties.

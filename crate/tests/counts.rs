@@ -8,7 +8,7 @@ mod common;
 
 use quantweb::generate::generate;
 use quantweb::gguf::GgufModel;
-use quantweb::model::Model;
+use quantweb::model::{Model, Net};
 use quantweb::sample::{Sampler, SamplerConfig};
 use quantweb::source::open_args;
 
@@ -76,11 +76,14 @@ fn check(files: &[&str], blocks: u64) {
         t.prefill.per(t.prefill_batches)
     );
     // Embedding lookup; final norm with the activation quantization, output projection, argmax.
-    let embed = model.token_embd.buffer_count() as u64;
-    let output = model
+    let Net::Gpu(net) = &model.net else {
+        unreachable!("loaded on the GPU")
+    };
+    let embed = net.token_embd.buffer_count() as u64;
+    let output = net
         .output
         .as_ref()
-        .unwrap_or(&model.token_embd)
+        .unwrap_or(&net.token_embd)
         .buffer_count() as u64;
     let head = embed + 2 + output;
     assert_eq!(

@@ -90,7 +90,7 @@ fn prefix_reuse_stop_strings_abort_and_context_limit() {
     ));
 
     // A lost device (here destroyed on purpose) is a named error, not garbage or a hang.
-    e.model.gpu.device.destroy();
+    e.model.gpu().expect("a GPU model").device.destroy();
     let lost = pollster::block_on(e.complete(&prompt, &greedy(2), |_, _| true));
     assert!(matches!(lost, Err(Error::DeviceLost { .. })), "{lost:?}");
     assert!(lost

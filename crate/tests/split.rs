@@ -13,7 +13,7 @@ mod common;
 
 use quantweb::gguf::split::{split_files, SplitLimit, SplitOptions};
 use quantweb::gguf::{read_header, GgufModel, Value, INITIAL_WINDOW};
-use quantweb::model::{Model, Output, Want};
+use quantweb::model::{Model, Net, Output, Want};
 use quantweb::source::{open_args, FileSource};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -321,7 +321,10 @@ fn score(paths: &[String], tokens: &[u32], limit: Option<u64>) -> Option<(Vec<f3
         tokens.len(),
         t.elapsed().as_secs_f64() - loaded
     );
-    Some((logits, m.token_embd.buffer_count()))
+    let Net::Gpu(net) = &m.net else {
+        unreachable!("loaded on the GPU")
+    };
+    Some((logits, net.token_embd.buffer_count()))
 }
 
 /// The unsplit model's logits, computed once per test binary (the GPU is the slow part).

@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use quantweb::chat::ChatMessage;
+use quantweb::cpu::Cpu;
 use quantweb::engine::{check_runnable, CompleteOptions, Engine};
 use quantweb::error::Result;
 use quantweb::generate::{generate, score};
@@ -55,7 +56,7 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Generate text on the GPU, streaming it as it comes.
+    /// Generate text on the GPU or the CPU, streaming it as it comes.
     Generate {
         #[arg(required = true)]
         model: Vec<String>,
@@ -74,6 +75,8 @@ enum Cmd {
         /// Context length (KV cache) in tokens.
         #[arg(long, default_value_t = 4096)]
         ctx: u32,
+        #[command(flatten)]
+        run_on: RunOn,
         #[arg(long)]
         json: bool,
     },
@@ -91,6 +94,11 @@ enum Cmd {
         /// steps do, which is what greedy outputs of llama.cpp are compared with.
         #[arg(long, default_value_t = 64)]
         batch: u32,
+        /// Also list the K likeliest ids and their log-probabilities at each position.
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        #[command(flatten)]
+        run_on: RunOn,
         #[arg(long)]
         json: bool,
     },
@@ -126,6 +134,8 @@ enum Cmd {
         /// Which GPU adapter: wgpu's choice, a hardware GPU, or a CPU one (llvmpipe).
         #[arg(long, value_enum, default_value_t = Adapter::Auto)]
         adapter: Adapter,
+        #[command(flatten)]
+        run_on: RunOn,
         #[arg(long)]
         json: bool,
     },
@@ -143,6 +153,23 @@ enum Cmd {
         #[arg(long)]
         allow_requantize: bool,
     },
+}
+
+/// Which engine runs the model.
+#[derive(clap::Args, Clone, Copy)]
+struct RunOn {
+    /// The GPU engine (wgpu: Vulkan, Metal, DX12) or the CPU one (SIMD integer dot products).
+    #[arg(long, value_enum, default_value_t = BackendArg::Gpu)]
+    backend: BackendArg,
+    /// CPU engine threads; 0: one per core.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum BackendArg {
+    Gpu,
+    Cpu,
 }
 
 #[derive(clap::Args)]
@@ -177,7 +204,6 @@ fn open(model: &[String]) -> Result<ModelInfo> {
     ModelInfo::from_model(&m)
 }
 
-/// Opens the GGUF, the GPU and uploads the weights.
 /// `--adapter`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Adapter {
@@ -186,21 +212,24 @@ enum Adapter {
     Cpu,
 }
 
-fn load(model: &[String], ctx: u32) -> Result<(GgufModel, Model)> {
-    load_on(model, ctx, Adapter::Auto)
-}
-
-fn load_on(model: &[String], ctx: u32, adapter: Adapter) -> Result<(GgufModel, Model)> {
+/// Opens the GGUF and loads the weights into the engine `on` asks for (on the GPU engine, the
+/// `adapter`).
+fn load(model: &[String], ctx: u32, on: RunOn, adapter: Adapter) -> Result<(GgufModel, Model)> {
     let gguf = pollster::block_on(GgufModel::open(open_args(model)?))?;
-    // Before the GPU and the weights: an unrunnable file fails in a moment, not after the upload.
+    // Before the engine and the weights: an unrunnable file fails in a moment.
     check_runnable(&gguf)?;
-    let kind = match adapter {
-        Adapter::Auto => AdapterKind::Any,
-        Adapter::Gpu => AdapterKind::Hardware,
-        Adapter::Cpu => AdapterKind::Cpu,
+    let m = match on.backend {
+        BackendArg::Cpu => pollster::block_on(Model::load(Cpu::new(on.threads)?, &gguf, ctx))?,
+        BackendArg::Gpu => {
+            let kind = match adapter {
+                Adapter::Auto => AdapterKind::Any,
+                Adapter::Gpu => AdapterKind::Hardware,
+                Adapter::Cpu => AdapterKind::Cpu,
+            };
+            let gpu = pollster::block_on(Gpu::with_adapter(kind))?;
+            pollster::block_on(Model::load(gpu, &gguf, ctx))?
+        }
     };
-    let gpu = pollster::block_on(Gpu::with_adapter(kind))?;
-    let m = pollster::block_on(Model::load(gpu, &gguf, ctx))?;
     // Shader compilation happens here, not inside the first prefill's timing.
     m.compile()?;
     Ok((gguf, m))
@@ -257,9 +286,10 @@ fn run(cli: Cli) -> Result<()> {
             max_tokens,
             sampling,
             ctx,
+            run_on,
             json,
         } => {
-            let (gguf, m) = load(&model, ctx)?;
+            let (gguf, m) = load(&model, ctx, run_on, Adapter::Auto)?;
             let mut engine = Engine::new(&gguf, m)?;
             // A rendered template carries special tokens as text; a raw prompt only with --special.
             let prompt_tokens = if chat {
@@ -312,10 +342,12 @@ fn run(cli: Cli) -> Result<()> {
             tokens,
             ctx,
             batch,
+            top_k,
+            run_on,
             json,
         } => {
-            let (_, mut m) = load(&model, ctx.max(tokens.len() as u32))?;
-            let s = pollster::block_on(score(&mut m, &tokens, batch))?;
+            let (_, mut m) = load(&model, ctx.max(tokens.len() as u32), run_on, Adapter::Auto)?;
+            let s = pollster::block_on(score(&mut m, &tokens, batch, top_k))?;
             if json {
                 println!("{}", serde_json::to_string(&s).expect("serializable"));
             } else {
@@ -325,6 +357,9 @@ fn run(cli: Cli) -> Result<()> {
                         "{i:>5} id {:>7} -> top {:>7}  logprob(next) {lp}",
                         tokens[i], p.argmax
                     );
+                    for (id, lp) in &p.top {
+                        println!("        {id:>7} {lp:.4}");
+                    }
                 }
                 if let Some(ppl) = s.perplexity {
                     println!("perplexity {ppl:.4}");
@@ -365,9 +400,11 @@ fn run(cli: Cli) -> Result<()> {
             prompt_tokens,
             gen_tokens,
             adapter,
+            run_on,
             json,
         } => {
-            let (_, mut m) = load_on(&model, prompt_tokens + gen_tokens + 1, adapter)?;
+            let ctx = prompt_tokens + gen_tokens + 1;
+            let (_, mut m) = load(&model, ctx, run_on, adapter)?;
             // A fixed, ordinary stretch of ids: the speed does not depend on which.
             let prompt: Vec<u32> = (0..prompt_tokens)
                 .map(|i| 1000 + (i * 7919) % (m.config.n_vocab - 1000))
@@ -383,8 +420,11 @@ fn run(cli: Cli) -> Result<()> {
             ))?;
             if json {
                 let out = serde_json::json!({
-                    "adapter": m.gpu.adapter_info.name,
-                    "adapter_type": format!("{:?}", m.gpu.adapter_info.device_type),
+                    "backend": m.backend_name(),
+                    "adapter": m.gpu().map(|g| g.adapter_info.name.clone()),
+                    "adapter_type": m.gpu().map(|g| format!("{:?}", g.adapter_info.device_type)),
+                    "threads": m.cpu().map(|c| c.threads()),
+                    "simd": m.cpu().map(|c| c.simd.name()),
                     "prompt_tokens": prompt.len(),
                     "generated_tokens": tokens.len(),
                     "timings": t,

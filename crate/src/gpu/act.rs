@@ -4,15 +4,7 @@
 use super::{grid, shader::defines, Reads, Rec};
 use crate::error::Result;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Activation {
-    /// `x / (1 + exp(-x))`, ggml's `ggml_silu_f32`.
-    Silu,
-    /// `0.5·x·(1 + tanh(sqrt(2/π)·x·(1 + 0.044715·x²)))` as llama.cpp's CPU backend computes
-    /// it (`GGML_GELU_FP16`): for −10 < x < 10, x rounded to f16, ggml's f32 formula, the
-    /// result rounded to f16 (its f16 lookup table); 0 below, x above.
-    GeluTanh,
-}
+pub use crate::backend::Activation;
 
 pub struct GatedAct;
 

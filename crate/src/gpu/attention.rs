@@ -206,9 +206,7 @@ impl KvCache {
 
 pub struct Attention;
 
-/// ggml-cpu's `GGML_FA_TILE_Q`: its flash attention takes the f32 tiled path from this many
-/// query rows in a batch, the f16-accumulating one below it.
-pub const GGML_FA_TILE_Q: u32 = 64;
+pub use crate::backend::GGML_FA_TILE_Q;
 
 impl Attention {
     /// `out[t, h, :] = softmax_j(scale · q[t, h, :]·K[j, h/(n_head/n_kv), :]) · V[j, …]` over

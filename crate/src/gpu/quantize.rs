@@ -10,43 +10,10 @@
 
 use super::{grid, shader::defines, Gpu, PostNorm, QMatrix, Reads, Rec, RmsNorm};
 use crate::error::{Error, Result};
-use crate::quant::GgmlType;
 
-/// The form of the activations that multiply weights of some type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[allow(non_camel_case_types)] // ggml's names
-pub enum ActKind {
-    F32,
-    F16,
-    BF16,
-    Q8_0,
-    Q8_1,
-    Q8_K,
-}
+pub use crate::backend::ActKind;
 
 impl ActKind {
-    /// ggml's `vec_dot_type` for weights of `ty` (ggml-cpu `type_traits_cpu`).
-    pub fn for_weights(ty: GgmlType) -> ActKind {
-        use GgmlType::*;
-        match ty {
-            F16 => ActKind::F16,
-            BF16 => ActKind::BF16,
-            Q4_0 | Q5_0 | Q8_0 | IQ4_NL => ActKind::Q8_0,
-            Q4_1 | Q5_1 => ActKind::Q8_1,
-            Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_XS => ActKind::Q8_K,
-            _ => ActKind::F32,
-        }
-    }
-
-    /// Elements per quantization block (`QBLOCK` in rmsnorm.wgsl).
-    pub(super) fn block(self) -> u32 {
-        match self {
-            ActKind::Q8_0 | ActKind::Q8_1 => 32,
-            ActKind::Q8_K => 256,
-            _ => 4,
-        }
-    }
-
     pub(super) fn defines(self) -> super::shader::Defines {
         let kind = format!("KIND_{self:?}").to_uppercase();
         match self {
@@ -278,6 +245,7 @@ impl<'a> ActInputs<'a> {
 mod tests {
     use super::*;
     use crate::gpu::{nmse, test_gpu, test_random, Rec};
+    use crate::quant::GgmlType;
     use half::{bf16, f16};
 
     /// A weight type for each quantized activation kind: Q8_0, Q8_1, Q8_K, F16, BF16.

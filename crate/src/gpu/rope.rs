@@ -1,17 +1,7 @@
 //! Rotary position embedding (RoPE): how a layer rotates q and k. The rotation runs inside the
 //! KV store (`KvCache::record_store`, shaders/kv_store.wgsl), one dispatch for q, k and v.
 
-/// Which dimensions of a head rotate together. A silent mistake here garbles every token
-/// without any error, so the model must pick this from its architecture (llama.cpp's
-/// `llama_model_rope_type`), never guess it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RopeMode {
-    /// Adjacent pairs (2i, 2i+1): llama, mistral, SmolLM2 (ggml mode 0; the GGUF converter
-    /// already permuted their Q/K weights into this order).
-    Normal,
-    /// Halves (i, i + n_rot/2): qwen2/3, gemma3, phi3 (ggml mode 2, `GGML_ROPE_TYPE_NEOX`).
-    Neox,
-}
+pub use crate::backend::RopeMode;
 
 /// How a layer rotates its q and k.
 #[derive(Clone, Copy)]

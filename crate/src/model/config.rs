@@ -1,8 +1,8 @@
 //! Hyperparameters of a supported architecture, read from GGUF metadata with llama.cpp's
 //! defaults and per-architecture rules.
 
+use crate::backend::{Activation, RopeMode};
 use crate::error::{Error, Result};
-use crate::gpu::{Activation, RopeMode};
 use crate::inspect::ModelInfo;
 
 pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "gemma3", "qwen2", "qwen3", "phi3"];

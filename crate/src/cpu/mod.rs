@@ -1,0 +1,128 @@
+//! The CPU engine: for devices without a usable GPU. Weights stay quantized in memory, as the
+//! GGUF stores them; activations are quantized to each weight type's `vec_dot_type` and
+//! multiplied with ggml's integer dot products, so the results track llama.cpp's CPU backend,
+//! which the goldens come from.
+//!
+//! One file per op, as in `gpu/`. The kernels are plain Rust written so that the compiler
+//! vectorizes their integer inner loops: natively they are compiled twice, portable and with
+//! AVX2 (picked at run time, [`Simd`]); aarch64 has NEON in its baseline; the wasm build enables
+//! `simd128`. Floating-point sums keep one fixed order in every build, so all of them give
+//! bit-identical results. Work is split over rows (matmuls) or heads (attention) on a thread
+//! pool ([`pool`]): all cores natively, one thread in the browser.
+
+mod act;
+mod attention;
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+mod matmul;
+mod pass;
+pub mod pool;
+mod quantize;
+mod rmsnorm;
+mod rope;
+
+pub use matmul::{dot, CpuMatrix};
+pub use pass::{CpuPass, CpuState};
+pub use quantize::QAct;
+pub use rope::CpuKv;
+
+/// The instruction set the kernels were compiled for, picked once at run time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Simd {
+    /// Whatever the target's baseline offers: SSE2 on x86_64, NEON on aarch64, simd128 in the
+    /// wasm build.
+    Baseline,
+    /// x86_64 with AVX2, FMA and F16C.
+    Avx2,
+}
+
+impl Simd {
+    /// The best this CPU runs.
+    pub fn detect() -> Simd {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
+        {
+            return Simd::Avx2;
+        }
+        Simd::Baseline
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            #[cfg(target_arch = "wasm32")]
+            Simd::Baseline => "simd128",
+            #[cfg(target_arch = "aarch64")]
+            Simd::Baseline => "neon",
+            #[cfg(not(any(target_arch = "wasm32", target_arch = "aarch64")))]
+            Simd::Baseline => "baseline",
+            Simd::Avx2 => "avx2",
+        }
+    }
+}
+
+/// The CPU engine: its thread pool and instruction set.
+pub struct Cpu {
+    pub pool: pool::Pool,
+    pub simd: Simd,
+}
+
+impl Cpu {
+    /// `threads` workers (0: one per core), with the best instruction set this CPU has.
+    pub fn new(threads: usize) -> crate::error::Result<Cpu> {
+        Ok(Cpu {
+            pool: pool::Pool::new(threads)?,
+            simd: Simd::detect(),
+        })
+    }
+
+    /// The same, with the baseline kernels (tests compare the two).
+    pub fn with_simd(threads: usize, simd: Simd) -> crate::error::Result<Cpu> {
+        Ok(Cpu {
+            pool: pool::Pool::new(threads)?,
+            simd,
+        })
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+}
+
+/// ggml's `GGML_FP16_TO_FP32`, exact: the f16 bits moved into an f32's places and rebiased
+/// with one multiplication by 2^112 (which also makes subnormals right).
+#[inline(always)]
+pub(crate) fn f16_to_f32(h: u16) -> f32 {
+    let h = h as u32;
+    let magnitude = (h & 0x7fff) << 13;
+    let v = if magnitude >= 0x7c00 << 13 {
+        f32::from_bits(magnitude | 0x7f80_0000) // inf, NaN
+    } else {
+        f32::from_bits(magnitude) * f32::from_bits(0x7780_0000)
+    };
+    f32::from_bits(v.to_bits() | (h & 0x8000) << 16)
+}
+
+/// ggml's `GGML_FP32_TO_FP16`: round to nearest even.
+#[inline(always)]
+pub(crate) fn f32_to_f16(x: f32) -> u16 {
+    half::f16::from_f32(x).to_bits()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f16_conversion_is_exact_for_every_value() {
+        for h in 0..=u16::MAX {
+            let want = half::f16::from_bits(h).to_f32();
+            let got = f16_to_f32(h);
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "{h:#06x}: {got} != {want}"
+            );
+        }
+    }
+}
