@@ -506,3 +506,131 @@ fn chat_template_errors_are_named() {
         .unwrap();
     assert!(matches!(e, Error::ChatTemplate { .. }));
 }
+
+/// The error of the tiny vocabulary with `key` set to `value`.
+fn error_with(key: &str, value: Value) -> String {
+    let mut md = tiny_bpe();
+    md.insert(key.into(), value);
+    let e = Tokenizer::from_metadata("x.gguf", &md).err().unwrap();
+    assert!(matches!(e, Error::BadValue { .. }), "{e}");
+    e.to_string()
+}
+
+fn f32s(v: &[f32]) -> Value {
+    Value::Array(
+        quantweb::gguf::ValueType::F32,
+        v.iter().map(|&x| Value::F32(x)).collect(),
+    )
+}
+
+#[test]
+fn scores_and_types_must_be_one_per_token() {
+    let msg = error_with("tokenizer.ggml.scores", f32s(&[0.0; 7]));
+    assert!(
+        msg.contains("\"tokenizer.ggml.scores\": 7 scores for 6 tokens"),
+        "{msg}"
+    );
+    let msg = error_with("tokenizer.ggml.token_type", f32s(&[1.0; 5]));
+    assert!(
+        msg.contains("\"tokenizer.ggml.token_type\": 5 token types for 6 tokens"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn nan_and_infinite_scores_are_named() {
+    for (bad, shown) in [
+        (f32::NAN, "NaN"),
+        (f32::INFINITY, "inf"),
+        (f32::NEG_INFINITY, "-inf"),
+    ] {
+        let msg = error_with(
+            "tokenizer.ggml.scores",
+            f32s(&[0.0, -1.0, bad, -3.0, -4.0, -5.0]),
+        );
+        assert!(
+            msg.contains(&format!("token 2 (\"b\") has score {shown}")),
+            "{msg}"
+        );
+    }
+    // An f64 beyond f32's range is infinite once read.
+    let big = Value::Array(
+        quantweb::gguf::ValueType::F64,
+        [0.0, 0.0, 0.0, 1e300, 0.0, 0.0].map(Value::F64).to_vec(),
+    );
+    let msg = error_with("tokenizer.ggml.scores", big);
+    assert!(msg.contains("token 3 (\"ab\") has score 1e300"), "{msg}");
+}
+
+#[test]
+fn token_types_out_of_range_are_named() {
+    let i32s =
+        |v: [i32; 6]| Value::Array(quantweb::gguf::ValueType::I32, v.map(Value::I32).to_vec());
+    let msg = error_with("tokenizer.ggml.token_type", i32s([3, 1, 1, 7, 1, 1]));
+    assert!(
+        msg.contains("token 3 (\"ab\") has type 7; types are 0 to 6"),
+        "{msg}"
+    );
+    let msg = error_with("tokenizer.ggml.token_type", i32s([3, -1, 1, 1, 1, 1]));
+    assert!(msg.contains("token 1 (\"a\") has type -1"), "{msg}");
+    let msg = error_with(
+        "tokenizer.ggml.token_type",
+        f32s(&[3.0, 1.0, 1.5, 1.0, 1.0, 1.0]),
+    );
+    assert!(msg.contains("token 2 (\"b\") has type 1.5"), "{msg}");
+    // 0 (undefined) to 6 (byte) are all types.
+    let mut md = tiny_bpe();
+    md.insert("tokenizer.ggml.token_type".into(), i32s([3, 0, 2, 4, 5, 6]));
+    assert!(Tokenizer::from_metadata("x.gguf", &md).is_ok());
+}
+
+#[test]
+fn merges_naming_missing_tokens_are_named() {
+    for (merges, want) in [
+        (
+            ["a b", "a c"],
+            "merge 1 \"a c\" names \"c\", which is not a token",
+        ),
+        (
+            ["a b", "x b"],
+            "merge 1 \"x b\" names \"x\", which is not a token",
+        ),
+        (
+            ["b a", "a b"],
+            "merge 0 \"b a\" makes \"ba\", which is not a token",
+        ),
+        (
+            ["a b", "ab"],
+            "merge 1 \"ab\" is not two tokens separated by a space",
+        ),
+    ] {
+        let msg = error_with("tokenizer.ggml.merges", strings(&merges));
+        assert!(
+            msg.contains("\"tokenizer.ggml.merges\"") && msg.contains(want),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
+fn special_ids_beyond_the_vocabulary_are_named() {
+    for key in [
+        "bos", "eos", "unknown", "padding", "eot", "eom", "fim_pre", "fim_suf", "fim_mid",
+        "fim_pad", "fim_rep", "fim_sep", "prefix", "suffix", "middle",
+    ] {
+        let key = format!("tokenizer.ggml.{key}_token_id");
+        let msg = error_with(&key, Value::U32(6));
+        assert!(
+            msg.contains(&format!(
+                "{key:?}: token id 6 is beyond the vocabulary (6 tokens)"
+            )),
+            "{msg}"
+        );
+        // The last token is in range; -1 is how some converters write "none".
+        for ok in [Value::U32(5), Value::I32(-1)] {
+            let mut md = tiny_bpe();
+            md.insert(key.clone(), ok);
+            assert!(Tokenizer::from_metadata("x.gguf", &md).is_ok(), "{key}");
+        }
+    }
+}

@@ -192,6 +192,33 @@ impl<'a> Meta<'a> {
         }
     }
 
+    /// The array at `key` if it has at most `max` items, checked before anything is built from
+    /// it.
+    fn array_at_most(&self, key: &str, max: usize, what: &str) -> Result<Option<&'a [Value]>> {
+        let arr = self.array(key)?;
+        match arr {
+            Some(a) if a.len() > max => Err(self.bad(
+                key,
+                format!(
+                    "{} {what} is more than {max}, the most quantweb accepts",
+                    a.len()
+                ),
+            )),
+            _ => Ok(arr),
+        }
+    }
+
+    /// The array at `key`, which must have one item per token.
+    fn array_per_token(&self, key: &str, n: usize, what: &str) -> Result<Option<&'a [Value]>> {
+        let arr = self.array(key)?;
+        match arr {
+            Some(a) if a.len() != n => {
+                Err(self.bad(key, format!("{} {what} for {n} tokens", a.len())))
+            }
+            _ => Ok(arr),
+        }
+    }
+
     fn strings(&self, key: &str) -> Result<Option<Vec<&'a str>>> {
         let Some(arr) = self.array(key)? else {
             return Ok(None);
@@ -205,10 +232,7 @@ impl<'a> Meta<'a> {
             .map(Some)
     }
 
-    fn numbers(&self, key: &str) -> Result<Option<Vec<f64>>> {
-        let Some(arr) = self.array(key)? else {
-            return Ok(None);
-        };
+    fn numbers(&self, key: &str, arr: &[Value]) -> Result<Vec<f64>> {
         arr.iter()
             .map(|v| {
                 let n = match *v {
@@ -220,8 +244,7 @@ impl<'a> Meta<'a> {
                 };
                 n.ok_or_else(|| self.wrong(key, "array of numbers", &self.md[key]))
             })
-            .collect::<Result<Vec<_>>>()
-            .map(Some)
+            .collect()
     }
 
     fn bad(&self, key: &str, reason: String) -> Error {
@@ -239,6 +262,13 @@ const KEY_TOKENS: &str = "tokenizer.ggml.tokens";
 const KEY_SCORES: &str = "tokenizer.ggml.scores";
 const KEY_TYPES: &str = "tokenizer.ggml.token_type";
 const KEY_MERGES: &str = "tokenizer.ggml.merges";
+
+/// Vocabularies larger than this are refused before anything is built from them: 4 times the
+/// largest real one (Gemma 3's 262 144, whose tables here take 28 MB), so the tables stay near
+/// 120 MB at most.
+const MAX_TOKENS: usize = 1 << 20;
+/// Merges beyond this are refused likewise: Llama 3 has 280 147, Qwen 2 151 387.
+const MAX_MERGES: usize = 1 << 20;
 
 /// Texts llama.cpp takes for the end-of-turn token when the file names none.
 const EOT_TEXTS: &[&str] = &[
@@ -338,13 +368,14 @@ fn read_kind(m: &Meta) -> Result<TokenizerKind> {
 
 /// The token texts (an empty one named `[EMPTY_i]`, as llama.cpp does) and the id of each.
 fn read_tokens(m: &Meta) -> Result<(Vec<String>, HashMap<String, u32>)> {
+    m.array_at_most(KEY_TOKENS, MAX_TOKENS, "tokens")?;
     let texts = m.strings(KEY_TOKENS)?.ok_or_else(|| Error::MissingKey {
         source_name: m.source.to_string(),
         key: KEY_TOKENS.to_string(),
     })?;
     let n = texts.len();
-    if n == 0 || n > u32::MAX as usize {
-        return Err(m.bad(KEY_TOKENS, format!("{n} tokens")));
+    if n == 0 {
+        return Err(m.bad(KEY_TOKENS, "no tokens".to_string()));
     }
     let mut tokens = Vec::with_capacity(n);
     let mut to_id = HashMap::with_capacity(n);
@@ -365,29 +396,50 @@ fn read_tokens(m: &Meta) -> Result<(Vec<String>, HashMap<String, u32>)> {
     Ok((tokens, to_id))
 }
 
-/// `tokenizer.ggml.scores`, 0 for every token when absent.
-fn read_scores(m: &Meta, n: usize) -> Result<Vec<f32>> {
-    Ok(match m.numbers(KEY_SCORES)? {
-        Some(s) if s.len() < n => {
-            return Err(m.bad(KEY_SCORES, format!("{} scores for {n} tokens", s.len())))
-        }
-        Some(s) => s[..n].iter().map(|&x| x as f32).collect(),
-        None => vec![0.0; n],
-    })
+/// `tokenizer.ggml.scores`, 0 for every token when absent. Only their order matters (SPM
+/// merges the pair of highest score), so any finite score is meaningful; NaN compares as
+/// neither higher nor lower, and an infinity (or an f64 beyond f32) ties with its kind.
+fn read_scores(m: &Meta, tokens: &[String]) -> Result<Vec<f32>> {
+    let Some(arr) = m.array_per_token(KEY_SCORES, tokens.len(), "scores")? else {
+        return Ok(vec![0.0; tokens.len()]);
+    };
+    let scores = m.numbers(KEY_SCORES, arr)?;
+    match scores.iter().position(|&x| !(x as f32).is_finite()) {
+        Some(i) => Err(m.bad(
+            KEY_SCORES,
+            format!(
+                "token {i} ({:?}) has score {:?}; scores must be finite f32 numbers",
+                tokens[i], scores[i]
+            ),
+        )),
+        None => Ok(scores.iter().map(|&x| x as f32).collect()),
+    }
 }
 
-/// Each token's attributes from `tokenizer.ggml.token_type`, normal when absent.
-fn read_token_types(m: &Meta, n: usize) -> Result<Vec<TokenAttr>> {
-    Ok(match m.numbers(KEY_TYPES)? {
-        Some(t) if t.len() < n => {
-            return Err(m.bad(KEY_TYPES, format!("{} token types for {n} tokens", t.len())))
-        }
-        Some(t) => t[..n]
+/// Each token's attributes from `tokenizer.ggml.token_type` (GGUF's types 0–6), normal when
+/// absent.
+fn read_token_types(m: &Meta, tokens: &[String]) -> Result<Vec<TokenAttr>> {
+    let Some(arr) = m.array_per_token(KEY_TYPES, tokens.len(), "token types")? else {
+        return Ok(vec![TokenAttr::NORMAL; tokens.len()]);
+    };
+    let types = m.numbers(KEY_TYPES, arr)?;
+    match types
+        .iter()
+        .position(|&t| t.fract() != 0.0 || !(0.0..=6.0).contains(&t))
+    {
+        Some(i) => Err(m.bad(
+            KEY_TYPES,
+            format!(
+                "token {i} ({:?}) has type {}; types are 0 to 6 (undefined, normal, unknown, \
+                 control, user-defined, unused, byte)",
+                tokens[i], types[i]
+            ),
+        )),
+        None => Ok(types
             .iter()
-            .map(|&x| TokenAttr::from_token_type(x as i64))
-            .collect(),
-        None => vec![TokenAttr::NORMAL; n],
-    })
+            .map(|&t| TokenAttr::from_token_type(t as i64))
+            .collect()),
+    }
 }
 
 /// The algorithm, and the defaults that come with it (for BPE, with its pre-tokenizer).
@@ -399,7 +451,12 @@ struct AlgorithmDefaults {
     no_bos: bool,
 }
 
-fn read_algorithm(m: &Meta, kind: TokenizerKind, pre: &str) -> Result<AlgorithmDefaults> {
+fn read_algorithm(
+    m: &Meta,
+    kind: TokenizerKind,
+    pre: &str,
+    to_id: &HashMap<String, u32>,
+) -> Result<AlgorithmDefaults> {
     match kind {
         TokenizerKind::Bpe => {
             let spec = pre_spec(pre).ok_or_else(|| Error::UnsupportedPreTokenizer {
@@ -407,10 +464,12 @@ fn read_algorithm(m: &Meta, kind: TokenizerKind, pre: &str) -> Result<AlgorithmD
                 pre: pre.to_string(),
                 supported: supported_pre_names().join(", "),
             })?;
+            m.array_at_most(KEY_MERGES, MAX_MERGES, "merges")?;
             let merges = m.strings(KEY_MERGES)?.ok_or_else(|| Error::MissingKey {
                 source_name: m.source.to_string(),
                 key: KEY_MERGES.to_string(),
             })?;
+            check_merges(m, &merges, to_id)?;
             let merges: Vec<String> = merges.iter().map(|s| s.to_string()).collect();
             let bpe = Bpe::new(
                 PreTokenizer::new(spec.regexes)?,
@@ -433,6 +492,38 @@ fn read_algorithm(m: &Meta, kind: TokenizerKind, pre: &str) -> Result<AlgorithmD
             no_bos: false,
         }),
     }
+}
+
+/// Every merge joins two tokens into a third, as Hugging Face's tokenizers require when they
+/// load a BPE model; a merge naming other texts would make symbols that are no token, which
+/// the tokenizer then drops. Split as llama.cpp splits them: at the first space from byte 1.
+fn check_merges(m: &Meta, merges: &[&str], to_id: &HashMap<String, u32>) -> Result<()> {
+    let mut joined = String::new();
+    for (i, merge) in merges.iter().enumerate() {
+        let Some(at) = merge.bytes().skip(1).position(|b| b == b' ').map(|p| p + 1) else {
+            return Err(m.bad(
+                KEY_MERGES,
+                format!("merge {i} {merge:?} is not two tokens separated by a space"),
+            ));
+        };
+        let (left, right) = (&merge[..at], &merge[at + 1..]);
+        joined.clear();
+        joined.push_str(left);
+        joined.push_str(right);
+        for (part, role) in [
+            (left, "names"),
+            (right, "names"),
+            (joined.as_str(), "makes"),
+        ] {
+            if !to_id.contains_key(part) {
+                return Err(m.bad(
+                    KEY_MERGES,
+                    format!("merge {i} {merge:?} {role} {part:?}, which is not a token"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The token of each byte: `<0xXX>` (SPM, else the ASCII character itself) or GPT-2's byte
@@ -469,7 +560,9 @@ struct SpecialIds {
     fim: [Option<u32>; 6],
 }
 
-/// The algorithm's defaults, then the file's ids (ignored when out of range).
+/// The algorithm's defaults (where the vocabulary has them), then the file's ids. An id the
+/// file gives beyond the vocabulary is an error: llama.cpp warns and keeps the default, but
+/// gguf-py's converter never writes one, so the file was damaged or made by hand.
 fn read_special_ids(m: &Meta, kind: TokenizerKind, n: usize, no_bos: bool) -> Result<SpecialIds> {
     let in_range = |id: Option<u64>| id.filter(|&i| (i as usize) < n).map(|i| i as u32);
     let (bos, eos, unk) = match kind {
@@ -486,8 +579,15 @@ fn read_special_ids(m: &Meta, kind: TokenizerKind, n: usize, no_bos: bool) -> Re
         fim: [None; 6],
     };
     let read_id = |key: &str, slot: &mut Option<u32>| -> Result<()> {
-        if let Some(id) = in_range(m.id(key)?) {
-            *slot = Some(id);
+        match m.id(key)? {
+            Some(id) if id < n as u64 => *slot = Some(id as u32),
+            Some(id) => {
+                return Err(m.bad(
+                    key,
+                    format!("token id {id} is beyond the vocabulary ({n} tokens)"),
+                ))
+            }
+            None => {}
         }
         Ok(())
     };
@@ -685,9 +785,9 @@ impl Tokenizer {
         let kind = read_kind(&m)?;
         let pre = m.str(KEY_PRE)?.unwrap_or("").to_string();
         let (tokens, to_id) = read_tokens(&m)?;
-        let scores = read_scores(&m, tokens.len())?;
-        let mut attrs = read_token_types(&m, tokens.len())?;
-        let defaults = read_algorithm(&m, kind, &pre)?;
+        let scores = read_scores(&m, &tokens)?;
+        let mut attrs = read_token_types(&m, &tokens)?;
+        let defaults = read_algorithm(&m, kind, &pre, &to_id)?;
         let add_space_prefix = m
             .bool("tokenizer.ggml.add_space_prefix")?
             .unwrap_or(defaults.add_space_prefix);
