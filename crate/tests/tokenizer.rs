@@ -5,9 +5,11 @@
 //! @huggingface/jinja and tokenized by llama.cpp. Models live in <workspace>/models.
 
 use quantweb::chat::{ChatMessage, ChatTemplate};
+use quantweb::engine::check_runnable;
 use quantweb::error::Error;
-use quantweb::gguf::{GgufModel, Value};
-use quantweb::source::open_args;
+use quantweb::gguf::{GgufModel, GgufWriter, Value};
+use quantweb::quant::GgmlType;
+use quantweb::source::{open_args, MemorySource};
 use quantweb::tokenizer::{TokenAttr, Tokenizer, TokenizerKind};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -632,5 +634,63 @@ fn special_ids_beyond_the_vocabulary_are_named() {
             md.insert(key.clone(), ok);
             assert!(Tokenizer::from_metadata("x.gguf", &md).is_ok(), "{key}");
         }
+    }
+}
+
+/// A llama model with the tiny vocabulary (6 tokens): its embedding and output rows, and the
+/// vocabulary size it declares, if any.
+fn tiny_model(embd_rows: u64, output_rows: u64, declared: Option<u32>) -> GgufModel {
+    let f32_bytes = |n: u64| vec![0u8; n as usize * 4];
+    let mut w = GgufWriter::new()
+        .kv("general.architecture", Value::String("llama".into()))
+        .kv("llama.block_count", Value::U32(1))
+        .kv("llama.embedding_length", Value::U32(8))
+        .kv("llama.attention.head_count", Value::U32(2))
+        .kv("llama.context_length", Value::U32(64))
+        .tensor(
+            "token_embd.weight",
+            &[8, embd_rows],
+            GgmlType::F32,
+            f32_bytes(8 * embd_rows),
+        )
+        .tensor(
+            "output.weight",
+            &[8, output_rows],
+            GgmlType::F32,
+            f32_bytes(8 * output_rows),
+        );
+    for (k, v) in tiny_bpe() {
+        w = w.kv(&k, v);
+    }
+    if let Some(n) = declared {
+        w = w.kv("llama.vocab_size", Value::U32(n));
+    }
+    let bytes = w.to_bytes();
+    pollster::block_on(GgufModel::open(vec![Box::new(MemorySource::new(
+        "tiny.gguf",
+        bytes,
+    ))]))
+    .unwrap()
+}
+
+#[test]
+fn the_vocabulary_must_fit_the_model() {
+    assert!(check_runnable(&tiny_model(6, 6, None)).is_ok());
+    assert!(check_runnable(&tiny_model(6, 6, Some(6))).is_ok());
+    let e = check_runnable(&tiny_model(6, 6, Some(8))).unwrap_err();
+    assert!(matches!(e, Error::BadValue { .. }));
+    assert!(
+        e.to_string()
+            .contains("\"llama.vocab_size\": 8 tokens, but tokenizer.ggml.tokens has 6"),
+        "{e}"
+    );
+    for (embd, output, tensor) in [(8, 6, "token_embd.weight"), (6, 5, "output.weight")] {
+        let e = check_runnable(&tiny_model(embd, output, None)).unwrap_err();
+        assert!(matches!(e, Error::BadShape { .. }));
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&format!("tensor {tensor:?}")) && msg.contains("6 rows expected"),
+            "{msg}"
+        );
     }
 }
