@@ -192,11 +192,10 @@ impl<'a> Meta<'a> {
         }
     }
 
-    /// The array at `key` if it has at most `max` items, checked before anything is built from
-    /// it.
-    fn array_at_most(&self, key: &str, max: usize, what: &str) -> Result<Option<&'a [Value]>> {
-        let arr = self.array(key)?;
-        match arr {
+    /// Fails unless the array at `key`, if any, has at most `max` items: checked before
+    /// anything is built from it.
+    fn at_most(&self, key: &str, max: usize, what: &str) -> Result<()> {
+        match self.array(key)? {
             Some(a) if a.len() > max => Err(self.bad(
                 key,
                 format!(
@@ -204,7 +203,7 @@ impl<'a> Meta<'a> {
                     a.len()
                 ),
             )),
-            _ => Ok(arr),
+            _ => Ok(()),
         }
     }
 
@@ -368,7 +367,7 @@ fn read_kind(m: &Meta) -> Result<TokenizerKind> {
 
 /// The token texts (an empty one named `[EMPTY_i]`, as llama.cpp does) and the id of each.
 fn read_tokens(m: &Meta) -> Result<(Vec<String>, HashMap<String, u32>)> {
-    m.array_at_most(KEY_TOKENS, MAX_TOKENS, "tokens")?;
+    m.at_most(KEY_TOKENS, MAX_TOKENS, "tokens")?;
     let texts = m.strings(KEY_TOKENS)?.ok_or_else(|| Error::MissingKey {
         source_name: m.source.to_string(),
         key: KEY_TOKENS.to_string(),
@@ -464,7 +463,7 @@ fn read_algorithm(
                 pre: pre.to_string(),
                 supported: supported_pre_names().join(", "),
             })?;
-            m.array_at_most(KEY_MERGES, MAX_MERGES, "merges")?;
+            m.at_most(KEY_MERGES, MAX_MERGES, "merges")?;
             let merges = m.strings(KEY_MERGES)?.ok_or_else(|| Error::MissingKey {
                 source_name: m.source.to_string(),
                 key: KEY_MERGES.to_string(),
