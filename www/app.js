@@ -612,6 +612,7 @@ function chatAdvice(e, source) {
   if (e && e.name === 'ContextFullError') return 'The conversation no longer fits the context: start a new chat, or raise the context length and reload the model.';
   if (e && e.name === 'UnsupportedModelError') return 'quantweb runs Llama (1–3), SmolLM2, Mistral, Qwen 2/2.5/3, Phi-3 and Gemma 3 models in F32, F16, BF16, Q4_0…Q8_0, Q2_K…Q6_K, IQ4_NL and IQ4_XS. Nothing was downloaded; pick another file of this model (e.g. its Q4_K_M) or another model.';
   if (e && e.name === 'InvalidModelError') return 'The file is not a complete GGUF model: check the URL points at the .gguf file itself (not a web page), or download it again.';
+  if (e && e.name === 'ChatTemplateError') return 'The model\'s chat template refused this conversation or broke off (the message says where). Start a new chat; if every message fails, the file\'s template is unusable: pick another file of this model.';
   if (e && e.name === 'DeviceLostError') return 'The GPU was reset (driver crash or the tab was in the background too long). Reload the model.';
   if (e && e.resumable) return 'The connection dropped. Load again: the download resumes where it stopped.';
   return adviceFor(m, source);

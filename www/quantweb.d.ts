@@ -546,7 +546,9 @@ export interface CachedModel {
  * NotLoadedError, DeviceLostError (the GPU was reset: load the model again),
  * UnsupportedModelError (a quant type, architecture or tokenizer this engine does not run; the
  * message names it and the tensors; found from the header alone, before any download),
- * InvalidModelError (not a GGUF, truncated or malformed), ContextFullError, BusyError.
+ * InvalidModelError (not a GGUF, truncated or malformed), ChatTemplateError (the model's chat
+ * template raised an error, e.g. roles that do not alternate, or went past its work, recursion or
+ * output limits), ContextFullError, BusyError.
  */
 export class Engine {
   /** `source`: a URL, a File/Blob, or an array (shards or byte chunks, in order). */

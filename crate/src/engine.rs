@@ -102,17 +102,18 @@ pub fn check_runnable(gguf: &GgufModel) -> Result<ModelInfo> {
     let info = ModelInfo::from_model(gguf)?;
     info.check_supported()?;
     let config = Config::from_info(&info)?;
-    text_side(gguf, config.arch)?;
+    text_side(gguf, &config)?;
     Ok(info)
 }
 
 /// The tokenizer and chat template of a model, and where the template comes from. Without a
 /// template in the file, llama.cpp's built-in one for the architecture (Gemma's, else ChatML).
-fn text_side(gguf: &GgufModel, arch: Arch) -> Result<(Tokenizer, ChatTemplate, &'static str)> {
+fn text_side(gguf: &GgufModel, config: &Config) -> Result<(Tokenizer, ChatTemplate, &'static str)> {
     let tokenizer = Tokenizer::from_model(gguf)?;
+    check_vocabulary(gguf, config, &tokenizer)?;
     let (template, source) = match ChatTemplate::from_model(gguf, &tokenizer) {
         Ok(t) => (t, "model"),
-        Err(Error::NoChatTemplate { .. }) if arch == Arch::Gemma3 => {
+        Err(Error::NoChatTemplate { .. }) if config.arch == Arch::Gemma3 => {
             (ChatTemplate::gemma(&tokenizer)?, "gemma")
         }
         Err(Error::NoChatTemplate { .. }) => (ChatTemplate::chatml(&tokenizer)?, "chatml"),
@@ -121,10 +122,46 @@ fn text_side(gguf: &GgufModel, arch: Arch) -> Result<(Tokenizer, ChatTemplate, &
     Ok((tokenizer, template, source))
 }
 
+/// The tokenizer must fit the model: as many tokens as the model declares (`{arch}.vocab_size`,
+/// which sizes the logits) and as the token embedding and the output have rows (llama.cpp
+/// refuses other shapes). Otherwise a sampled id could have no token, or a token no row.
+fn check_vocabulary(gguf: &GgufModel, config: &Config, tokenizer: &Tokenizer) -> Result<()> {
+    let source_name = gguf.parts.first().map(|p| p.0.as_str()).unwrap_or("model");
+    let n = tokenizer.n_vocab() as u64;
+    if u64::from(config.n_vocab) != n {
+        let arch = gguf
+            .metadata
+            .get("general.architecture")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
+        return Err(Error::BadValue {
+            source_name: source_name.to_string(),
+            key: format!("{arch}.vocab_size"),
+            reason: format!(
+                "{} tokens, but tokenizer.ggml.tokens has {n}",
+                config.n_vocab
+            ),
+        });
+    }
+    for name in ["token_embd.weight", "output.weight"] {
+        if let Some(t) = gguf.tensor(name) {
+            if t.info.dims.get(1).copied().unwrap_or(1) != n {
+                return Err(Error::BadShape {
+                    source_name: source_name.to_string(),
+                    tensor: name.to_string(),
+                    dims: t.info.dims.clone(),
+                    reason: format!("{n} rows expected, one for each of tokenizer.ggml.tokens"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Engine {
     /// Builds the tokenizer and the chat template around a loaded model.
     pub fn new(gguf: &GgufModel, model: Model) -> Result<Engine> {
-        let (tokenizer, template, template_source) = text_side(gguf, model.config.arch)?;
+        let (tokenizer, template, template_source) = text_side(gguf, &model.config)?;
         Ok(Engine {
             model,
             tokenizer,

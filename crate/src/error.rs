@@ -161,6 +161,12 @@ pub enum Error {
     NoChatTemplate { source_name: String },
     #[error("chat template: {message}")]
     ChatTemplate { message: String },
+    #[error("chat template{}: over its {limit} limit of {value} (the template loops, recurses or builds text without end); this model's template cannot be used: format the prompt yourself and use complete()", at_line(*line))]
+    ChatTemplateLimit {
+        limit: &'static str,
+        value: u64,
+        line: Option<usize>,
+    },
 
     // ---- GPU ----
     #[error("GPU: {0}")]
@@ -184,4 +190,9 @@ pub enum Error {
     },
     #[error("cannot read {0:?} as a parameter count; write e.g. 135M, 7B or 8e9")]
     BadParamCount(String),
+}
+
+/// " at line N" where the error has one.
+fn at_line(line: Option<usize>) -> String {
+    line.map(|l| format!(" at line {l}")).unwrap_or_default()
 }

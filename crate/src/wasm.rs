@@ -71,9 +71,20 @@ fn error_name(e: &Error) -> &'static str {
         | Error::Shards(_)
         | Error::NoSuchTensor(_)
         | Error::BadBlockData { .. } => "InvalidModelError",
+        Error::ChatTemplate { .. } | Error::ChatTemplateLimit { .. } => "ChatTemplateError",
         Error::ContextFull { .. } => "ContextFullError",
         Error::DeviceLost { .. } => "DeviceLostError",
-        _ => "Error",
+        // Listed rather than matched by `_`, so that a new variant has to be given a name.
+        Error::Io { .. }
+        | Error::ReadPastEnd { .. }
+        | Error::NoSource
+        | Error::BadRegex { .. }
+        | Error::TokenOutOfRange { .. }
+        | Error::NoChatTemplate { .. }
+        | Error::Gpu(_)
+        | Error::BadKvType(_)
+        | Error::BadOption { .. }
+        | Error::BadParamCount(_) => "Error",
     }
 }
 

@@ -1,14 +1,17 @@
 //! The engine on a real model: KV prefix reuse gives the same tokens as a fresh run, stop
-//! strings and early stop end generation where they should, and the context limit is a named
-//! error or a "length" finish, never garbage.
+//! strings and early stop end generation where they should, the context limit is a named
+//! error or a "length" finish, never garbage, and a chat template past its limits fails one
+//! conversation only.
 
 mod common;
 
+use quantweb::chat::{ChatMessage, ChatTemplate};
 use quantweb::engine::{CompleteOptions, Engine, FinishReason};
 use quantweb::error::Error;
-use quantweb::gguf::GgufModel;
+use quantweb::gguf::{GgufModel, Value};
 use quantweb::model::Model;
 use quantweb::source::open_args;
+use quantweb::tokenizer::Tokenizer;
 
 fn engine(n_ctx: u32) -> Option<Engine> {
     let paths = common::model_paths(&[common::SMOLLM2])?;
@@ -97,4 +100,39 @@ fn prefix_reuse_stop_strings_abort_and_context_limit() {
         .unwrap_err()
         .to_string()
         .contains("load the model again"));
+}
+
+/// A chat template past its limits fails that conversation only: the engine renders the next
+/// one as the model's own template does, and generates from it.
+#[test]
+fn a_template_past_its_limits_leaves_the_engine_usable() {
+    let Some(paths) = common::model_paths(&[common::SMOLLM2]) else {
+        return;
+    };
+    let Some(gpu) = common::gpu() else { return };
+    let mut gguf = pollster::block_on(GgufModel::open(open_args(&paths).unwrap())).unwrap();
+    let tokenizer = Tokenizer::from_model(&gguf).unwrap();
+    let hi = [ChatMessage::new("user", "Hi")];
+    let want = ChatTemplate::from_model(&gguf, &tokenizer)
+        .unwrap()
+        .encode(&tokenizer, &hi, true)
+        .unwrap();
+    let own = gguf.metadata["tokenizer.chat_template"].as_str().unwrap();
+    let looping = "{% if messages[0].content == 'loop' %}{% for i in range(100000) %}\
+                   {% for j in range(100000) %}{% endfor %}{% endfor %}{% endif %}";
+    let hostile = Value::String(format!("{looping}{own}"));
+    gguf.metadata
+        .insert("tokenizer.chat_template".into(), hostile);
+    let model = pollster::block_on(Model::load(gpu, &gguf, 64)).unwrap();
+    let mut e = Engine::new(&gguf, model).unwrap();
+
+    let loop_msg = [ChatMessage::new("user", "loop")];
+    assert!(matches!(
+        e.chat_tokens(&loop_msg),
+        Err(Error::ChatTemplateLimit { .. })
+    ));
+    let ids = e.chat_tokens(&hi).unwrap();
+    assert_eq!(ids, want);
+    let done = pollster::block_on(e.complete(&ids, &greedy(3), |_, _| true)).unwrap();
+    assert_eq!(done.tokens.len(), 3);
 }

@@ -5,9 +5,11 @@
 //! @huggingface/jinja and tokenized by llama.cpp. Models live in <workspace>/models.
 
 use quantweb::chat::{ChatMessage, ChatTemplate};
+use quantweb::engine::check_runnable;
 use quantweb::error::Error;
-use quantweb::gguf::{GgufModel, Value};
-use quantweb::source::open_args;
+use quantweb::gguf::{GgufModel, GgufWriter, Value};
+use quantweb::quant::GgmlType;
+use quantweb::source::{open_args, MemorySource};
 use quantweb::tokenizer::{TokenAttr, Tokenizer, TokenizerKind};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -505,4 +507,190 @@ fn chat_template_errors_are_named() {
         .err()
         .unwrap();
     assert!(matches!(e, Error::ChatTemplate { .. }));
+}
+
+/// The error of the tiny vocabulary with `key` set to `value`.
+fn error_with(key: &str, value: Value) -> String {
+    let mut md = tiny_bpe();
+    md.insert(key.into(), value);
+    let e = Tokenizer::from_metadata("x.gguf", &md).err().unwrap();
+    assert!(matches!(e, Error::BadValue { .. }), "{e}");
+    e.to_string()
+}
+
+fn f32s(v: &[f32]) -> Value {
+    Value::Array(
+        quantweb::gguf::ValueType::F32,
+        v.iter().map(|&x| Value::F32(x)).collect(),
+    )
+}
+
+#[test]
+fn scores_and_types_must_be_one_per_token() {
+    let msg = error_with("tokenizer.ggml.scores", f32s(&[0.0; 7]));
+    assert!(
+        msg.contains("\"tokenizer.ggml.scores\": 7 scores for 6 tokens"),
+        "{msg}"
+    );
+    let msg = error_with("tokenizer.ggml.token_type", f32s(&[1.0; 5]));
+    assert!(
+        msg.contains("\"tokenizer.ggml.token_type\": 5 token types for 6 tokens"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn nan_and_infinite_scores_are_named() {
+    for (bad, shown) in [
+        (f32::NAN, "NaN"),
+        (f32::INFINITY, "inf"),
+        (f32::NEG_INFINITY, "-inf"),
+    ] {
+        let msg = error_with(
+            "tokenizer.ggml.scores",
+            f32s(&[0.0, -1.0, bad, -3.0, -4.0, -5.0]),
+        );
+        assert!(
+            msg.contains(&format!("token 2 (\"b\") has score {shown}")),
+            "{msg}"
+        );
+    }
+    // An f64 beyond f32's range is infinite once read.
+    let big = Value::Array(
+        quantweb::gguf::ValueType::F64,
+        [0.0, 0.0, 0.0, 1e300, 0.0, 0.0].map(Value::F64).to_vec(),
+    );
+    let msg = error_with("tokenizer.ggml.scores", big);
+    assert!(msg.contains("token 3 (\"ab\") has score 1e300"), "{msg}");
+}
+
+#[test]
+fn token_types_out_of_range_are_named() {
+    let i32s =
+        |v: [i32; 6]| Value::Array(quantweb::gguf::ValueType::I32, v.map(Value::I32).to_vec());
+    let msg = error_with("tokenizer.ggml.token_type", i32s([3, 1, 1, 7, 1, 1]));
+    assert!(
+        msg.contains("token 3 (\"ab\") has type 7; types are 0 to 6"),
+        "{msg}"
+    );
+    let msg = error_with("tokenizer.ggml.token_type", i32s([3, -1, 1, 1, 1, 1]));
+    assert!(msg.contains("token 1 (\"a\") has type -1"), "{msg}");
+    let msg = error_with(
+        "tokenizer.ggml.token_type",
+        f32s(&[3.0, 1.0, 1.5, 1.0, 1.0, 1.0]),
+    );
+    assert!(msg.contains("token 2 (\"b\") has type 1.5"), "{msg}");
+    // 0 (undefined) to 6 (byte) are all types.
+    let mut md = tiny_bpe();
+    md.insert("tokenizer.ggml.token_type".into(), i32s([3, 0, 2, 4, 5, 6]));
+    assert!(Tokenizer::from_metadata("x.gguf", &md).is_ok());
+}
+
+#[test]
+fn merges_naming_missing_tokens_are_named() {
+    for (merges, want) in [
+        (
+            ["a b", "a c"],
+            "merge 1 \"a c\" names \"c\", which is not a token",
+        ),
+        (
+            ["a b", "x b"],
+            "merge 1 \"x b\" names \"x\", which is not a token",
+        ),
+        (
+            ["b a", "a b"],
+            "merge 0 \"b a\" makes \"ba\", which is not a token",
+        ),
+        (
+            ["a b", "ab"],
+            "merge 1 \"ab\" is not two tokens separated by a space",
+        ),
+    ] {
+        let msg = error_with("tokenizer.ggml.merges", strings(&merges));
+        assert!(
+            msg.contains("\"tokenizer.ggml.merges\"") && msg.contains(want),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
+fn special_ids_beyond_the_vocabulary_are_named() {
+    for key in [
+        "bos", "eos", "unknown", "padding", "eot", "eom", "fim_pre", "fim_suf", "fim_mid",
+        "fim_pad", "fim_rep", "fim_sep", "prefix", "suffix", "middle",
+    ] {
+        let key = format!("tokenizer.ggml.{key}_token_id");
+        let msg = error_with(&key, Value::U32(6));
+        assert!(
+            msg.contains(&format!(
+                "{key:?}: token id 6 is beyond the vocabulary (6 tokens)"
+            )),
+            "{msg}"
+        );
+        // The last token is in range; -1 is how some converters write "none".
+        for ok in [Value::U32(5), Value::I32(-1)] {
+            let mut md = tiny_bpe();
+            md.insert(key.clone(), ok);
+            assert!(Tokenizer::from_metadata("x.gguf", &md).is_ok(), "{key}");
+        }
+    }
+}
+
+/// A llama model with the tiny vocabulary (6 tokens): its embedding and output rows, and the
+/// vocabulary size it declares, if any.
+fn tiny_model(embd_rows: u64, output_rows: u64, declared: Option<u32>) -> GgufModel {
+    let f32_bytes = |n: u64| vec![0u8; n as usize * 4];
+    let mut w = GgufWriter::new()
+        .kv("general.architecture", Value::String("llama".into()))
+        .kv("llama.block_count", Value::U32(1))
+        .kv("llama.embedding_length", Value::U32(8))
+        .kv("llama.attention.head_count", Value::U32(2))
+        .kv("llama.context_length", Value::U32(64))
+        .tensor(
+            "token_embd.weight",
+            &[8, embd_rows],
+            GgmlType::F32,
+            f32_bytes(8 * embd_rows),
+        )
+        .tensor(
+            "output.weight",
+            &[8, output_rows],
+            GgmlType::F32,
+            f32_bytes(8 * output_rows),
+        );
+    for (k, v) in tiny_bpe() {
+        w = w.kv(&k, v);
+    }
+    if let Some(n) = declared {
+        w = w.kv("llama.vocab_size", Value::U32(n));
+    }
+    let bytes = w.to_bytes();
+    pollster::block_on(GgufModel::open(vec![Box::new(MemorySource::new(
+        "tiny.gguf",
+        bytes,
+    ))]))
+    .unwrap()
+}
+
+#[test]
+fn the_vocabulary_must_fit_the_model() {
+    assert!(check_runnable(&tiny_model(6, 6, None)).is_ok());
+    assert!(check_runnable(&tiny_model(6, 6, Some(6))).is_ok());
+    let e = check_runnable(&tiny_model(6, 6, Some(8))).unwrap_err();
+    assert!(matches!(e, Error::BadValue { .. }));
+    assert!(
+        e.to_string()
+            .contains("\"llama.vocab_size\": 8 tokens, but tokenizer.ggml.tokens has 6"),
+        "{e}"
+    );
+    for (embd, output, tensor) in [(8, 6, "token_embd.weight"), (6, 5, "output.weight")] {
+        let e = check_runnable(&tiny_model(embd, output, None)).unwrap_err();
+        assert!(matches!(e, Error::BadShape { .. }));
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&format!("tensor {tensor:?}")) && msg.contains("6 rows expected"),
+            "{msg}"
+        );
+    }
 }

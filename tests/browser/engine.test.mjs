@@ -458,6 +458,39 @@ test('a template that prints today\'s date (Llama 3.x: strftime_now) renders in 
   }
 });
 
+test('a chat template past its limits is a ChatTemplateError within a second; the engine stays usable', { timeout: 5 * MINUTE }, async () => {
+  // Llama 3 turns, after a loop that does not end when the last message is "loop".
+  const template = '{% if messages[-1].content == "loop" %}{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}{% endif %}'
+    + '{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n{{ m.content }}<|eot_id|>{% endfor %}'
+    + '<|start_header_id|>assistant<|end_header_id|>\n\n';
+  withChatTemplate(path.join(root, 'models', 'tiny-llama3.gguf'), path.join(fixturesDir, 'tiny-llama3-looping.gguf'), template);
+  const { context, page, log } = await openPage();
+  try {
+    const r = await must(page, async (url) => {
+      window.engine = await Engine.load(url, { cache: false, contextLength: 64 });
+      const t0 = performance.now();
+      let error;
+      try {
+        await window.engine.chat.completions.create({ messages: [{ role: 'user', content: 'loop' }], max_tokens: 1, temperature: 0 });
+      } catch (e) {
+        error = { name: e.name, message: e.message };
+      }
+      const ms = performance.now() - t0;
+      const reply = await window.engine.chat.completions.create({ messages: [{ role: 'user', content: 'Hi' }], max_tokens: 2, temperature: 0 });
+      await window.engine.unload();
+      return { error, ms, completionTokens: reply.usage.completion_tokens };
+    }, '/fixtures/tiny-llama3-looping.gguf');
+    assert.equal(r.error?.name, 'ChatTemplateError', JSON.stringify(r));
+    assert.match(r.error.message, /chat template at line 1: over its work \(fuel\) limit of \d+/);
+    assert.ok(r.ms < 1000, `${r.ms} ms`);
+    measured.templateLimitMs = Math.round(r.ms);
+    assert.equal(r.completionTokens, 2);
+    assert.deepEqual(log.errors, []);
+  } finally {
+    await context.close();
+  }
+});
+
 test('aborting a load rejects with AbortError and keeps what was downloaded', { timeout: 3 * MINUTE }, async () => {
   const { context, page } = await openPage();
   try {

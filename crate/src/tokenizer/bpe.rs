@@ -30,11 +30,9 @@ impl Bpe {
     pub(crate) fn new(pre: PreTokenizer, merges: &[String], ignore_merges: bool) -> Self {
         let mut ranks = HashMap::with_capacity(merges.len());
         for (rank, m) in merges.iter().enumerate() {
-            // llama.cpp splits a merge at its first space at or after byte 1 and keeps the first
-            // rank of a pair listed twice; a merge without such a space can never apply.
-            if m.as_bytes().iter().skip(1).any(|&b| b == b' ') {
-                ranks.entry(m.clone()).or_insert(rank as u32);
-            }
+            // As llama.cpp, the first rank of a pair listed twice. Every merge is two tokens
+            // split at the first space from byte 1 (the tokenizer's check_merges saw to it).
+            ranks.entry(m.clone()).or_insert(rank as u32);
         }
         Self {
             pre,

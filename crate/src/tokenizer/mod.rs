@@ -192,6 +192,32 @@ impl<'a> Meta<'a> {
         }
     }
 
+    /// Fails unless the array at `key`, if any, has at most `max` items: checked before
+    /// anything is built from it.
+    fn at_most(&self, key: &str, max: usize, what: &str) -> Result<()> {
+        match self.array(key)? {
+            Some(a) if a.len() > max => Err(self.bad(
+                key,
+                format!(
+                    "{} {what} is more than {max}, the most quantweb accepts",
+                    a.len()
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The array at `key`, which must have one item per token.
+    fn array_per_token(&self, key: &str, n: usize, what: &str) -> Result<Option<&'a [Value]>> {
+        let arr = self.array(key)?;
+        match arr {
+            Some(a) if a.len() != n => {
+                Err(self.bad(key, format!("{} {what} for {n} tokens", a.len())))
+            }
+            _ => Ok(arr),
+        }
+    }
+
     fn strings(&self, key: &str) -> Result<Option<Vec<&'a str>>> {
         let Some(arr) = self.array(key)? else {
             return Ok(None);
@@ -205,10 +231,7 @@ impl<'a> Meta<'a> {
             .map(Some)
     }
 
-    fn numbers(&self, key: &str) -> Result<Option<Vec<f64>>> {
-        let Some(arr) = self.array(key)? else {
-            return Ok(None);
-        };
+    fn numbers(&self, key: &str, arr: &[Value]) -> Result<Vec<f64>> {
         arr.iter()
             .map(|v| {
                 let n = match *v {
@@ -220,8 +243,7 @@ impl<'a> Meta<'a> {
                 };
                 n.ok_or_else(|| self.wrong(key, "array of numbers", &self.md[key]))
             })
-            .collect::<Result<Vec<_>>>()
-            .map(Some)
+            .collect()
     }
 
     fn bad(&self, key: &str, reason: String) -> Error {
@@ -239,6 +261,13 @@ const KEY_TOKENS: &str = "tokenizer.ggml.tokens";
 const KEY_SCORES: &str = "tokenizer.ggml.scores";
 const KEY_TYPES: &str = "tokenizer.ggml.token_type";
 const KEY_MERGES: &str = "tokenizer.ggml.merges";
+
+/// Vocabularies larger than this are refused before anything is built from them: 4 times the
+/// largest real one (Gemma 3's 262 144, whose tables here take 28 MB), so the tables stay near
+/// 120 MB at most.
+const MAX_TOKENS: usize = 1 << 20;
+/// Merges beyond this are refused likewise: Llama 3 has 280 147, Qwen 2 151 387.
+const MAX_MERGES: usize = 1 << 20;
 
 /// Texts llama.cpp takes for the end-of-turn token when the file names none.
 const EOT_TEXTS: &[&str] = &[
@@ -320,6 +349,425 @@ const EOG_TEXTS: &[&str] = &[
     "[e~[",
 ];
 
+/// `tokenizer.ggml.model`: which algorithm.
+fn read_kind(m: &Meta) -> Result<TokenizerKind> {
+    let model = m.str(KEY_MODEL)?.ok_or_else(|| Error::MissingKey {
+        source_name: m.source.to_string(),
+        key: KEY_MODEL.to_string(),
+    })?;
+    match model {
+        "gpt2" => Ok(TokenizerKind::Bpe),
+        "llama" => Ok(TokenizerKind::Spm),
+        other => Err(Error::UnsupportedTokenizer {
+            source_name: m.source.to_string(),
+            model: other.to_string(),
+        }),
+    }
+}
+
+/// The token texts (an empty one named `[EMPTY_i]`, as llama.cpp does) and the id of each.
+fn read_tokens(m: &Meta) -> Result<(Vec<String>, HashMap<String, u32>)> {
+    m.at_most(KEY_TOKENS, MAX_TOKENS, "tokens")?;
+    let texts = m.strings(KEY_TOKENS)?.ok_or_else(|| Error::MissingKey {
+        source_name: m.source.to_string(),
+        key: KEY_TOKENS.to_string(),
+    })?;
+    let n = texts.len();
+    if n == 0 {
+        return Err(m.bad(KEY_TOKENS, "no tokens".to_string()));
+    }
+    let mut tokens = Vec::with_capacity(n);
+    let mut to_id = HashMap::with_capacity(n);
+    for (i, t) in texts.iter().enumerate() {
+        let text = if t.is_empty() {
+            format!("[EMPTY_{i}]")
+        } else {
+            t.to_string()
+        };
+        if let Some(prev) = to_id.insert(text.clone(), i as u32) {
+            return Err(m.bad(
+                KEY_TOKENS,
+                format!("token {text:?} appears twice (ids {prev} and {i})"),
+            ));
+        }
+        tokens.push(text);
+    }
+    Ok((tokens, to_id))
+}
+
+/// `tokenizer.ggml.scores`, 0 for every token when absent. Only their order matters (SPM
+/// merges the pair of highest score), so any finite score is meaningful; NaN compares as
+/// neither higher nor lower, and an infinity (or an f64 beyond f32) ties with its kind.
+fn read_scores(m: &Meta, tokens: &[String]) -> Result<Vec<f32>> {
+    let Some(arr) = m.array_per_token(KEY_SCORES, tokens.len(), "scores")? else {
+        return Ok(vec![0.0; tokens.len()]);
+    };
+    let scores = m.numbers(KEY_SCORES, arr)?;
+    match scores.iter().position(|&x| !(x as f32).is_finite()) {
+        Some(i) => Err(m.bad(
+            KEY_SCORES,
+            format!(
+                "token {i} ({:?}) has score {:?}; scores must be finite f32 numbers",
+                tokens[i], scores[i]
+            ),
+        )),
+        None => Ok(scores.iter().map(|&x| x as f32).collect()),
+    }
+}
+
+/// Each token's attributes from `tokenizer.ggml.token_type` (GGUF's types 0–6), normal when
+/// absent.
+fn read_token_types(m: &Meta, tokens: &[String]) -> Result<Vec<TokenAttr>> {
+    let Some(arr) = m.array_per_token(KEY_TYPES, tokens.len(), "token types")? else {
+        return Ok(vec![TokenAttr::NORMAL; tokens.len()]);
+    };
+    let types = m.numbers(KEY_TYPES, arr)?;
+    match types
+        .iter()
+        .position(|&t| t.fract() != 0.0 || !(0.0..=6.0).contains(&t))
+    {
+        Some(i) => Err(m.bad(
+            KEY_TYPES,
+            format!(
+                "token {i} ({:?}) has type {}; types are 0 to 6 (undefined, normal, unknown, \
+                 control, user-defined, unused, byte)",
+                tokens[i], types[i]
+            ),
+        )),
+        None => Ok(types
+            .iter()
+            .map(|&t| TokenAttr::from_token_type(t as i64))
+            .collect()),
+    }
+}
+
+/// The algorithm, and the defaults that come with it (for BPE, with its pre-tokenizer).
+struct AlgorithmDefaults {
+    algorithm: Algorithm,
+    add_bos: bool,
+    add_space_prefix: bool,
+    clean_spaces: bool,
+    no_bos: bool,
+}
+
+fn read_algorithm(
+    m: &Meta,
+    kind: TokenizerKind,
+    pre: &str,
+    to_id: &HashMap<String, u32>,
+) -> Result<AlgorithmDefaults> {
+    match kind {
+        TokenizerKind::Bpe => {
+            let spec = pre_spec(pre).ok_or_else(|| Error::UnsupportedPreTokenizer {
+                source_name: m.source.to_string(),
+                pre: pre.to_string(),
+                supported: supported_pre_names().join(", "),
+            })?;
+            m.at_most(KEY_MERGES, MAX_MERGES, "merges")?;
+            let merges = m.strings(KEY_MERGES)?.ok_or_else(|| Error::MissingKey {
+                source_name: m.source.to_string(),
+                key: KEY_MERGES.to_string(),
+            })?;
+            check_merges(m, &merges, to_id)?;
+            let merges: Vec<String> = merges.iter().map(|s| s.to_string()).collect();
+            let bpe = Bpe::new(
+                PreTokenizer::new(spec.regexes)?,
+                &merges,
+                spec.ignore_merges,
+            );
+            Ok(AlgorithmDefaults {
+                algorithm: Algorithm::Bpe(bpe),
+                add_bos: spec.add_bos,
+                add_space_prefix: false,
+                clean_spaces: spec.clean_spaces,
+                no_bos: spec.no_bos,
+            })
+        }
+        TokenizerKind::Spm => Ok(AlgorithmDefaults {
+            algorithm: Algorithm::Spm,
+            add_bos: true,
+            add_space_prefix: true,
+            clean_spaces: false,
+            no_bos: false,
+        }),
+    }
+}
+
+/// Every merge joins two tokens into a third, as Hugging Face's tokenizers require when they
+/// load a BPE model; a merge naming other texts would make symbols that are no token, which
+/// the tokenizer then drops. Split as llama.cpp splits them: at the first space from byte 1.
+fn check_merges(m: &Meta, merges: &[&str], to_id: &HashMap<String, u32>) -> Result<()> {
+    let mut joined = String::new();
+    for (i, merge) in merges.iter().enumerate() {
+        let Some(at) = merge.bytes().skip(1).position(|b| b == b' ').map(|p| p + 1) else {
+            return Err(m.bad(
+                KEY_MERGES,
+                format!("merge {i} {merge:?} is not two tokens separated by a space"),
+            ));
+        };
+        let (left, right) = (&merge[..at], &merge[at + 1..]);
+        joined.clear();
+        joined.push_str(left);
+        joined.push_str(right);
+        for (part, role) in [
+            (left, "names"),
+            (right, "names"),
+            (joined.as_str(), "makes"),
+        ] {
+            if !to_id.contains_key(part) {
+                return Err(m.bad(
+                    KEY_MERGES,
+                    format!("merge {i} {merge:?} {role} {part:?}, which is not a token"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The token of each byte: `<0xXX>` (SPM, else the ASCII character itself) or GPT-2's byte
+/// character (BPE).
+fn byte_tokens(kind: TokenizerKind, to_id: &HashMap<String, u32>) -> [Option<u32>; 256] {
+    let mut bytes = [None; 256];
+    for (b, slot) in bytes.iter_mut().enumerate() {
+        *slot = match kind {
+            TokenizerKind::Spm => to_id
+                .get(&format!("<0x{b:02X}>"))
+                .or_else(|| {
+                    (b < 0x80)
+                        .then(|| to_id.get(&(b as u8 as char).to_string()))
+                        .flatten()
+                })
+                .copied(),
+            TokenizerKind::Bpe => to_id
+                .get(&unicode::byte_to_char(b as u8).to_string())
+                .copied(),
+        };
+    }
+    bytes
+}
+
+/// The ids of special tokens.
+struct SpecialIds {
+    bos: Option<u32>,
+    eos: Option<u32>,
+    unk: Option<u32>,
+    pad: Option<u32>,
+    eot: Option<u32>,
+    eom: Option<u32>,
+    /// FIM prefix, suffix, middle, pad, repo and separator.
+    fim: [Option<u32>; 6],
+}
+
+/// The algorithm's defaults (where the vocabulary has them), then the file's ids. An id the
+/// file gives beyond the vocabulary is an error: llama.cpp warns and keeps the default, but
+/// gguf-py's converter never writes one, so the file was damaged or made by hand.
+fn read_special_ids(m: &Meta, kind: TokenizerKind, n: usize, no_bos: bool) -> Result<SpecialIds> {
+    let in_range = |id: Option<u64>| id.filter(|&i| (i as usize) < n).map(|i| i as u32);
+    let (bos, eos, unk) = match kind {
+        TokenizerKind::Spm => (in_range(Some(1)), in_range(Some(2)), in_range(Some(0))),
+        TokenizerKind::Bpe => (in_range(Some(11)), in_range(Some(11)), None),
+    };
+    let mut ids = SpecialIds {
+        bos: if no_bos { None } else { bos },
+        eos,
+        unk,
+        pad: None,
+        eot: None,
+        eom: None,
+        fim: [None; 6],
+    };
+    let read_id = |key: &str, slot: &mut Option<u32>| -> Result<()> {
+        match m.id(key)? {
+            Some(id) if id < n as u64 => *slot = Some(id as u32),
+            Some(id) => {
+                return Err(m.bad(
+                    key,
+                    format!("token id {id} is beyond the vocabulary ({n} tokens)"),
+                ))
+            }
+            None => {}
+        }
+        Ok(())
+    };
+    read_id("tokenizer.ggml.bos_token_id", &mut ids.bos)?;
+    read_id("tokenizer.ggml.eos_token_id", &mut ids.eos)?;
+    read_id("tokenizer.ggml.unknown_token_id", &mut ids.unk)?;
+    read_id("tokenizer.ggml.padding_token_id", &mut ids.pad)?;
+    read_id("tokenizer.ggml.eot_token_id", &mut ids.eot)?;
+    read_id("tokenizer.ggml.eom_token_id", &mut ids.eom)?;
+    for (slot, key) in ids.fim.iter_mut().zip([
+        "tokenizer.ggml.fim_pre_token_id",
+        "tokenizer.ggml.fim_suf_token_id",
+        "tokenizer.ggml.fim_mid_token_id",
+        "tokenizer.ggml.fim_pad_token_id",
+        "tokenizer.ggml.fim_rep_token_id",
+        "tokenizer.ggml.fim_sep_token_id",
+    ]) {
+        read_id(key, slot)?;
+    }
+    for (slot, key) in ids.fim.iter_mut().take(3).zip([
+        "tokenizer.ggml.prefix_token_id",
+        "tokenizer.ggml.suffix_token_id",
+        "tokenizer.ggml.middle_token_id",
+    ]) {
+        read_id(key, slot)?;
+    }
+    Ok(ids)
+}
+
+/// A kind the file does not name is found by text, and becomes a control token. llama.cpp
+/// takes the first match in hash order, this the lowest id.
+fn find_unnamed_specials(
+    ids: &mut SpecialIds,
+    attrs: &mut [TokenAttr],
+    to_id: &HashMap<String, u32>,
+) {
+    let mut find = |slot: &mut Option<u32>, candidates: &[&str]| {
+        if slot.is_none() {
+            *slot = candidates
+                .iter()
+                .filter_map(|t| to_id.get(*t).copied())
+                .min();
+            if let Some(id) = *slot {
+                attrs[id as usize] = attrs[id as usize] | TokenAttr::CONTROL;
+            }
+        }
+    };
+    find(&mut ids.eot, EOT_TEXTS);
+    find(&mut ids.eom, EOM_TEXTS);
+    for (slot, texts) in ids.fim.iter_mut().zip([
+        FIM_PRE_TEXTS,
+        FIM_SUF_TEXTS,
+        FIM_MID_TEXTS,
+        FIM_PAD_TEXTS,
+        FIM_REP_TEXTS,
+        FIM_SEP_TEXTS,
+    ]) {
+        find(slot, texts);
+    }
+}
+
+/// Control tokens named `unused` are unused.
+fn mark_unused(attrs: &mut [TokenAttr], tokens: &[String]) {
+    for (a, t) in attrs.iter_mut().zip(tokens) {
+        if a.has(TokenAttr::CONTROL) && t.contains("unused") {
+            *a = *a | TokenAttr::UNUSED;
+        }
+    }
+}
+
+/// The tokens that end generation, as llama.cpp collects them (marking them control tokens),
+/// with its exceptions for gpt-oss, solar-open and Gemma 4.
+fn end_of_generation(
+    ids: &SpecialIds,
+    attrs: &mut [TokenAttr],
+    to_id: &HashMap<String, u32>,
+) -> BTreeSet<u32> {
+    let mut eog: BTreeSet<u32> = ids.fim[3..].iter().flatten().copied().collect();
+    for t in EOG_TEXTS {
+        if let Some(&id) = to_id.get(*t) {
+            eog.insert(id);
+            attrs[id as usize] = attrs[id as usize] | TokenAttr::CONTROL;
+        }
+    }
+    for t in ["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"] {
+        if let Some(&id) = to_id.get(t) {
+            attrs[id as usize] = TokenAttr::USER_DEFINED;
+        }
+    }
+    eog.extend([ids.eos, ids.eot, ids.eom].into_iter().flatten());
+    let eog_has = |eog: &BTreeSet<u32>, t: &str| to_id.get(t).is_some_and(|id| eog.contains(id));
+    // gpt-oss and solar-open: "<|end|>" ends a message, not the generation.
+    if eog_has(&eog, "<|end|>")
+        && ((eog_has(&eog, "<|return|>") && eog_has(&eog, "<|call|>"))
+            || ((eog_has(&eog, "<|call|>") || eog_has(&eog, "<|calls|>"))
+                && eog_has(&eog, "<|flush|>")))
+    {
+        let id = to_id["<|end|>"];
+        eog.remove(&id);
+        attrs[id as usize] = TokenAttr::USER_DEFINED;
+    }
+    // Gemma 4: "</s>" is text there.
+    if eog_has(&eog, "<|tool_response>") && eog_has(&eog, "</s>") {
+        let id = to_id["</s>"];
+        eog.remove(&id);
+        attrs[id as usize] = TokenAttr::NORMAL;
+    }
+    eog
+}
+
+/// Tokens split out of the text before tokenizing, longest first (ties by id).
+fn special_tokens(attrs: &[TokenAttr], tokens: &[String]) -> Vec<u32> {
+    let mut special: Vec<u32> = (0..tokens.len() as u32)
+        .filter(|&id| {
+            attrs[id as usize]
+                .has(TokenAttr::CONTROL | TokenAttr::USER_DEFINED | TokenAttr::UNKNOWN)
+        })
+        .collect();
+    special.sort_by(|&a, &b| {
+        tokens[b as usize]
+            .len()
+            .cmp(&tokens[a as usize].len())
+            .then(a.cmp(&b))
+    });
+    special
+}
+
+/// Per-model strip attributes (llama.cpp sets them by model, pre-tokenizer or architecture
+/// name).
+fn set_strip_attrs(
+    m: &Meta,
+    pre: &str,
+    attrs: &mut [TokenAttr],
+    to_id: &HashMap<String, u32>,
+    special: &[u32],
+) {
+    let name = m
+        .str("general.name")
+        .ok()
+        .flatten()
+        .unwrap_or("")
+        .to_lowercase();
+    let arch = m.str("general.architecture").ok().flatten().unwrap_or("");
+    fn set(
+        attrs: &mut [TokenAttr],
+        to_id: &HashMap<String, u32>,
+        text: &str,
+        attr: TokenAttr,
+        on: bool,
+    ) {
+        if let Some(&id) = to_id.get(text) {
+            let a = &mut attrs[id as usize];
+            *a = if on {
+                *a | attr
+            } else {
+                TokenAttr(a.0 & !attr.0)
+            };
+        }
+    }
+    if ["jina-v2-de", "jina-v2-es", "jina-v2-code"]
+        .iter()
+        .any(|p| pre.contains(p))
+        || ["nomic-bert-moe", "jina-bert-v3"]
+            .iter()
+            .any(|a| arch.contains(a))
+    {
+        set(attrs, to_id, "<mask>", TokenAttr::LSTRIP, true);
+    } else if name.contains("phi-3") || name.contains("phi3") {
+        for &id in special {
+            let a = &mut attrs[id as usize];
+            *a = *a | TokenAttr::RSTRIP;
+        }
+        set(attrs, to_id, "</s>", TokenAttr::RSTRIP, true);
+        for t in ["<unk>", "<s>", "<|endoftext|>"] {
+            set(attrs, to_id, t, TokenAttr::RSTRIP, false);
+        }
+    } else if name.contains("modern-bert") {
+        set(attrs, to_id, "[MASK]", TokenAttr::LSTRIP, true);
+    }
+}
+
 impl Tokenizer {
     /// Builds the tokenizer of a model from its metadata.
     pub fn from_model(model: &GgufModel) -> Result<Self> {
@@ -333,282 +781,27 @@ impl Tokenizer {
             source: source_name,
             md: metadata,
         };
-        let model = m.str(KEY_MODEL)?.ok_or_else(|| Error::MissingKey {
-            source_name: source_name.to_string(),
-            key: KEY_MODEL.to_string(),
-        })?;
-        let kind = match model {
-            "gpt2" => TokenizerKind::Bpe,
-            "llama" => TokenizerKind::Spm,
-            other => {
-                return Err(Error::UnsupportedTokenizer {
-                    source_name: source_name.to_string(),
-                    model: other.to_string(),
-                })
-            }
-        };
+        let kind = read_kind(&m)?;
         let pre = m.str(KEY_PRE)?.unwrap_or("").to_string();
-
-        // ---- vocabulary ----
-        let texts = m.strings(KEY_TOKENS)?.ok_or_else(|| Error::MissingKey {
-            source_name: source_name.to_string(),
-            key: KEY_TOKENS.to_string(),
-        })?;
-        let n = texts.len();
-        if n == 0 || n > u32::MAX as usize {
-            return Err(m.bad(KEY_TOKENS, format!("{n} tokens")));
-        }
-        let mut tokens = Vec::with_capacity(n);
-        let mut to_id = HashMap::with_capacity(n);
-        for (i, t) in texts.iter().enumerate() {
-            let text = if t.is_empty() {
-                format!("[EMPTY_{i}]")
-            } else {
-                t.to_string()
-            };
-            if let Some(prev) = to_id.insert(text.clone(), i as u32) {
-                return Err(m.bad(
-                    KEY_TOKENS,
-                    format!("token {text:?} appears twice (ids {prev} and {i})"),
-                ));
-            }
-            tokens.push(text);
-        }
-        let scores: Vec<f32> = match m.numbers(KEY_SCORES)? {
-            Some(s) if s.len() < n => {
-                return Err(m.bad(KEY_SCORES, format!("{} scores for {n} tokens", s.len())))
-            }
-            Some(s) => s[..n].iter().map(|&x| x as f32).collect(),
-            None => vec![0.0; n],
-        };
-        let mut attrs: Vec<TokenAttr> = match m.numbers(KEY_TYPES)? {
-            Some(t) if t.len() < n => {
-                return Err(m.bad(KEY_TYPES, format!("{} token types for {n} tokens", t.len())))
-            }
-            Some(t) => t[..n]
-                .iter()
-                .map(|&x| TokenAttr::from_token_type(x as i64))
-                .collect(),
-            None => vec![TokenAttr::NORMAL; n],
-        };
-
-        // ---- algorithm and its defaults ----
-        let (algorithm, mut add_bos, mut add_space_prefix, clean_spaces, no_bos) = match kind {
-            TokenizerKind::Bpe => {
-                let spec = pre_spec(&pre).ok_or_else(|| Error::UnsupportedPreTokenizer {
-                    source_name: source_name.to_string(),
-                    pre: pre.clone(),
-                    supported: supported_pre_names().join(", "),
-                })?;
-                let merges = m.strings(KEY_MERGES)?.ok_or_else(|| Error::MissingKey {
-                    source_name: source_name.to_string(),
-                    key: KEY_MERGES.to_string(),
-                })?;
-                let merges: Vec<String> = merges.iter().map(|s| s.to_string()).collect();
-                let bpe = Bpe::new(
-                    PreTokenizer::new(spec.regexes)?,
-                    &merges,
-                    spec.ignore_merges,
-                );
-                (
-                    Algorithm::Bpe(bpe),
-                    spec.add_bos,
-                    false,
-                    spec.clean_spaces,
-                    spec.no_bos,
-                )
-            }
-            TokenizerKind::Spm => (Algorithm::Spm, true, true, false, false),
-        };
-        if let Some(v) = m.bool("tokenizer.ggml.add_space_prefix")? {
-            add_space_prefix = v;
-        }
-
-        let mut bytes = [None; 256];
-        for (b, slot) in bytes.iter_mut().enumerate() {
-            *slot = match kind {
-                TokenizerKind::Spm => to_id
-                    .get(&format!("<0x{b:02X}>"))
-                    .or_else(|| {
-                        (b < 0x80)
-                            .then(|| to_id.get(&(b as u8 as char).to_string()))
-                            .flatten()
-                    })
-                    .copied(),
-                TokenizerKind::Bpe => to_id
-                    .get(&unicode::byte_to_char(b as u8).to_string())
-                    .copied(),
-            };
-        }
-
-        // ---- special token ids: defaults, then the file's (ignored when out of range) ----
-        let in_range = |id: Option<u64>| id.filter(|&i| (i as usize) < n).map(|i| i as u32);
-        let (mut bos, mut eos, mut unk) = match kind {
-            TokenizerKind::Spm => (in_range(Some(1)), in_range(Some(2)), in_range(Some(0))),
-            TokenizerKind::Bpe => (in_range(Some(11)), in_range(Some(11)), None),
-        };
-        if no_bos {
-            bos = None;
-        }
-        let mut pad = None;
-        let read_id = |key: &str, slot: &mut Option<u32>| -> Result<()> {
-            if let Some(id) = in_range(m.id(key)?) {
-                *slot = Some(id);
-            }
-            Ok(())
-        };
-        read_id("tokenizer.ggml.bos_token_id", &mut bos)?;
-        read_id("tokenizer.ggml.eos_token_id", &mut eos)?;
-        read_id("tokenizer.ggml.unknown_token_id", &mut unk)?;
-        read_id("tokenizer.ggml.padding_token_id", &mut pad)?;
-        let mut eot = None;
-        let mut eom = None;
-        let mut fim = [None; 6];
-        read_id("tokenizer.ggml.eot_token_id", &mut eot)?;
-        read_id("tokenizer.ggml.eom_token_id", &mut eom)?;
-        for (slot, key) in fim.iter_mut().zip([
-            "tokenizer.ggml.fim_pre_token_id",
-            "tokenizer.ggml.fim_suf_token_id",
-            "tokenizer.ggml.fim_mid_token_id",
-            "tokenizer.ggml.fim_pad_token_id",
-            "tokenizer.ggml.fim_rep_token_id",
-            "tokenizer.ggml.fim_sep_token_id",
-        ]) {
-            read_id(key, slot)?;
-        }
-        for (slot, key) in fim.iter_mut().take(3).zip([
-            "tokenizer.ggml.prefix_token_id",
-            "tokenizer.ggml.suffix_token_id",
-            "tokenizer.ggml.middle_token_id",
-        ]) {
-            read_id(key, slot)?;
-        }
-        if let Some(v) = m.bool("tokenizer.ggml.add_bos_token")? {
-            add_bos = v;
-        }
+        let (tokens, to_id) = read_tokens(&m)?;
+        let scores = read_scores(&m, &tokens)?;
+        let mut attrs = read_token_types(&m, &tokens)?;
+        let defaults = read_algorithm(&m, kind, &pre, &to_id)?;
+        let add_space_prefix = m
+            .bool("tokenizer.ggml.add_space_prefix")?
+            .unwrap_or(defaults.add_space_prefix);
+        let bytes = byte_tokens(kind, &to_id);
+        let mut ids = read_special_ids(&m, kind, tokens.len(), defaults.no_bos)?;
+        let add_bos = m
+            .bool("tokenizer.ggml.add_bos_token")?
+            .unwrap_or(defaults.add_bos);
         let add_eos = m.bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false);
 
-        // ---- attributes by token text, as llama.cpp adjusts them ----
-        // A kind the file does not name is found by text; llama.cpp takes the first match in
-        // hash order, this the lowest id. Either way it becomes a control token.
-        let mut find = |slot: &mut Option<u32>, candidates: &[&str]| {
-            if slot.is_none() {
-                *slot = candidates
-                    .iter()
-                    .filter_map(|t| to_id.get(*t).copied())
-                    .min();
-                if let Some(id) = *slot {
-                    attrs[id as usize] = attrs[id as usize] | TokenAttr::CONTROL;
-                }
-            }
-        };
-        find(&mut eot, EOT_TEXTS);
-        find(&mut eom, EOM_TEXTS);
-        for (slot, texts) in fim.iter_mut().zip([
-            FIM_PRE_TEXTS,
-            FIM_SUF_TEXTS,
-            FIM_MID_TEXTS,
-            FIM_PAD_TEXTS,
-            FIM_REP_TEXTS,
-            FIM_SEP_TEXTS,
-        ]) {
-            find(slot, texts);
-        }
-        for (a, t) in attrs.iter_mut().zip(&tokens) {
-            if a.has(TokenAttr::CONTROL) && t.contains("unused") {
-                *a = *a | TokenAttr::UNUSED;
-            }
-        }
-        let mut eog: BTreeSet<u32> = fim[3..].iter().flatten().copied().collect();
-        for t in EOG_TEXTS {
-            if let Some(&id) = to_id.get(*t) {
-                eog.insert(id);
-                attrs[id as usize] = attrs[id as usize] | TokenAttr::CONTROL;
-            }
-        }
-        for t in ["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"] {
-            if let Some(&id) = to_id.get(t) {
-                attrs[id as usize] = TokenAttr::USER_DEFINED;
-            }
-        }
-        eog.extend([eos, eot, eom].into_iter().flatten());
-        let eog_has =
-            |eog: &BTreeSet<u32>, t: &str| to_id.get(t).is_some_and(|id| eog.contains(id));
-        // gpt-oss and solar-open: "<|end|>" ends a message, not the generation.
-        if eog_has(&eog, "<|end|>")
-            && ((eog_has(&eog, "<|return|>") && eog_has(&eog, "<|call|>"))
-                || ((eog_has(&eog, "<|call|>") || eog_has(&eog, "<|calls|>"))
-                    && eog_has(&eog, "<|flush|>")))
-        {
-            let id = to_id["<|end|>"];
-            eog.remove(&id);
-            attrs[id as usize] = TokenAttr::USER_DEFINED;
-        }
-        // Gemma 4: "</s>" is text there.
-        if eog_has(&eog, "<|tool_response>") && eog_has(&eog, "</s>") {
-            let id = to_id["</s>"];
-            eog.remove(&id);
-            attrs[id as usize] = TokenAttr::NORMAL;
-        }
-
-        let mut special: Vec<u32> = (0..n as u32)
-            .filter(|&id| {
-                attrs[id as usize]
-                    .has(TokenAttr::CONTROL | TokenAttr::USER_DEFINED | TokenAttr::UNKNOWN)
-            })
-            .collect();
-        special.sort_by(|&a, &b| {
-            tokens[b as usize]
-                .len()
-                .cmp(&tokens[a as usize].len())
-                .then(a.cmp(&b))
-        });
-
-        // Per-model strip attributes (llama.cpp sets them by model, pre-tokenizer or
-        // architecture name).
-        let name = m
-            .str("general.name")
-            .ok()
-            .flatten()
-            .unwrap_or("")
-            .to_lowercase();
-        let arch = m.str("general.architecture").ok().flatten().unwrap_or("");
-        fn set(
-            attrs: &mut [TokenAttr],
-            to_id: &HashMap<String, u32>,
-            text: &str,
-            attr: TokenAttr,
-            on: bool,
-        ) {
-            if let Some(&id) = to_id.get(text) {
-                let a = &mut attrs[id as usize];
-                *a = if on {
-                    *a | attr
-                } else {
-                    TokenAttr(a.0 & !attr.0)
-                };
-            }
-        }
-        if ["jina-v2-de", "jina-v2-es", "jina-v2-code"]
-            .iter()
-            .any(|p| pre.contains(p))
-            || ["nomic-bert-moe", "jina-bert-v3"]
-                .iter()
-                .any(|a| arch.contains(a))
-        {
-            set(&mut attrs, &to_id, "<mask>", TokenAttr::LSTRIP, true);
-        } else if name.contains("phi-3") || name.contains("phi3") {
-            for &id in &special {
-                let a = &mut attrs[id as usize];
-                *a = *a | TokenAttr::RSTRIP;
-            }
-            set(&mut attrs, &to_id, "</s>", TokenAttr::RSTRIP, true);
-            for t in ["<unk>", "<s>", "<|endoftext|>"] {
-                set(&mut attrs, &to_id, t, TokenAttr::RSTRIP, false);
-            }
-        } else if name.contains("modern-bert") {
-            set(&mut attrs, &to_id, "[MASK]", TokenAttr::LSTRIP, true);
-        }
+        find_unnamed_specials(&mut ids, &mut attrs, &to_id);
+        mark_unused(&mut attrs, &tokens);
+        let eog = end_of_generation(&ids, &mut attrs, &to_id);
+        let special = special_tokens(&attrs, &tokens);
+        set_strip_attrs(&m, &pre, &mut attrs, &to_id, &special);
 
         Ok(Self {
             vocab: Vocab {
@@ -618,19 +811,19 @@ impl Tokenizer {
                 bytes,
             },
             attrs,
-            algorithm,
+            algorithm: defaults.algorithm,
             kind,
             pre,
             special,
-            bos,
-            eos,
-            unk,
-            pad,
+            bos: ids.bos,
+            eos: ids.eos,
+            unk: ids.unk,
+            pad: ids.pad,
             eog,
             add_bos,
             add_eos,
             add_space_prefix,
-            clean_spaces,
+            clean_spaces: defaults.clean_spaces,
         })
     }
 

@@ -16,12 +16,20 @@
 //! A model without a template is an error ([`Error::NoChatTemplate`]); there is no silent
 //! fallback. A caller that wants one picks it explicitly: [`ChatTemplate::chatml`] or
 //! [`ChatTemplate::gemma`].
+//!
+//! The template comes from the model file, so it is untrusted: `limits.rs` bounds what a render
+//! may do. Undefined variables are lenient as in Jinja2 and llama.cpp's renderer: printed they
+//! are empty, tested they are false, iterated they are empty, and only reading an attribute of
+//! one is an error. `raise_exception(message)` is an error carrying the template's message.
+
+mod limits;
 
 use crate::error::{Error, Result};
 use crate::gguf::GgufModel;
 use crate::tokenizer::Tokenizer;
+use limits::{CappedOutput, Limits};
 use minijinja::syntax::SyntaxConfig;
-use minijinja::{Environment, ErrorKind, Value};
+use minijinja::{Environment, ErrorKind, State, UndefinedBehavior, Value};
 use serde::{Deserialize, Serialize};
 
 /// One turn of a conversation.
@@ -135,20 +143,26 @@ impl ChatTemplate {
             .build()
             .map_err(template_error)?;
         env.set_syntax(syntax);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.set_undefined_behavior(UndefinedBehavior::Lenient);
+        limits::install(&mut env);
         env.add_function(
             "raise_exception",
-            |message: String| -> std::result::Result<String, minijinja::Error> {
-                Err(minijinja::Error::new(ErrorKind::InvalidOperation, message))
+            |state: &State, message: &Value| -> std::result::Result<String, minijinja::Error> {
+                // As the `string` filter, so that a huge value is refused before it is text.
+                let message = limits::string(state, message)?;
+                Err(minijinja::Error::new(
+                    ErrorKind::InvalidOperation,
+                    message.as_str().unwrap_or_default().to_string(),
+                ))
             },
         );
         // Local time, as llama.cpp's and Hugging Face's renderers give it.
         env.add_function(
             "strftime_now",
-            |format: String| -> std::result::Result<String, minijinja::Error> {
+            |format: &str| -> std::result::Result<String, minijinja::Error> {
                 use std::fmt::Write;
                 let mut out = String::new();
-                write!(out, "{}", chrono::Local::now().format(&format)).map_err(|_| {
+                write!(out, "{}", chrono::Local::now().format(format)).map_err(|_| {
                     minijinja::Error::new(
                         ErrorKind::InvalidOperation,
                         format!("strftime_now: bad format {format:?}"),
@@ -168,22 +182,37 @@ impl ChatTemplate {
     }
 
     /// The prompt text for a conversation; with `add_generation_prompt` it ends with the
-    /// opening of the assistant's turn.
+    /// opening of the assistant's turn. A template that exceeds a limit of `limits.rs` is
+    /// [`Error::ChatTemplateLimit`]; the template stays usable for the next conversation.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        let tmpl = self.env.get_template(NAME).map_err(template_error)?;
+        let limits = Limits::for_conversation(messages, &self.bos_token, &self.eos_token);
+        // Fuel is set on the environment, so each render sets it on a copy (the compiled
+        // template is shared, not copied).
+        let mut env = self.env.clone();
+        env.set_fuel(Some(limits.fuel));
+        let tmpl = env.get_template(NAME).map_err(template_error)?;
         let messages: Value = messages
             .iter()
             .map(|m| {
                 Value::from_pairs([("role", m.role.as_str()), ("content", m.content.as_str())])
             })
             .collect();
-        tmpl.render(minijinja::context! {
-            messages => messages,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => &self.bos_token,
-            eos_token => &self.eos_token,
-        })
-        .map_err(template_error)
+        let mut out = CappedOutput::new(limits.output);
+        let rendered = tmpl.render_captured_to(
+            minijinja::context! {
+                messages => messages,
+                add_generation_prompt => add_generation_prompt,
+                bos_token => &self.bos_token,
+                eos_token => &self.eos_token,
+            },
+            &mut out,
+        );
+        match rendered {
+            Ok(_) => String::from_utf8(out.bytes).map_err(|e| Error::ChatTemplate {
+                message: e.to_string(),
+            }),
+            Err(e) => Err(limits.error(&e, &out).unwrap_or_else(|| template_error(e))),
+        }
     }
 
     /// Token ids of the rendered conversation, as llama.cpp's chat path makes them: when the
