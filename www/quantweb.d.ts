@@ -402,18 +402,20 @@ export interface EngineInfo {
   wasmMemoryBytes: number;
 }
 
+/** `null` is the same as absent (the SDKs' request types allow it). */
 export interface SamplingOptions {
   /** Default: the engine's (until the context is full). */
-  max_tokens?: number;
+  max_tokens?: number | null;
   /** 0 = greedy. */
-  temperature?: number;
-  top_k?: number;
-  top_p?: number;
-  min_p?: number;
-  repeat_penalty?: number;
-  seed?: number;
+  temperature?: number | null;
+  top_k?: number | null;
+  top_p?: number | null;
+  min_p?: number | null;
+  /** llama.cpp's: over the last 64 tokens, a positive logit is divided by it, a negative one multiplied. */
+  repeat_penalty?: number | null;
+  seed?: number | null;
   /** Generation stops before any of these strings (not included in the text). */
-  stop?: string | string[];
+  stop?: string | ReadonlyArray<string> | null;
 }
 
 export interface Timings {
@@ -476,18 +478,111 @@ export interface CompleteResult {
   cached_tokens: number;
 }
 
+/**
+ * A part of a message's content. Text parts are joined; a refusal part counts as text (it is
+ * what the assistant said). Image, audio and file parts are UnsupportedOptionError: the
+ * engine runs text-only models.
+ */
+export type ChatContentPart =
+  | { type: 'text'; text: string }
+  | { type: 'refusal'; refusal: string }
+  | { type: 'image_url'; image_url: { url: string; detail?: 'auto' | 'low' | 'high' } }
+  | { type: 'input_audio'; input_audio: unknown }
+  | { type: 'file'; file: unknown };
+
+/**
+ * A message, with every field of OpenAI's and WebLLM's message types. The model's chat template
+ * sees `{role, content}`: `developer` (OpenAI's newer name for `system`) is rendered as
+ * `system`, other roles go to the template as they are. Fields that would need more than that
+ * are UnsupportedOptionError: `role: 'tool'` and `'function'`, `tool_calls` (unless empty),
+ * `tool_call_id`, `function_call`, `audio`, and `name` (templates are not given it).
+ */
 export interface ChatMessage {
-  role: 'system' | 'user' | 'assistant' | string;
-  /** A string, or OpenAI content parts (their `text` is joined). */
-  content: string | ReadonlyArray<{ type?: string; text?: string }>;
+  role: 'system' | 'developer' | 'user' | 'assistant' | 'tool' | 'function' | (string & {});
+  /** Absent or null: empty (OpenAI's types allow it in assistant turns). */
+  content?: string | ReadonlyArray<ChatContentPart> | null;
+  /** An assistant's refusal, rendered as its text. */
+  refusal?: string | null;
+  name?: string;
+  tool_calls?: ReadonlyArray<unknown>;
+  tool_call_id?: string;
+  function_call?: unknown;
+  audio?: unknown;
 }
 
+/**
+ * A chat request: OpenAI's `ChatCompletionCreateParams` and WebLLM's `ChatCompletionRequest`
+ * are accepted as they are (tests/types checks this with the SDKs' own types). `null` is the
+ * same as absent.
+ *
+ * No field is silently ignored. A field this engine does not implement rejects the request with
+ * an UnsupportedOptionError that names it (`error.param`), unless it holds its default (the
+ * value given after each below). Unknown fields are rejected the same way.
+ */
 export interface ChatCompletionRequest extends SamplingOptions {
   messages: ReadonlyArray<ChatMessage>;
-  stream?: boolean;
+  stream?: boolean | null;
+  /** Streamed requests only. `include_usage: true` adds a last chunk with `choices: []` and `usage`, as OpenAI does. */
+  stream_options?: { include_usage?: boolean | null } | null;
   /** OpenAI's newer name for max_tokens. */
-  max_completion_tokens?: number;
+  max_completion_tokens?: number | null;
+  /** Stops after the current token (or pass it in create's second argument, as with the OpenAI SDK). */
   signal?: AbortSignal;
+
+  // Accepted, with no effect here: they concern OpenAI's service, not the answer.
+  /** The loaded model answers, whatever is named (the answer's `model` says which). */
+  model?: string | null;
+  user?: string;
+  metadata?: Record<string, string> | null;
+  service_tier?: string | null;
+  /** Predicted output: a speed-up in OpenAI's service; the answer does not depend on it. */
+  prediction?: unknown;
+
+  // UnsupportedOptionError unless at the default given.
+  /** 1. One choice per request. */
+  n?: number | null;
+  /** 0. Use `repeat_penalty`. */
+  frequency_penalty?: number | null;
+  /** 0. Use `repeat_penalty`. */
+  presence_penalty?: number | null;
+  /** WebLLM's; 1. Use `repeat_penalty` (over the last 64 tokens, as llama.cpp). */
+  repetition_penalty?: number | null;
+  /** `{}`. */
+  logit_bias?: Record<string, number> | null;
+  /** false. */
+  logprobs?: boolean | null;
+  /** 0. */
+  top_logprobs?: number | null;
+  /** `[]`. Tool calling is not implemented yet. */
+  tools?: ReadonlyArray<unknown>;
+  /** 'none'. */
+  tool_choice?: 'none' | 'auto' | 'required' | { type: 'function'; function: { name: string } };
+  /** No default: only meaningful with tools. */
+  parallel_tool_calls?: boolean;
+  /** OpenAI's deprecated function calling: `[]` and 'none'. */
+  functions?: ReadonlyArray<unknown>;
+  function_call?: 'none' | 'auto' | { name: string };
+  /** `{type: 'text'}`. JSON mode, JSON schemas and grammars are not implemented yet. */
+  response_format?: { type?: string };
+  /** No default: text output only. */
+  audio?: unknown;
+  /** `['text']`. */
+  modalities?: ReadonlyArray<string> | null;
+  /** false: nothing is stored, the model runs in this browser. */
+  store?: boolean | null;
+  /** No default. */
+  reasoning_effort?: string | null;
+  /** No default. */
+  web_search_options?: unknown;
+  /** WebLLM's; false. */
+  ignore_eos?: boolean;
+  /** WebLLM's (`enable_thinking`, …): every key null or absent. */
+  extra_body?: Record<string, unknown>;
+}
+
+/** The second argument of `create`, as the OpenAI SDK's request options; only `signal` is read. */
+export interface ChatRequestOptions {
+  signal?: AbortSignal | null;
 }
 
 /**
@@ -496,28 +591,61 @@ export interface ChatCompletionRequest extends SamplingOptions {
  */
 export type FinishReason = 'stop' | 'length';
 
+/** `usage` of a chat answer: OpenAI's fields, plus WebLLM's `extra` figures. */
+export interface ChatUsage extends Usage {
+  /** `cached_tokens`: prompt tokens reused from the KV cache of the previous request. */
+  prompt_tokens_details: { cached_tokens: number };
+  /** WebLLM's names for the engine's timings (0 when generation was aborted before it began). */
+  extra: {
+    /** From the call to the answer, measured on the page. */
+    e2e_latency_s: number;
+    prefill_tokens_per_s: number;
+    decode_tokens_per_s: number;
+    /** The prefill's time, as WebLLM counts it. */
+    time_to_first_token_s: number;
+    /** Decode time per decode step. */
+    time_per_output_token_s: number;
+  };
+}
+
+export interface ChatCompletionMessage {
+  role: 'assistant';
+  content: string;
+  /** The model's answer is never classified as a refusal. */
+  refusal: null;
+}
+
 export interface ChatCompletion {
   id: string;
   object: 'chat.completion';
   created: number;
   model: string;
-  choices: [{ index: 0; message: { role: 'assistant'; content: string }; finish_reason: FinishReason; logprobs: null }];
-  usage: Usage;
+  choices: [{ index: 0; message: ChatCompletionMessage; finish_reason: FinishReason; logprobs: null }];
+  usage: ChatUsage;
   timings: Timings;
   aborted: boolean;
 }
 
+/** A streamed choice: the first has `delta.role`; the last has an empty delta and `finish_reason`. */
+export interface ChatCompletionChunkChoice {
+  index: 0;
+  delta: { role?: 'assistant'; content?: string };
+  finish_reason: FinishReason | null;
+  logprobs: null;
+}
+
 /**
- * A streamed piece. The first chunk has `delta.role`; the last has an empty delta, the
- * `finish_reason`, `usage`, `timings` and `aborted`.
+ * A streamed piece. Each chunk has one choice, except the extra last one that
+ * `stream_options: {include_usage: true}` asks for, which has none (OpenAI's shape). The chunk
+ * with the `finish_reason` also has `usage`, `timings` and `aborted`.
  */
 export interface ChatCompletionChunk {
   id: string;
   object: 'chat.completion.chunk';
   created: number;
   model: string;
-  choices: [{ index: 0; delta: { role?: 'assistant'; content?: string }; finish_reason: FinishReason | null; logprobs: null }];
-  usage?: Usage;
+  choices: ChatCompletionChunkChoice[];
+  usage?: ChatUsage;
   timings?: Timings;
   aborted?: boolean;
 }
@@ -548,7 +676,9 @@ export interface CachedModel {
  * message names it and the tensors; found from the header alone, before any download),
  * InvalidModelError (not a GGUF, truncated or malformed), ChatTemplateError (the model's chat
  * template raised an error, e.g. roles that do not alternate, or went past its work, recursion or
- * output limits), ContextFullError, BusyError.
+ * output limits), ContextFullError, BusyError, UnsupportedOptionError (a chat request field this
+ * engine does not implement; `param` names it, e.g. "n" or "messages[1].content[0]"; see
+ * ChatCompletionRequest).
  */
 export class Engine {
   /** `source`: a URL, a File/Blob, or an array (shards or byte chunks, in order). */
@@ -564,8 +694,9 @@ export class Engine {
   model: string;
   chat: {
     completions: {
-      create(req: ChatCompletionRequest & { stream: true }): Promise<AsyncIterable<ChatCompletionChunk>>;
-      create(req: ChatCompletionRequest & { stream?: false }): Promise<ChatCompletion>;
+      create(req: ChatCompletionRequest & { stream: true }, options?: ChatRequestOptions): Promise<AsyncIterable<ChatCompletionChunk>>;
+      create(req: ChatCompletionRequest & { stream?: false | null }, options?: ChatRequestOptions): Promise<ChatCompletion>;
+      create(req: ChatCompletionRequest, options?: ChatRequestOptions): Promise<AsyncIterable<ChatCompletionChunk> | ChatCompletion>;
     };
   };
   complete(req: CompleteRequest): Promise<CompleteResult>;

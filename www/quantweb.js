@@ -299,8 +299,120 @@ const completionId = (prefix) => `${prefix}-${Date.now().toString(36)}${(complet
 
 const finishReason = (r) => (r === 'length' ? 'length' : 'stop');
 
-function usageOf(res) {
-  return res.usage || { prompt_tokens: res.prompt_tokens.length, completion_tokens: res.tokens.length, total_tokens: res.prompt_tokens.length + res.tokens.length };
+/** OpenAI's usage with its cached-prompt detail, and WebLLM's `extra` figures from the timings. */
+function chatUsage(res, startedMs) {
+  const t = res.timings; // null when the request was aborted before generation began
+  return {
+    ...res.usage,
+    prompt_tokens_details: { cached_tokens: res.cached_tokens },
+    extra: {
+      e2e_latency_s: (performance.now() - startedMs) / 1000,
+      prefill_tokens_per_s: t ? t.prefill_tok_s : 0,
+      decode_tokens_per_s: t ? t.decode_tok_s : 0,
+      time_to_first_token_s: t ? t.prefill_ms / 1000 : 0,
+      time_per_output_token_s: t && t.decode_steps ? t.decode_ms / 1000 / t.decode_steps : 0,
+    },
+  };
+}
+
+/** A request field this engine does not implement: refused by name, never silently ignored. */
+function unsupported(param, reason) {
+  const e = new Error(`${param}: ${reason}`);
+  e.name = 'UnsupportedOptionError';
+  e.param = param;
+  return e;
+}
+
+const absent = (v) => v === undefined || v === null;
+
+/** Fields of a chat request that the engine reads (sampling ones go to it as they are). */
+const CHAT_FIELDS = new Set(['messages', 'stream', 'stream_options', 'signal', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_k', 'top_p', 'min_p', 'repeat_penalty', 'seed', 'stop']);
+/** OpenAI fields about its service, not the answer: accepted with no effect (see quantweb.d.ts). */
+const NO_EFFECT_FIELDS = new Set(['model', 'user', 'metadata', 'service_tier', 'prediction']);
+const TOOLS = 'tool calling is not implemented yet';
+const PENALTY = "use repeat_penalty (llama.cpp's, over the last 64 tokens)";
+const LOGPROBS = 'log probabilities are not implemented yet';
+/**
+ * The rest of OpenAI's and WebLLM's request fields: [does the value equal the default, so that
+ * ignoring it changes nothing; why another value is refused].
+ */
+const REFUSED_FIELDS = {
+  n: [(v) => v === 1, 'one choice per request'],
+  frequency_penalty: [(v) => v === 0, PENALTY],
+  presence_penalty: [(v) => v === 0, PENALTY],
+  repetition_penalty: [(v) => v === 1, PENALTY],
+  logit_bias: [(v) => typeof v === 'object' && Object.keys(v).length === 0, 'not implemented'],
+  logprobs: [(v) => v === false, LOGPROBS],
+  top_logprobs: [(v) => v === 0, LOGPROBS],
+  tools: [(v) => Array.isArray(v) && v.length === 0, TOOLS],
+  tool_choice: [(v) => v === 'none', TOOLS],
+  parallel_tool_calls: [() => false, TOOLS],
+  functions: [(v) => Array.isArray(v) && v.length === 0, TOOLS],
+  function_call: [(v) => v === 'none', TOOLS],
+  response_format: [(v) => v.type === 'text', 'only {type: "text"}: JSON mode, JSON schemas and grammars are not implemented yet'],
+  audio: [() => false, 'text output only'],
+  modalities: [(v) => Array.isArray(v) && v.every((m) => m === 'text'), 'text output only'],
+  store: [(v) => v === false, 'nothing is stored: the model runs in this browser'],
+  reasoning_effort: [() => false, 'not supported'],
+  web_search_options: [() => false, 'no web search here'],
+  ignore_eos: [(v) => v === false, 'not implemented'],
+};
+
+/** Throws UnsupportedOptionError for the first field of `req` the engine would not honour. */
+function checkChatRequest(req) {
+  for (const [k, v] of Object.entries(req)) {
+    if (absent(v) || CHAT_FIELDS.has(k) || NO_EFFECT_FIELDS.has(k)) continue;
+    if (k === 'extra_body') {
+      for (const [x, xv] of Object.entries(v)) {
+        if (!absent(xv)) throw unsupported(`extra_body.${x}`, "WebLLM's extra_body options are not supported");
+      }
+      continue;
+    }
+    const rule = REFUSED_FIELDS[k];
+    if (!rule) throw unsupported(k, 'not an option of chat.completions.create (its options are listed in quantweb.d.ts)');
+    // Scalars are shown; a tools list or a schema would drown the reason.
+    if (!rule[0](v)) throw unsupported(k, `${typeof v === 'object' ? '' : `${JSON.stringify(v)} is `}not supported: ${rule[1]}`);
+  }
+  const so = req.stream_options;
+  if (!absent(so)) {
+    // As OpenAI's API and WebLLM: a non-streamed answer has no chunks to add usage to.
+    if (!req.stream) throw unsupported('stream_options', 'only for stream: true');
+    for (const [k, v] of Object.entries(so)) {
+      if (k !== 'include_usage' && !absent(v)) throw unsupported(`stream_options.${k}`, 'not supported (only include_usage)');
+    }
+  }
+}
+
+const MESSAGE_FIELD_REASONS = {
+  name: 'participant names are not passed to the chat template',
+  tool_calls: TOOLS,
+  tool_call_id: TOOLS,
+  function_call: TOOLS,
+  audio: 'text only',
+};
+
+/**
+ * `[{role, content}]` for the chat template, from OpenAI- or WebLLM-shaped messages; throws
+ * UnsupportedOptionError for what the template would not see.
+ */
+function templateMessages(messages) {
+  return messages.map((m, i) => {
+    const at = `messages[${i}]`;
+    if (m.role === 'tool' || m.role === 'function') throw unsupported(`${at}.role`, `'${m.role}' messages are not supported: ${TOOLS}`);
+    for (const [k, v] of Object.entries(m)) {
+      if (absent(v) || k === 'role' || k === 'content' || k === 'refusal') continue;
+      if (k === 'tool_calls' && Array.isArray(v) && v.length === 0) continue;
+      throw unsupported(`${at}.${k}`, `not supported: ${MESSAGE_FIELD_REASONS[k] || 'not a message field'}`);
+    }
+    const parts = typeof m.content === 'string' ? [m.content] : absent(m.content) ? [] : Array.from(m.content, (p, j) => {
+      if (p.type === 'text') return p.text;
+      // What the assistant said, as its text.
+      if (p.type === 'refusal') return p.refusal;
+      throw unsupported(`${at}.content[${j}]`, `${JSON.stringify(p.type)} parts are not supported: the engine runs text-only models`);
+    });
+    // `developer` is OpenAI's newer name for `system`, which is the one chat templates know.
+    return { role: m.role === 'developer' ? 'system' : String(m.role), content: parts.join('') + (m.refusal ?? '') };
+  });
 }
 
 /** Sampling options in the engine's snake_case names. */
@@ -458,8 +570,8 @@ export class Engine {
     const self = this;
     this.chat = {
       completions: {
-        create(req) {
-          return self._chat(req);
+        create(req, options) {
+          return self._chat(req, options);
         },
       },
     };
@@ -494,13 +606,19 @@ export class Engine {
     return { ...res, aborted: res.finish_reason === 'abort' };
   }
 
-  async _chat(req) {
+  async _chat(req, requestOptions) {
     if (!req || !Array.isArray(req.messages)) throw new TypeError('chat.completions.create needs {messages: [{role, content}, …]}');
-    const { signal } = req;
+    checkChatRequest(req);
+    for (const [k, v] of Object.entries(requestOptions ?? {})) {
+      if (k !== 'signal' && !absent(v)) throw unsupported(`options.${k}`, 'not supported (only signal)');
+    }
+    const signals = [req.signal, requestOptions?.signal].filter(Boolean);
+    const signal = signals.length > 1 ? AbortSignal.any(signals) : signals[0];
     if (signal?.aborted) throw abortError(signal);
-    const messages = req.messages.map((m) => ({ role: String(m.role), content: typeof m.content === 'string' ? m.content : Array.isArray(m.content) ? m.content.map((p) => p.text ?? '').join('') : String(m.content ?? '') }));
+    const messages = templateMessages(req.messages);
     const options = samplingOptions(req);
     const id = completionId('chatcmpl');
+    const startedMs = performance.now();
     const created = Math.floor(Date.now() / 1000);
     const model = this.model;
     if (!req.stream) {
@@ -510,8 +628,8 @@ export class Engine {
         object: 'chat.completion',
         created,
         model,
-        choices: [{ index: 0, message: { role: 'assistant', content: res.text }, finish_reason: finishReason(res.finish_reason), logprobs: null }],
-        usage: usageOf(res),
+        choices: [{ index: 0, message: { role: 'assistant', content: res.text, refusal: null }, finish_reason: finishReason(res.finish_reason), logprobs: null }],
+        usage: chatUsage(res, startedMs),
         timings: res.timings,
         aborted: res.finish_reason === 'abort',
       };
@@ -519,16 +637,19 @@ export class Engine {
     const local = new AbortController();
     const both = signal ? AbortSignal.any([signal, local.signal]) : local.signal;
     const ch = channel(() => local.abort());
-    const chunk = (delta, finish, extra) => ({ id, object: 'chat.completion.chunk', created, model, choices: [{ index: 0, delta, finish_reason: finish, logprobs: null }], ...extra });
-    ch.push(chunk({ role: 'assistant', content: '' }, null));
+    const chunk = (choices, extra) => ({ id, object: 'chat.completion.chunk', created, model, choices, ...extra });
+    const choice = (delta, finish) => [{ index: 0, delta, finish_reason: finish, logprobs: null }];
+    ch.push(chunk(choice({ role: 'assistant', content: '' }, null)));
     this._req('chat', { messages, options, stream: true }, {
       signal: both,
       onToken: (piece) => {
-        if (piece) ch.push(chunk({ content: piece }, null));
+        if (piece) ch.push(chunk(choice({ content: piece }, null)));
       },
     }).then(
       (res) => {
-        ch.push(chunk({}, finishReason(res.finish_reason), { usage: usageOf(res), timings: res.timings, aborted: res.finish_reason === 'abort' }));
+        const usage = chatUsage(res, startedMs);
+        ch.push(chunk(choice({}, finishReason(res.finish_reason)), { usage, timings: res.timings, aborted: res.finish_reason === 'abort' }));
+        if (req.stream_options?.include_usage) ch.push(chunk([], { usage }));
         ch.end();
       },
       (err) => ch.end(err),

@@ -1,9 +1,11 @@
 //! `cargo xtask test`: the whole test suite, as CI runs it.
 //!
-//! Steps: setup; fetch-models --all; cargo test --workspace (QUANTWEB_REQUIRE_MODELS=1 and
-//! QUANTWEB_REQUIRE_GPU=1: model and GPU tests fail instead of skipping);
-//! build-wasm; a local server on an ephemeral port; node --test on tests/browser/*.test.mjs in
-//! headless Chromium (QUANTWEB_BASE_URL, QUANTWEB_ALT_BASE_URL, CHROMIUM set for the tests).
+//! Steps: setup; the JS API's types against the `openai` SDK's and WebLLM's (tsc on tests/types,
+//! from node_modules: no network); fetch-models --all; cargo test --workspace
+//! (QUANTWEB_REQUIRE_MODELS=1 and QUANTWEB_REQUIRE_GPU=1: model and GPU tests fail instead of
+//! skipping); build-wasm; a local server on an ephemeral port; node --test on
+//! tests/browser/*.test.mjs in headless Chromium (QUANTWEB_BASE_URL, QUANTWEB_ALT_BASE_URL,
+//! CHROMIUM set for the tests).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -48,6 +50,8 @@ fn run_all(browser_only: bool, node_args: &[String], done: &mut Vec<String>) -> 
 
     setup::setup()?;
     done.push("setup".into());
+    type_check()?;
+    done.push("type check".into());
     models::fetch_models(true)?;
     done.push("fetch-models".into());
     if !browser_only {
@@ -83,6 +87,29 @@ fn run_all(browser_only: bool, node_args: &[String], done: &mut Vec<String>) -> 
         "browser tests failed: see the node --test output above",
     )?;
     done.push(format!("{} browser test file(s)", test_files.len()));
+    Ok(())
+}
+
+/// tsc over tests/types: SDK-typed code against www/quantweb.d.ts, then the .d.ts on its own
+/// (the first skips declaration files, see tests/types/tsconfig.json). The compiler is the one
+/// `npm ci` installed, run with node directly: `npx` would go to the registry if it were missing.
+fn type_check() -> Result<()> {
+    step("type check: tests/types (tsc)");
+    let root = repo_root();
+    let tsc = root.join("node_modules/typescript/bin/tsc");
+    for project in [
+        "tests/types/tsconfig.json",
+        "tests/types/tsconfig.quantweb.json",
+    ] {
+        run_cmd(
+            Command::new("node")
+                .arg(&tsc)
+                .args(["-p", project])
+                .current_dir(&root),
+            "www/quantweb.d.ts no longer accepts or satisfies the SDK types: see tsc's errors above \
+             (tests/types/*.ts show what the SDK-typed code does)",
+        )?;
+    }
     Ok(())
 }
 
