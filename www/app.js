@@ -614,6 +614,7 @@ function chatAdvice(e, source) {
   if (e && e.name === 'InvalidModelError') return 'The file is not a complete GGUF model: check the URL points at the .gguf file itself (not a web page), or download it again.';
   if (e && e.name === 'ChatTemplateError') return 'The model\'s chat template refused this conversation or broke off (the message says where). Start a new chat; if every message fails, the file\'s template is unusable: pick another file of this model.';
   if (e && e.name === 'DeviceLostError') return 'The GPU was reset (driver crash or the tab was in the background too long). Reload the model.';
+  if (e && e.name === 'OutOfMemoryError') return 'The CPU engine holds the weights in this tab\'s memory, at most 4 GiB: pick a smaller model or quantization (the Calculator shows the sizes).';
   if (e && e.resumable) return 'The connection dropped. Load again: the download resumes where it stopped.';
   return adviceFor(m, source);
 }
@@ -689,10 +690,13 @@ function renderModelInfo(info, label) {
   $('chat-model-facts').textContent = [
     `${fmtInt(info.contextLength)} token context (trained ${fmtInt(info.trainedContext)})`,
     `${from} in ${fmtMs(info.loadMs)}`,
-    info.adapter ? `on ${typeof info.adapter === 'string' ? info.adapter : JSON.stringify(info.adapter)}` : '',
+    info.backend === 'cpu'
+      ? `Running on the CPU, ${info.threads} thread${info.threads === 1 ? '' : 's'}: ${info.backendReason}`
+      : `on WebGPU (${info.adapter})`,
     info.chatTemplate && info.chatTemplate !== 'model' ? `chat format: ${info.chatTemplate} (the file has no chat template)` : '',
   ].filter(Boolean).join(' · ');
   box.dataset.source = info.source;
+  box.dataset.backend = info.backend;
   box.dataset.loadMs = String(Math.round(info.loadMs));
   box.hidden = false;
 }
@@ -948,9 +952,6 @@ function newChat() {
 }
 
 function setupChat() {
-  if (typeof navigator === 'undefined' || !navigator.gpu) {
-    showChatError('WebGPU is not available', Object.assign(new Error('This browser does not offer WebGPU (navigator.gpu is missing), so models cannot run here.'), { name: 'NoWebGPUError' }));
-  }
   wireSourcePicker({
     form: 'chat-url-form',
     field: 'chat-url',

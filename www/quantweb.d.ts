@@ -327,6 +327,16 @@ export interface LoadOptions {
   cache?: boolean;
   /** Aborting stops the load (and its worker); downloaded bytes are kept for the next try. */
   signal?: AbortSignal;
+  /**
+   * Which engine runs the model (default 'auto'): 'webgpu' (NoWebGPUError without it), 'cpu'
+   * (wasm SIMD, one thread), or 'auto': WebGPU on a hardware adapter, the CPU engine when the
+   * browser has no WebGPU, no adapter, only a CPU adapter (SwiftShader, llvmpipe, WARP), or
+   * when the model does not fit the GPU's limits. `EngineInfo.backend` and `backendReason` say
+   * which ran and why.
+   */
+  backend?: 'auto' | 'webgpu' | 'cpu';
+  /** CPU engine threads. The browser build runs on one; more is an error for now. */
+  threads?: number;
 }
 
 /** A target of `quantize` (what `quantweb quantize --type` takes). */
@@ -382,13 +392,19 @@ export interface EngineInfo {
   contextLength: number;
   trainedContext: number;
   nVocab: number;
-  /** GPU bytes of the weights and of the KV cache. */
+  /** Bytes of the weights and of the KV cache (GPU memory, or wasm memory on the CPU). */
   weightBytes: number;
   kvBytes: number;
   /** Where the chat format comes from: the file's template ("model") or a built-in one. */
   chatTemplate: 'model' | 'gemma' | 'chatml' | string;
-  /** The WebGPU adapter, in words. */
+  /** The WebGPU adapter in words, or the CPU engine's ("CPU (simd128, 1 thread)"). */
   adapter: string;
+  /** The engine that runs the model. */
+  backend: 'webgpu' | 'cpu';
+  /** Why it runs there: "chosen by the page", "this browser has no WebGPU", … */
+  backendReason: string;
+  /** Threads the CPU engine runs on (1 on WebGPU). */
+  threads: number;
   /** How the weights came: "cache" (no request), "network" (downloaded or streamed), "local". */
   source: 'cache' | 'network' | 'local';
   /** Cache entry key, when the cache was used. */
@@ -669,7 +685,8 @@ export interface CachedModel {
 
 /**
  * A model on the GPU, run in a Web Worker; requests run one at a time, in order. Errors are
- * `Error`s with a `name`: NoWebGPUError, HttpError, NetworkError (network, CORS or an
+ * `Error`s with a `name`: NoWebGPUError (backend 'webgpu' without WebGPU), OutOfMemoryError (the
+ * CPU engine could not allocate the weights: wasm memory is at most 4 GiB), HttpError, NetworkError (network, CORS or an
  * interrupted download: `resumable`), QuotaExceededError, CacheUnavailableError, AbortError,
  * NotLoadedError, DeviceLostError (the GPU was reset: load the model again),
  * UnsupportedModelError (a quant type, architecture or tokenizer this engine does not run; the

@@ -516,7 +516,7 @@ export function deleteQuantized(name) {
 }
 
 /**
- * A model loaded on the GPU, in its own worker. Create with `Engine.load`. Requests run one at a
+ * A model loaded on WebGPU or the CPU engine, in its own worker. Create with `Engine.load`. Requests run one at a
  * time, in order.
  */
 export class Engine {
@@ -527,16 +527,23 @@ export class Engine {
    * `contextLength` (default: the engine's, 4096 or the trained context if smaller), `cache`
    * (default true: URLs are downloaded into the browser's private storage once, resumably, and
    * later loads make no request; false: the weights stream from the server with Range requests
-   * on every load), `signal` (aborting stops the load and its worker; downloaded bytes are kept).
+   * on every load), `signal` (aborting stops the load and its worker; downloaded bytes are kept),
+   * `backend` ('auto' by default, 'webgpu' or 'cpu') and `threads` (see quantweb.d.ts).
    */
-  static async load(source, { onProgress, contextLength, cache = true, signal } = {}) {
-    if (typeof navigator === 'undefined' || !navigator.gpu) throw noWebGpuError();
+  static async load(source, { onProgress, contextLength, cache = true, signal, backend = 'auto', threads } = {}) {
+    if (!['auto', 'webgpu', 'cpu'].includes(backend)) {
+      throw new TypeError(`backend must be 'auto', 'webgpu' or 'cpu', not ${JSON.stringify(backend)}`);
+    }
+    if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1)) {
+      throw new TypeError(`threads must be a whole number from 1, not ${JSON.stringify(threads)}`);
+    }
+    if (backend === 'webgpu' && (typeof navigator === 'undefined' || !navigator.gpu)) throw noWebGpuError();
     const src = normalizeSource(source);
     if (signal?.aborted) throw abortError(signal);
     const link = new WorkerLink();
     let onAbort = null;
     try {
-      const loading = link.request('load', { source: src, contextLength, cache: Boolean(cache) }, { onProgress });
+      const loading = link.request('load', { source: src, contextLength, cache: Boolean(cache), backend, threads }, { onProgress });
       const aborted = new Promise((_, reject) => {
         if (!signal) return;
         onAbort = () => reject(abortError(signal));

@@ -5,7 +5,7 @@
 // `{id, type: 'result', value}` or `{id, type: 'error', error: {name, message}}`, and before that
 // possibly `{id, type: 'progress', ...}` (load) or `{id, type: 'token', piece, token}` (stream).
 //
-//   load        {source, contextLength, cache}  → info (see Engine.info in quantweb.d.ts)
+//   load        {source, contextLength, cache, backend, threads}  → info (see Engine.info in quantweb.d.ts)
 //   complete    {prompt | tokens, options, stream} → the WasmEngine.complete result
 //   chat        {messages, options, stream}    → same; the prompt is the model's chat template
 //   tokenize    {text, parseSpecial}           → number[]
@@ -82,9 +82,9 @@ class Meter {
 
 const hasUrls = (list) => list.every((s) => typeof s === 'string');
 
-async function load(id, { source, contextLength, cache: useCache = true }) {
-  if (!self.navigator || !navigator.gpu) {
-    throw Object.assign(new Error('This browser does not offer WebGPU (navigator.gpu is missing in workers), so quantweb cannot run a model here. Use a recent Chrome or Edge, or enable WebGPU.'), { name: 'NoWebGPUError' });
+async function load(id, { source, contextLength, cache: useCache = true, backend = 'auto', threads }) {
+  if (backend === 'webgpu' && (!self.navigator || !navigator.gpu)) {
+    throw Object.assign(new Error('This browser does not offer WebGPU in workers (navigator.gpu is missing), so the WebGPU engine cannot run here. Load with backend "auto" or "cpu" to run on the CPU.'), { name: 'NoWebGPUError' });
   }
   if (live.get(id)?.aborted) throw Object.assign(new Error('the load was aborted'), { name: 'AbortError' });
   const state = { aborted: false, controller: new AbortController() };
@@ -123,7 +123,11 @@ async function load(id, { source, contextLength, cache: useCache = true }) {
     }
     const tUpload = performance.now();
     const meters = {}; // 'upload' (tensor bytes), then 'compile' (0 of 1, then 1 of 1)
-    const eng = await WasmEngine.load(loadSource, contextLength ? { contextLength } : {}, (p) => {
+    // The CPU engine computes without awaiting anything: it yields a macrotask between forward
+    // passes so that an abort message gets in (postTask is not clamped like a nested setTimeout).
+    const yieldToEvents = () => new Promise((resolve) => (self.scheduler?.postTask ? self.scheduler.postTask(resolve) : setTimeout(resolve, 0)));
+    const options = { backend, yieldToEvents, ...(contextLength ? { contextLength } : {}), ...(threads ? { threads } : {}) };
+    const eng = await WasmEngine.load(loadSource, options, (p) => {
       meters[p.phase] ??= new Meter(p.phase, (m) => post({ id, type: 'progress', ...m }));
       meters[p.phase].update(p.loaded, p.total, { tensor: p.tensor }, p.phase === 'compile');
     });

@@ -3,13 +3,14 @@
 //! (see [`error_name`]).
 
 use crate::chat::ChatMessage;
+use crate::cpu::Cpu;
 use crate::engine::{self, CompleteOptions, Engine};
 use crate::error::{Error, Result};
 use crate::gguf::{shard_names, GgufModel, INITIAL_WINDOW};
 use crate::gpu::Gpu;
 use crate::inspect::ModelInfo;
 use crate::memory::{self, DeviceBudget, FitOptions, KvType, LargestTensor};
-use crate::model::Model;
+use crate::model::{LoadProgress, Model};
 use crate::quant::{convert, GgmlType};
 use crate::source::{check_range, ByteSource, ReadFuture};
 use js_sys::{Array, Uint8Array};
@@ -74,6 +75,7 @@ fn error_name(e: &Error) -> &'static str {
         Error::ChatTemplate { .. } | Error::ChatTemplateLimit { .. } => "ChatTemplateError",
         Error::ContextFull { .. } => "ContextFullError",
         Error::DeviceLost { .. } => "DeviceLostError",
+        Error::OutOfMemory { .. } => "OutOfMemoryError",
         // Listed rather than matched by `_`, so that a new variant has to be given a name.
         Error::Io { .. }
         | Error::ReadPastEnd { .. }
@@ -580,12 +582,37 @@ struct EngineInfo {
     kv_bytes: u64,
     chat_template: &'static str,
     adapter: String,
+    /// "webgpu" or "cpu".
+    backend: &'static str,
+    /// Why that engine: the user's choice, or what `auto` found.
+    backend_reason: String,
+    /// Threads the CPU engine runs on (1 on the GPU: the page's worker).
+    threads: usize,
+}
+
+/// Which engine `load` uses.
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum BackendChoice {
+    /// WebGPU on a hardware adapter; the CPU engine without WebGPU, with a CPU adapter
+    /// (SwiftShader, llvmpipe, WARP) or when the model does not fit the GPU's limits.
+    #[default]
+    Auto,
+    Webgpu,
+    Cpu,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 struct LoadOptions {
     context_length: Option<u32>,
+    backend: BackendChoice,
+    /// CPU engine threads; the browser build runs on one.
+    threads: Option<u32>,
+    /// `() => Promise`: resolves after the worker's event loop had a turn (the CPU engine
+    /// awaits it between forward passes, so that aborts get through).
+    #[serde(with = "serde_wasm_bindgen::preserve")]
+    yield_to_events: JsValue,
 }
 
 #[derive(Serialize)]
@@ -608,6 +635,8 @@ struct BrowserAdapter {
     description: String,
     /// SwiftShader or another fallback: shaders run on the CPU.
     cpu: bool,
+    /// Why there is no adapter to use: no `navigator.gpu`, or no adapter behind it.
+    missing: Option<&'static str>,
 }
 
 async fn browser_adapter() -> BrowserAdapter {
@@ -616,6 +645,13 @@ async fn browser_adapter() -> BrowserAdapter {
     };
     let text = |o: &JsValue, k: &str| get(o, k).as_string().unwrap_or_default();
     let gpu = get(&get(&js_sys::global(), "navigator"), "gpu");
+    if gpu.is_undefined() || gpu.is_null() {
+        return BrowserAdapter {
+            description: String::new(),
+            cpu: false,
+            missing: Some("this browser has no WebGPU"),
+        };
+    }
     let adapter = match get(&gpu, "requestAdapter").dyn_into::<js_sys::Function>() {
         Ok(f) => match f.call0(&gpu).map(js_sys::Promise::from) {
             Ok(p) => JsFuture::from(p).await.unwrap_or(JsValue::NULL),
@@ -636,6 +672,9 @@ async fn browser_adapter() -> BrowserAdapter {
         .collect::<Vec<_>>()
         .join(" ");
     BrowserAdapter {
+        missing: adapter
+            .is_null()
+            .then_some("this browser offers WebGPU but no adapter (blocked or unsupported GPU)"),
         cpu: get(&info, "isFallbackAdapter").as_bool() == Some(true)
             || arch.eq_ignore_ascii_case("swiftshader")
             || desc.to_ascii_lowercase().contains("swiftshader"),
@@ -669,11 +708,6 @@ impl WasmEngine {
             .await
             .map_err(js_err)?;
         engine::check_runnable(&gguf).map_err(js_err)?;
-        let mut gpu = Gpu::new().await.map_err(js_err)?;
-        let browser = browser_adapter().await;
-        // wgpu marks only a "fallback" adapter as a CPU one; SwiftShader may not say so.
-        gpu.features.cpu |= browser.cpu;
-        let adapter = browser.description;
         let n_ctx = o
             .context_length
             .unwrap_or(FitOptions::default().context_length as u32);
@@ -683,16 +717,64 @@ impl WasmEngine {
                 let _ = f.call1(&JsValue::NULL, &v);
             }
         };
-        let model = Model::load_with_progress(gpu, &gguf, n_ctx, |p| {
+        let upload = |p: LoadProgress| {
             report(ProgressEvent {
                 phase: "upload",
                 loaded: p.loaded,
                 total: p.total,
                 tensor: p.tensor,
             })
-        })
-        .await
-        .map_err(js_err)?;
+        };
+        let browser = browser_adapter().await;
+        let threads = o.threads.unwrap_or(1) as usize;
+        let gguf_ref = &gguf;
+        let pause = o.yield_to_events.dyn_ref::<js_sys::Function>().cloned();
+        let on_cpu = |reason: String| async move {
+            let mut cpu = Cpu::new(threads).map_err(js_err)?;
+            cpu.yield_hook = pause.map(|f| -> crate::cpu::YieldHook {
+                Box::new(move || {
+                    let promise = f.call0(&JsValue::NULL).ok().map(js_sys::Promise::from);
+                    Box::pin(async move {
+                        if let Some(p) = promise {
+                            let _ = JsFuture::from(p).await;
+                        }
+                    })
+                })
+            });
+            let adapter = format!("CPU ({}, {} thread)", cpu.simd.name(), cpu.threads());
+            let model = Model::load_with_progress(cpu, gguf_ref, n_ctx, upload)
+                .await
+                .map_err(js_err)?;
+            Ok::<_, JsValue>((model, adapter, reason))
+        };
+        let (model, adapter, reason) = match (o.backend, browser.missing) {
+            (BackendChoice::Cpu, _) => on_cpu("chosen by the page".into()).await?,
+            (BackendChoice::Auto, Some(why)) => on_cpu(why.into()).await?,
+            (BackendChoice::Auto, None) if browser.cpu => {
+                let why = format!(
+                    "WebGPU runs on the CPU here ({}), slower than the CPU engine",
+                    browser.description
+                );
+                on_cpu(why).await?
+            }
+            (choice, _) => {
+                let mut gpu = Gpu::new().await.map_err(js_err)?;
+                // wgpu marks only a "fallback" adapter as a CPU one; SwiftShader may not say so.
+                gpu.features.cpu |= browser.cpu;
+                let reason = match choice {
+                    BackendChoice::Webgpu => "chosen by the page".to_string(),
+                    _ => format!("a WebGPU adapter: {}", browser.description),
+                };
+                match Model::load_with_progress(gpu, &gguf, n_ctx, upload).await {
+                    Ok(model) => (model, browser.description, reason),
+                    // The weights fit memory but not what this GPU lets one buffer hold.
+                    Err(e @ Error::Gpu(_)) if choice == BackendChoice::Auto => {
+                        on_cpu(format!("the model does not fit this GPU: {e}")).await?
+                    }
+                    Err(e) => return Err(js_err(e)),
+                }
+            }
+        };
         let compiling = |loaded| ProgressEvent {
             phase: "compile",
             loaded,
@@ -718,6 +800,9 @@ impl WasmEngine {
             kv_bytes: m.kv_bytes(),
             chat_template: engine.template_source,
             adapter,
+            backend: m.backend_name(),
+            backend_reason: reason,
+            threads: m.cpu().map_or(1, |c| c.threads()),
         };
         Ok(WasmEngine {
             inner: std::rc::Rc::new(std::cell::RefCell::new(engine)),

@@ -69,6 +69,9 @@ async function openPage(context) {
   await page.goto(`${baseUrl}/`);
   await page.evaluate(async () => {
     window.Engine = (await import('/quantweb.js')).Engine;
+    // This file tests the WebGPU engine (SwiftShader here), which `auto` would pass over for
+    // the CPU engine; tests/browser/cpu.test.mjs tests that one and the choice.
+    window.loadGpu = (source, options) => Engine.load(source, { backend: 'webgpu', ...options });
   });
   return { context, page, log };
 }
@@ -107,7 +110,7 @@ test('SmolLM2 (URL, no cache): prompt tokens and greedy tokens equal llama.cpp; 
   try {
     const info = await must(page, async (url) => {
       window.progress = [];
-      window.engine = await Engine.load(url, { cache: false, onProgress: (p) => window.progress.length < 1000 && window.progress.push(p) });
+      window.engine = await loadGpu(url, { cache: false, onProgress: (p) => window.progress.length < 1000 && window.progress.push(p) });
       return window.engine.info;
     }, `/models/${SMOL}`);
     measured.smollm2 = { loadMs: Math.round(info.loadMs), wasmMemoryBytesAfterLoad: info.wasmMemoryBytes, weightBytes: info.weightBytes, kvBytes: info.kvBytes, adapter: info.adapter };
@@ -180,7 +183,7 @@ test('Gemma 3 byte chunks download into the cache, equal llama.cpp greedy; the s
     const urls = GEMMA_PARTS.map((p) => `/models/${p}`);
     const info = await must(page, async (urls) => {
       window.phases = new Set();
-      window.engine = await Engine.load(urls, { onProgress: (p) => window.phases.add(p.phase) });
+      window.engine = await loadGpu(urls, { onProgress: (p) => window.phases.add(p.phase) });
       return { ...window.engine.info, phases: [...window.phases] };
     }, urls);
     measured.gemma3 = { firstLoadMs: Math.round(info.loadMs), downloadMs: Math.round(info.downloadMs), wasmMemoryBytesAfterLoad: info.wasmMemoryBytes, weightBytes: info.weightBytes, kvBytes: info.kvBytes };
@@ -212,7 +215,7 @@ test('Gemma 3 byte chunks download into the cache, equal llama.cpp greedy; the s
     // Second load: from OPFS, not one request for the model.
     const before = log.requests.length;
     const again = await must(page, async (urls) => {
-      window.engine = await Engine.load(urls);
+      window.engine = await loadGpu(urls);
       return window.engine.info;
     }, urls);
     const modelReqs = log.requests.slice(before).filter((r) => !r.url.startsWith(`${baseUrl}/`) || /\/models\/|\.gguf/.test(r.url));
@@ -240,7 +243,7 @@ test('Gemma 3 byte chunks download into the cache, equal llama.cpp greedy; the s
 test('shards: a missing shard is a named HTTP 404; once it is there the first shard URL loads all three', { timeout: 10 * MINUTE }, async () => {
   const { context, page, log } = await openPage();
   try {
-    const failed = await inPage(page, (url) => Engine.load(url), '/fixtures/smol3-gap/smol-00001-of-00003.gguf');
+    const failed = await inPage(page, (url) => loadGpu(url), '/fixtures/smol3-gap/smol-00001-of-00003.gguf');
     assert.equal(failed.error?.name, 'HttpError');
     assert.match(failed.error.message, /HTTP 404 \(not found\) for .*smol-00002-of-00003\.gguf \(part 2 of 3\)/);
     // No model bytes were fetched before the error: only 1-byte probes.
@@ -248,7 +251,7 @@ test('shards: a missing shard is a named HTTP 404; once it is there the first sh
 
     linkSync(path.join(fixturesDir, 'smol3', 'smol-00002-of-00003.gguf'), path.join(fixturesDir, 'smol3-gap', 'smol-00002-of-00003.gguf'));
     const info = await must(page, async (url) => {
-      window.engine = await Engine.load(url);
+      window.engine = await loadGpu(url);
       return window.engine.info;
     }, '/fixtures/smol3-gap/smol-00001-of-00003.gguf');
     assert.equal(info.architecture, 'llama');
@@ -270,7 +273,7 @@ test('an interrupted download is a named error, keeps its bytes, and resumes wit
   try {
     const cut = 20_000_000;
     const url = `/flaky/t${Date.now()}/${cut}/${SMOL}`;
-    const failed = await inPage(page, (url) => Engine.load(url), url);
+    const failed = await inPage(page, (url) => loadGpu(url), url);
     assert.equal(failed.error?.name, 'NetworkError', JSON.stringify(failed));
     assert.match(failed.error.message, /interrupted at \d+ of 98362432 bytes.*try again to resume/);
     const partial = await must(page, () => Engine.cached());
@@ -280,7 +283,7 @@ test('an interrupted download is a named error, keeps its bytes, and resumes wit
 
     const before = log.requests.length;
     const info = await must(page, async (url) => {
-      window.engine = await Engine.load(url);
+      window.engine = await loadGpu(url);
       return window.engine.info;
     }, url);
     assert.equal(info.source, 'network');
@@ -326,17 +329,17 @@ test('quota, no WebGPU, bad sources: clear named errors before any model downloa
       }
     }, `${altBaseUrl}/models/${SMOL}`);
     assert.equal(cross?.name, 'QuotaExceededError', JSON.stringify(cross));
-    const noCors = await inPage(page, (url) => Engine.load(url), `${altBaseUrl}/nocors/${SMOL}`);
+    const noCors = await inPage(page, (url) => loadGpu(url), `${altBaseUrl}/nocors/${SMOL}`);
     assert.equal(noCors.error?.name, 'NetworkError');
     assert.match(noCors.error.message, /CORS/);
 
-    const missing = await inPage(page, () => Engine.load('/models/nope.gguf', { cache: false }));
+    const missing = await inPage(page, () => loadGpu('/models/nope.gguf', { cache: false }));
     assert.equal(missing.error?.name, 'HttpError');
     assert.match(missing.error.message, /HTTP 404/);
-    const cachedMissing = await inPage(page, () => Engine.load('/models/nope.gguf'));
+    const cachedMissing = await inPage(page, () => loadGpu('/models/nope.gguf'));
     assert.equal(cachedMissing.error?.name, 'HttpError');
     assert.match(cachedMissing.error.message, /HTTP 404 \(not found\) for .*nope\.gguf/);
-    const notGguf = await inPage(page, () => Engine.load(new Blob(['hello, this is not a model'])));
+    const notGguf = await inPage(page, () => loadGpu(new Blob(['hello, this is not a model'])));
     assert.equal(notGguf.error?.name, 'InvalidModelError');
     assert.match(notGguf.error.message, /not a GGUF/i);
   } finally {
@@ -351,11 +354,14 @@ test('quota, no WebGPU, bad sources: clear named errors before any model downloa
     await page.evaluate(async () => {
       window.Engine = (await import('/quantweb.js')).Engine;
     });
-    const r = await inPage(page, () => Engine.load('/models/x.gguf'));
+    // Asked for WebGPU where there is none: a named error. (`auto` runs on the CPU instead, and
+    // the page no longer warns up front: tests/browser/cpu.test.mjs.)
+    const r = await inPage(page, () => Engine.load('/models/x.gguf', { backend: 'webgpu' }));
     assert.equal(r.error?.name, 'NoWebGPUError');
     assert.match(r.error.message, /WebGPU/);
-    assert.equal(await page.getAttribute('#chat-error', 'data-name'), 'NoWebGPUError');
-    assert.ok(await page.isVisible('#chat-error'));
+    assert.ok(!(await page.isVisible('#chat-error')), 'no error before anything is loaded');
+    const bad = await inPage(page, () => Engine.load('/models/x.gguf', { backend: 'gpu' }));
+    assert.equal(bad.error?.name, 'TypeError');
   } finally {
     await noGpu.close();
   }
@@ -366,7 +372,7 @@ test('an unsupported quant type is a named error from the header alone: nothing 
   try {
     const url = '/fixtures/smol-iq2xxs.gguf';
     for (const cache of [true, false]) {
-      const r = await inPage(page, ([url, cache]) => Engine.load(url, { cache }), [url, cache]);
+      const r = await inPage(page, ([url, cache]) => loadGpu(url, { cache }), [url, cache]);
       assert.equal(r.error?.name, 'UnsupportedModelError', JSON.stringify(r));
       assert.match(r.error.message, /type IQ2_XXS is not supported \(tensors: blk\.0\.ffn_down\.weight, blk\.7\.ffn_down\.weight\)/);
     }
@@ -389,7 +395,7 @@ test('a model file over 4 GiB loads with Range requests beyond 4 GiB, in little 
   const { context, page, log } = await openPage();
   try {
     const info = await must(page, async (url) => {
-      window.engine = await Engine.load(url, { cache: false, contextLength: 256 });
+      window.engine = await loadGpu(url, { cache: false, contextLength: 256 });
       return window.engine.info;
     }, '/fixtures/smol-big.gguf');
     const res = await must(page, (prompt) => window.engine.complete({ prompt, max_tokens: 4, temperature: 0 }), SMOL_CASE.prompt);
@@ -416,7 +422,7 @@ test('a prompt longer than the context is a ContextFullError; the engine stays u
   const { context, page, log } = await openPage();
   try {
     await must(page, async (url) => {
-      window.engine = await Engine.load(url, { cache: false, contextLength: 8 });
+      window.engine = await loadGpu(url, { cache: false, contextLength: 8 });
     }, '/models/tiny-llama3.gguf');
     const full = await inPage(page, () => window.engine.complete({ prompt: 'one two three four five six seven eight nine ten', max_tokens: 4, temperature: 0 }));
     assert.equal(full.error?.name, 'ContextFullError', JSON.stringify(full));
@@ -442,7 +448,7 @@ test('a template that prints today\'s date (Llama 3.x: strftime_now) renders in 
   const { context, page, log } = await openPage();
   try {
     const r = await must(page, async (url) => {
-      window.engine = await Engine.load(url, { cache: false, contextLength: 256 });
+      window.engine = await loadGpu(url, { cache: false, contextLength: 256 });
       const reply = await window.engine.chat.completions.create({ messages: [{ role: 'user', content: 'Hi' }], max_tokens: 1, temperature: 0 });
       const today = new Date();
       const d = `${today.toLocaleString('en-US', { weekday: 'long' })} ${String(today.getDate()).padStart(2, '0')} ${today.toLocaleString('en-US', { month: 'long' })} ${today.getFullYear()}`;
@@ -467,7 +473,7 @@ test('a chat template past its limits is a ChatTemplateError within a second; th
   const { context, page, log } = await openPage();
   try {
     const r = await must(page, async (url) => {
-      window.engine = await Engine.load(url, { cache: false, contextLength: 64 });
+      window.engine = await loadGpu(url, { cache: false, contextLength: 64 });
       const t0 = performance.now();
       let error;
       try {
@@ -497,7 +503,7 @@ test('aborting a load rejects with AbortError and keeps what was downloaded', { 
     const r = await inPage(page, async (url) => {
       const ctrl = new AbortController();
       const phases = [];
-      await Engine.load(url, {
+      await loadGpu(url, {
         signal: ctrl.signal,
         onProgress: (p) => {
           phases.push(p.phase);

@@ -23,12 +23,17 @@ export const chromiumArgs = [
   '--disable-sync',
 ];
 
-/** Launches headless Chromium (Debian's /usr/bin/chromium unless $CHROMIUM says otherwise). */
-export function launch(options = {}) {
+/**
+ * Launches headless Chromium (Debian's /usr/bin/chromium unless $CHROMIUM says otherwise);
+ * `webgpu: false` leaves out the flag, so that requestAdapter() finds no adapter, as on most
+ * Linux desktops.
+ */
+export function launch({ webgpu = true, ...options } = {}) {
+  const args = chromiumArgs.filter((a) => webgpu || a !== '--enable-unsafe-webgpu');
   return chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
     ...options,
-    args: [...chromiumArgs, ...(options.args || [])],
+    args: [...args, ...(options.args || [])],
   });
 }

@@ -113,7 +113,7 @@ impl CpuMatrix {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: Simd::Avx2 is only chosen where the CPU reports AVX2, FMA and F16C.
                 Simd::Avx2 => unsafe { fill_avx2(self.ty, w, self.row_bytes, a, out) },
-                _ => fill_rows(self.ty, w, self.row_bytes, a, out),
+                _ => fill_baseline(self.ty, w, self.row_bytes, a, out),
             }
         });
     }
@@ -127,6 +127,21 @@ unsafe fn fill_avx2(ty: GgmlType, w: &[u8], row_bytes: usize, a: &QAct, out: &mu
             fill_rows(ty, wr, row_bytes, a, y);
         }
     }
+}
+
+/// out [rows, n] with the target's baseline instructions: the simd128 kernels in the browser,
+/// the portable ones elsewhere.
+fn fill_baseline(ty: GgmlType, w: &[u8], row_bytes: usize, a: &QAct, out: &mut [f32]) {
+    #[cfg(target_arch = "wasm32")]
+    {
+        for (wr, y) in w.chunks_exact(row_bytes).zip(out.chunks_exact_mut(a.n)) {
+            if !super::simd128::row(ty, wr, a, y) {
+                fill_rows(ty, wr, row_bytes, a, y);
+            }
+        }
+        return;
+    }
+    fill_rows(ty, w, row_bytes, a, out)
 }
 
 /// out [rows, n]: each row of w times each row of a.

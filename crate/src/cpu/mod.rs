@@ -20,6 +20,8 @@ pub mod pool;
 mod quantize;
 mod rmsnorm;
 mod rope;
+#[cfg(target_arch = "wasm32")]
+mod simd128;
 
 pub use matmul::{dot, CpuMatrix};
 pub use pass::{CpuPass, CpuState};
@@ -62,19 +64,23 @@ impl Simd {
     }
 }
 
+/// In the browser: what lets the page's event loop run (the worker's abort messages) between
+/// two forward passes, which otherwise run to the end of a generation without a break.
+#[cfg(target_arch = "wasm32")]
+pub type YieldHook = Box<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>>;
+
 /// The CPU engine: its thread pool and instruction set.
 pub struct Cpu {
     pub pool: pool::Pool,
     pub simd: Simd,
+    #[cfg(target_arch = "wasm32")]
+    pub yield_hook: Option<YieldHook>,
 }
 
 impl Cpu {
     /// `threads` workers (0: one per core), with the best instruction set this CPU has.
     pub fn new(threads: usize) -> crate::error::Result<Cpu> {
-        Ok(Cpu {
-            pool: pool::Pool::new(threads)?,
-            simd: Simd::detect(),
-        })
+        Self::with_simd(threads, Simd::detect())
     }
 
     /// The same, with the baseline kernels (tests compare the two).
@@ -82,6 +88,8 @@ impl Cpu {
         Ok(Cpu {
             pool: pool::Pool::new(threads)?,
             simd,
+            #[cfg(target_arch = "wasm32")]
+            yield_hook: None,
         })
     }
 

@@ -315,6 +315,10 @@ impl<'a> Pass<'a, Cpu> for CpuPass<'a> {
     }
 
     async fn finish(self, want: Option<Want>) -> Result<Option<Output>> {
+        #[cfg(target_arch = "wasm32")]
+        if let Some(pause) = &self.cpu.yield_hook {
+            pause().await;
+        }
         let (n, n_vocab) = (self.n(), self.a.shape.n_vocab as usize);
         Ok(match want {
             None => None,

@@ -1,0 +1,138 @@
+// The CPU engine in the browser, where a user without a usable GPU meets it: headless Chromium
+// launched without `--enable-unsafe-webgpu`, so navigator.gpu is there but finds no adapter (as
+// on most Linux desktops). `auto` must pick the CPU engine, say so and why, and match llama.cpp's
+// goldens (tests/golden/generate-*.json); an abort keeps it usable.
+//
+// Run: `cargo xtask test --browser-only`, or with a server already running:
+//   QUANTWEB_BASE_URL=http://127.0.0.1:8080 node --test tests/browser/cpu.test.mjs
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, existsSync } from 'node:fs';
+import path from 'node:path';
+import { launch, baseUrl } from './lib.mjs';
+import { root } from './fixtures.mjs';
+
+const SMOL = 'SmolLM2-135M-Instruct.Q4_1.gguf';
+const GEMMA_PARTS = [0, 1, 2, 3].map((i) => `gemma-3-270m-q4_k_m.gguf.part0${i}`);
+const N_TOKENS = 16;
+const MINUTE = 60_000;
+
+const golden = (file, name) => JSON.parse(readFileSync(path.join(root, 'tests', 'golden', file), 'utf8')).cases.find((c) => c.name === name);
+const SMOL_CASE = golden('generate-smollm2.json', 'raw_3');
+const GEMMA_CASE = golden('generate-gemma3.json', 'raw_3');
+
+let browser;
+
+before(async () => {
+  for (const f of [SMOL, ...GEMMA_PARTS]) {
+    assert.ok(existsSync(path.join(root, 'models', f)), `models/${f} is missing: run \`cargo xtask fetch-models --all\``);
+  }
+  browser = await launch({ webgpu: false });
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+/** `fn(arg)` in the page: its value, or a failure with the page's error name and message. */
+async function must(page, fn, arg) {
+  try {
+    return await page.evaluate(fn, arg);
+  } catch (e) {
+    assert.fail(e.message);
+  }
+}
+
+/** Equal to the golden's first tokens, or a failure naming where and llama.cpp's margin. */
+function assertGoldenTokens(got, c, label) {
+  const i = got.findIndex((t, k) => t !== c.tokens[k]);
+  if (i >= 0) assert.fail(`${label}: greedy token ${i} is ${got[i]}, llama.cpp's ${c.tokens[i]} (its margin there: ${c.margins[i]})`);
+}
+
+test('without a WebGPU adapter, auto runs SmolLM2 on the CPU engine: llama.cpp\'s greedy tokens, the reason in info, an abort keeps it usable', { timeout: 10 * MINUTE }, async () => {
+  const page = await browser.newPage();
+  try {
+    await page.goto(`${baseUrl}/`);
+    const info = await must(page, async (url) => {
+      const { Engine } = await import('/quantweb.js');
+      window.engine = await Engine.load(url, { cache: false });
+      return window.engine.info;
+    }, `/models/${SMOL}`);
+    assert.equal(info.backend, 'cpu');
+    assert.equal(info.threads, 1);
+    assert.match(info.backendReason, /no adapter/);
+    assert.match(info.adapter, /^CPU \(simd128, 1 thread\)$/);
+    // The weights once, in their GGUF bytes (93.8 MiB of tensors), plus the KV cache.
+    assert.ok(info.weightBytes > 90e6 && info.weightBytes < 100e6, `weight bytes ${info.weightBytes}`);
+    assert.ok(info.wasmMemoryBytes < info.weightBytes + info.kvBytes + 64 * 2 ** 20, `wasm memory ${info.wasmMemoryBytes}`);
+
+    const res = await must(page, (a) => window.engine.complete({ prompt: a.prompt, max_tokens: a.n, temperature: 0 }), { prompt: SMOL_CASE.prompt, n: N_TOKENS });
+    assert.deepEqual(res.prompt_tokens, SMOL_CASE.prompt_tokens);
+    assert.equal(res.tokens.length, N_TOKENS);
+    assertGoldenTokens(res.tokens, SMOL_CASE, 'SmolLM2 raw_3 on the CPU');
+    console.log(`SmolLM2 on the CPU engine in Chromium: prefill ${res.timings.prefill_tok_s.toFixed(1)} tok/s, decode ${res.timings.decode_tok_s.toFixed(1)} tok/s`);
+
+    const aborted = await must(page, async (prompt) => {
+      const ctrl = new AbortController();
+      let n = 0;
+      return window.engine.complete({ prompt, max_tokens: 64, temperature: 0, signal: ctrl.signal, onToken: () => ++n === 2 && ctrl.abort() });
+    }, SMOL_CASE.prompt);
+    assert.equal(aborted.aborted, true);
+    assert.ok(aborted.tokens.length >= 2 && aborted.tokens.length <= 3, `stopped after ${aborted.tokens.length} tokens`);
+    assertGoldenTokens(aborted.tokens, SMOL_CASE, 'after the abort');
+    const again = await must(page, (prompt) => window.engine.complete({ prompt, max_tokens: 1, temperature: 0 }), SMOL_CASE.prompt);
+    assert.deepEqual(again.tokens, SMOL_CASE.tokens.slice(0, 1));
+
+    // Asked for WebGPU, with no adapter: the load fails by name instead of falling back.
+    const forced = await page.evaluate(async (url) => {
+      const { Engine } = await import('/quantweb.js');
+      return Engine.load(url, { cache: false, backend: 'webgpu' }).then(() => 'loaded', (e) => e.name);
+    }, `/models/${SMOL}`);
+    assert.notEqual(forced, 'loaded');
+    const threads = await page.evaluate(async (url) => {
+      const { Engine } = await import('/quantweb.js');
+      return Engine.load(url, { cache: false, backend: 'cpu', threads: 2 }).then(() => 'loaded', (e) => e.message);
+    }, `/models/${SMOL}`);
+    assert.match(threads, /one thread/);
+  } finally {
+    await page.close();
+  }
+});
+
+test('gemma-3-270m (K-quants, GELU, sliding window) on the CPU engine in Chromium: llama.cpp\'s greedy tokens', { timeout: 10 * MINUTE }, async () => {
+  const page = await browser.newPage();
+  try {
+    await page.goto(`${baseUrl}/`);
+    const res = await must(page, async (a) => {
+      const { Engine } = await import('/quantweb.js');
+      const engine = await Engine.load(a.urls, { cache: false, contextLength: 256 });
+      const out = await engine.complete({ prompt: a.prompt, max_tokens: a.n, temperature: 0 });
+      return { ...out, backend: engine.info.backend };
+    }, { urls: GEMMA_PARTS.map((f) => `/models/${f}`), prompt: GEMMA_CASE.prompt, n: N_TOKENS });
+    assert.equal(res.backend, 'cpu');
+    assert.deepEqual(res.prompt_tokens, GEMMA_CASE.prompt_tokens);
+    assertGoldenTokens(res.tokens, GEMMA_CASE, 'gemma3 raw_3 on the CPU');
+    console.log(`gemma3 on the CPU engine in Chromium: prefill ${res.timings.prefill_tok_s.toFixed(1)} tok/s, decode ${res.timings.decode_tok_s.toFixed(1)} tok/s`);
+  } finally {
+    await page.close();
+  }
+});
+
+test('the chat page says the model runs on the CPU, and why', { timeout: 10 * MINUTE }, async () => {
+  const page = await browser.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  try {
+    await page.goto(`${baseUrl}/#chat`);
+    assert.ok(await page.isHidden('#chat-error'), 'no WebGPU warning up front: the CPU engine runs here');
+    await page.fill('#chat-url', `${baseUrl}/models/${SMOL}`);
+    await page.click('#chat-load');
+    await page.waitForSelector('#chat-model-info:not([hidden])', { timeout: 5 * MINUTE });
+    assert.equal(await page.getAttribute('#chat-model-info', 'data-backend'), 'cpu');
+    assert.match(await page.textContent('#chat-model-facts'), /Running on the CPU, 1 thread: this browser offers WebGPU but no adapter/);
+    assert.deepEqual(errors, []);
+  } finally {
+    await page.close();
+  }
+});
