@@ -133,14 +133,12 @@ unsafe fn fill_avx2(ty: GgmlType, w: &[u8], row_bytes: usize, a: &QAct, out: &mu
 /// the portable ones elsewhere.
 fn fill_baseline(ty: GgmlType, w: &[u8], row_bytes: usize, a: &QAct, out: &mut [f32]) {
     #[cfg(target_arch = "wasm32")]
-    {
-        for (wr, y) in w.chunks_exact(row_bytes).zip(out.chunks_exact_mut(a.n)) {
-            if !super::simd128::row(ty, wr, a, y) {
-                fill_rows(ty, wr, row_bytes, a, y);
-            }
+    for (wr, y) in w.chunks_exact(row_bytes).zip(out.chunks_exact_mut(a.n)) {
+        if !super::simd128::row(ty, wr, a, y) {
+            fill_rows(ty, wr, row_bytes, a, y);
         }
-        return;
     }
+    #[cfg(not(target_arch = "wasm32"))]
     fill_rows(ty, w, row_bytes, a, out)
 }
 
