@@ -3,6 +3,7 @@
 //   wllama-cpu     wllama 3.8.1, CPU wasm (n_gpu_layers 0, n_threads from the config)
 //   wllama-webgpu  wllama 3.8.1, WebGPU (n_gpu_layers 99)
 //   quantweb       quantweb's WasmEngine (www/pkg/quantweb.js), WebGPU
+//   quantweb-cpu   quantweb's WasmEngine, its CPU engine (wasm simd128, one thread)
 //
 //   node tests/bench/bench.mjs CONFIG.json OUT.json
 //
@@ -155,13 +156,13 @@ async function pageWllama({ cfg, ngl }) {
 }
 
 /** Runs in the page: quantweb's WasmEngine. */
-async function pageQuantweb({ cfg }) {
+async function pageQuantweb({ cfg, backend }) {
   const mod = await import(cfg.quantweb_js);
   await mod.default({ module_or_path: new URL(cfg.quantweb_js.replace(/\.js$/, '_bg.wasm'), location.href) });
   if (!mod.WasmEngine) throw new Error(`${cfg.quantweb_js} has no WasmEngine export (not built yet?)`);
   const t0 = performance.now();
   let shown = 0;
-  const eng = await mod.WasmEngine.load(cfg.quantweb_model, { contextLength: cfg.ctx }, (e) => {
+  const eng = await mod.WasmEngine.load(cfg.quantweb_model, { contextLength: cfg.ctx, backend }, (e) => {
     if (e.total && e.loaded / e.total >= shown) {
       console.log(`bench-phase: upload ${Math.round((100 * e.loaded) / e.total)} %`);
       shown += 0.25;
@@ -211,7 +212,8 @@ async function pageQuantweb({ cfg }) {
 const ENGINES = {
   'wllama-cpu': { label: 'wllama 3.8.1 CPU wasm (browser)', fn: pageWllama, args: { ngl: 0 } },
   'wllama-webgpu': { label: 'wllama 3.8.1 WebGPU (browser)', fn: pageWllama, args: { ngl: 99 } },
-  quantweb: { label: 'quantweb WebGPU (browser)', fn: pageQuantweb, args: {} },
+  quantweb: { label: 'quantweb WebGPU (browser)', fn: pageQuantweb, args: { backend: 'webgpu' } },
+  'quantweb-cpu': { label: 'quantweb CPU wasm (browser, 1 thread)', fn: pageQuantweb, args: { backend: 'cpu' } },
 };
 
 function withTimeout(promise, s, what) {

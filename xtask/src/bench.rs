@@ -1,13 +1,13 @@
 //! `cargo xtask bench`: quantweb against its peers on one model, one prompt, one token count.
 //!
-//! - browser (one headless Chromium run, `tests/bench/bench.mjs`): quantweb's `WasmEngine`
-//!   (WebGPU), wllama 3.8.1 CPU wasm (`n_gpu_layers` 0, 2 threads) and wllama WebGPU
-//!   (`n_gpu_layers` 99), all served by our own server (`serve::start` on port 0; wllama's ES module
-//!   and wasm are copied under target/bench/ and served at `/fixtures/`, with COOP/COEP so wllama
-//!   may use threads);
-//! - native: `quantweb bench --json` (release build) and llama.cpp through node-llama-cpp 3.21.1
-//!   (`tests/bench/native_llamacpp.mjs`, from tests/oracle/node_modules; `npm ci` there when
-//!   missing).
+//! - browser (one headless Chromium run, `tests/bench/bench.mjs`): quantweb's `WasmEngine` on
+//!   WebGPU and on its CPU engine (wasm simd128, one thread), wllama 3.8.1 CPU wasm
+//!   (`n_gpu_layers` 0, 2 threads) and wllama WebGPU (`n_gpu_layers` 99), all served by our own
+//!   server (`serve::start` on port 0; wllama's ES module and wasm are copied under target/bench/
+//!   and served at `/fixtures/`, with COOP/COEP so wllama may use threads);
+//! - native: `quantweb bench --json` (release build) on wgpu and on the CPU engine (2 threads),
+//!   and llama.cpp (2 threads) through node-llama-cpp 3.21.1 (`tests/bench/native_llamacpp.mjs`,
+//!   from tests/oracle/node_modules; `npm ci` there when missing).
 //!
 //! The prompt is `PROMPT_TEXT` repeated and cut to `-p` tokens by llama.cpp's tokenizer (the
 //! browser engines get those ids, or their text, which tokenizes back to them); `-n` tokens are
@@ -133,7 +133,7 @@ pub fn bench(opts: &Options) -> Result<()> {
 
     let mut rows = Vec::new();
     if !opts.skip_browser {
-        let engines = ["quantweb", "wllama-cpu", "wllama-webgpu"];
+        let engines = ["quantweb", "quantweb-cpu", "wllama-cpu", "wllama-webgpu"];
         rows.extend(browser_rows(
             &model,
             &dir,
@@ -146,6 +146,7 @@ pub fn bench(opts: &Options) -> Result<()> {
     }
     if !opts.skip_native {
         rows.push(quantweb_native_row(&model, p, n, None));
+        rows.push(quantweb_native_row(&model, p, n, Some("cpu-engine")));
         rows.push(llamacpp_native_row(&model, &prompt_file, p, n, None));
     }
 
@@ -522,11 +523,16 @@ fn llamacpp_native_row(
     row
 }
 
-/// `quantweb bench`, on `adapter` ("gpu", "cpu"; wgpu's choice when `None`).
+/// `quantweb bench`, on `adapter` ("gpu", "cpu": wgpu adapters, wgpu's choice when `None`), or
+/// on its CPU engine with as many threads as llama.cpp ("cpu-engine").
 fn quantweb_native_row(model: &BenchModel, p: u32, n: u32, adapter: Option<&str>) -> Row {
-    step("bench: quantweb native (release CLI, wgpu)");
+    let engine = match adapter {
+        Some("cpu-engine") => format!("quantweb native CPU engine ({THREADS} threads)"),
+        _ => "quantweb native (wgpu)".to_string(),
+    };
+    step(&format!("bench: {engine} (release CLI)"));
     let mut row = Row {
-        engine: "quantweb native (wgpu)".into(),
+        engine,
         side: "native",
         is_quantweb: true,
         note: "load = process wall - prefill - decode (GPU init + load); whole-process RSS peak"
@@ -572,7 +578,11 @@ fn quantweb_native(
         .arg("bench")
         .args(&model.parts)
         .args(["-p", &p.to_string(), "-n", &n.to_string(), "--json"])
-        .args(adapter.map(|a| format!("--adapter={a}")))
+        .args(match adapter {
+            Some("cpu-engine") => vec!["--backend=cpu".to_string(), format!("--threads={THREADS}")],
+            Some(a) => vec![format!("--adapter={a}")],
+            None => vec![],
+        })
         .current_dir(&root)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -628,9 +638,9 @@ fn browser_rows(
     let mut rows = Vec::new();
     if let Err(e) = wasm::build_wasm() {
         eprintln!("bench: build-wasm failed, no quantweb browser row: {e}");
-        engines.retain(|e| *e != "quantweb");
+        engines.retain(|e| !e.starts_with("quantweb"));
         rows.push(Row {
-            engine: "quantweb WebGPU (browser)".into(),
+            engine: "quantweb (browser)".into(),
             side: "browser",
             is_quantweb: true,
             error: Some(format!("build-wasm failed: {e}")),
@@ -728,7 +738,7 @@ fn browser_rows(
                 .unwrap_or(key)
                 .to_string(),
             side: "browser",
-            is_quantweb: key == "quantweb",
+            is_quantweb: key.starts_with("quantweb"),
             load_s: num(r, "load_s"),
             prefill_tok_s: num(r, "prefill_tok_s"),
             decode_tok_s: num(r, "decode_tok_s"),
@@ -808,9 +818,11 @@ fn render(p: u32, n: u32, model: &BenchModel, rows: &[Row]) -> String {
     );
     let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
+        // The faster quantweb engine of the side: the one `backend: 'auto'` should pick here.
         let q = rows
             .iter()
-            .find(|x| x.is_quantweb && x.side == r.side && x.error.is_none());
+            .filter(|x| x.is_quantweb && x.side == r.side && x.error.is_none())
+            .max_by(|a, b| a.decode_tok_s.unwrap_or(0.0).total_cmp(&b.decode_tok_s.unwrap_or(0.0)));
         let (qp, qd) = (
             q.and_then(|q| q.prefill_tok_s),
             q.and_then(|q| q.decode_tok_s),
@@ -841,8 +853,8 @@ fn render(p: u32, n: u32, model: &BenchModel, rows: &[Row]) -> String {
     }
     s.push_str(
         "\n×: quantweb's tok/s divided by this row's, on the same side (browser rows against \
-         quantweb in the browser, native rows against quantweb native); above 1 means quantweb is \
-         faster.\n\n",
+         quantweb in the browser, native rows against quantweb native; of quantweb's two engines, \
+         the one that decodes faster here); above 1 means quantweb is faster.\n\n",
     );
     s.push_str(
         "- load s: browser: the engine's load call (fetch from the local server, parse, upload, \
