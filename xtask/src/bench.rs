@@ -822,7 +822,11 @@ fn render(p: u32, n: u32, model: &BenchModel, rows: &[Row]) -> String {
         let q = rows
             .iter()
             .filter(|x| x.is_quantweb && x.side == r.side && x.error.is_none())
-            .max_by(|a, b| a.decode_tok_s.unwrap_or(0.0).total_cmp(&b.decode_tok_s.unwrap_or(0.0)));
+            .max_by(|a, b| {
+                a.decode_tok_s
+                    .unwrap_or(0.0)
+                    .total_cmp(&b.decode_tok_s.unwrap_or(0.0))
+            });
         let (qp, qd) = (
             q.and_then(|q| q.prefill_tok_s),
             q.and_then(|q| q.decode_tok_s),

@@ -5,7 +5,7 @@
 //! and documents both.
 
 use super::rope::CpuKv;
-use super::{f16_to_f32, f32_to_f16, Cpu};
+use super::{f16_to_f32, round_f16, Cpu};
 use crate::backend::{Attend, GGML_FA_TILE_Q};
 
 /// Keys per tile of the f32 path.
@@ -101,8 +101,9 @@ fn one_chunk(
     out: &mut [f32],
 ) {
     let hd = q.len();
-    let q16: Vec<f32> = q.iter().map(|&x| f16_to_f32(f32_to_f16(x))).collect();
-    let mut acc = vec![0u16; hd]; // f16
+    let q16: Vec<f32> = q.iter().map(|&x| round_f16(x)).collect();
+    // The f16 accumulator, held as the f32 values of its f16s.
+    let mut acc = vec![0f32; hd];
     let (mut m, mut l) = (f32::NEG_INFINITY, 0f32);
     for j in keys {
         let s = score(&q16, &k[at(j)..at(j) + hd]) * scale;
@@ -115,19 +116,19 @@ fn one_chunk(
             };
             m = s;
             for a in acc.iter_mut() {
-                *a = f32_to_f16(f16_to_f32(*a) * ms);
+                *a = round_f16(*a * ms);
             }
         } else {
             vs = (s - m).exp();
         }
         for (a, &vv) in acc.iter_mut().zip(&v[at(j)..at(j) + hd]) {
-            *a = f32_to_f16(fma(f16_to_f32(vv), vs, f16_to_f32(*a)));
+            *a = round_f16(fma(f16_to_f32(vv), vs, *a));
         }
         l = l * ms + vs;
     }
     let inv = 1.0 / l;
     for (o, &a) in out.iter_mut().zip(&acc) {
-        *o = f16_to_f32(a) * inv;
+        *o = a * inv;
     }
 }
 
@@ -176,6 +177,7 @@ fn tiled(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::f32_to_f16;
 
     /// Attention in f64 over the cache's f16 values, for query t of positions pos0.. .
     fn exact(kv: &CpuKv, a: Attend, q: &[f32], n: usize, pos0: usize) -> Vec<f64> {

@@ -112,6 +112,27 @@ pub(crate) fn f16_to_f32(h: u16) -> f32 {
     f32::from_bits(v.to_bits() | (h & 0x8000) << 16)
 }
 
+/// x rounded to the nearest f16 (ties to even), as an f32: `f16_to_f32(f32_to_f16(x))` in a
+/// few integer operations, for the attention accumulator that ggml keeps in f16.
+#[inline(always)]
+pub(crate) fn round_f16(x: f32) -> f32 {
+    let a = x.abs();
+    if a < 6.103_515_6e-5 {
+        // f16 subnormals are multiples of 2^-24: adding 0.75 = 1.5 · 2^-1 leaves none finer.
+        return ((x + 0.75) - 0.75).copysign(x);
+    }
+    if a >= 65520.0 || a.is_nan() {
+        return if a.is_nan() {
+            x
+        } else {
+            f32::INFINITY.copysign(x)
+        };
+    }
+    // Drop 13 of the 23 mantissa bits, rounding half to even.
+    let b = x.to_bits();
+    f32::from_bits((b + 0x0fff + ((b >> 13) & 1)) & !0x1fff)
+}
+
 /// ggml's `GGML_FP32_TO_FP16`: round to nearest even.
 #[inline(always)]
 pub(crate) fn f32_to_f16(x: f32) -> u16 {
@@ -121,6 +142,29 @@ pub(crate) fn f32_to_f16(x: f32) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn round_f16_equals_the_conversion_both_ways() {
+        let mut x = 1e-9f32;
+        while x < 1e6 {
+            for v in [x, -x, x * 1.000_244_1, x * 0.999_511_7] {
+                let want = half::f16::from_f32(v).to_f32();
+                assert_eq!(round_f16(v).to_bits(), want.to_bits(), "{v:e}");
+            }
+            x *= 1.000_37;
+        }
+        // Exact ties round to even, in the normal and the subnormal range.
+        for h in [0x3c00u16, 0x0001, 0x0200, 0x7bfe] {
+            let (a, b) = (
+                half::f16::from_bits(h).to_f32(),
+                half::f16::from_bits(h + 1).to_f32(),
+            );
+            let mid = (a + b) / 2.0;
+            assert_eq!(round_f16(mid), half::f16::from_f32(mid).to_f32(), "{h:#x}");
+        }
+        assert_eq!(round_f16(70000.0), f32::INFINITY);
+        assert_eq!(round_f16(0.0), 0.0);
+    }
 
     #[test]
     fn f16_conversion_is_exact_for_every_value() {
