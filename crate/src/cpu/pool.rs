@@ -187,7 +187,7 @@ mod native {
             let mut spins = 0u32;
             while s.done.load(Acquire) < pieces {
                 spins = spins.wrapping_add(1);
-                if spins % 64 == 0 {
+                if spins.is_multiple_of(64) {
                     std::thread::yield_now();
                 } else {
                     std::hint::spin_loop();
