@@ -411,6 +411,8 @@ function renderQuants(est, qw) {
 
   const list = rows.map((r) => {
     const verdict = qw.judgeFit({ totalBytes: r.total, largestTensor: r.largest, downloadBytes: r.download, device: dev });
+    const deviceMemoryBytes = typeof navigator !== 'undefined' && navigator.deviceMemory ? navigator.deviceMemory * 2 ** 30 : undefined;
+    const cpu = qw.judgeFit({ totalBytes: r.total, largestTensor: r.largest, downloadBytes: r.download, device: dev, engine: 'cpu', deviceMemoryBytes });
     const bar = h('div', { class: 'bar', title: `weights ${fmtBytes(r.weights)} + KV ${fmtBytes(est.kv_cache_bytes)} + scratch ${fmtBytes(est.scratch_bytes)} = ${exact(r.total)}; rule of thumb ${fmtBytes(r.rule)}` });
     const segs = [
       ['seg seg-weights', r.weights],
@@ -446,6 +448,7 @@ function renderQuants(est, qw) {
       h('div', { class: 'verdict', dataset: { level: verdict.level } },
         h('span', { class: `vbadge v-${verdict.level}` }, LEVEL_TEXT[verdict.level] || verdict.level),
         verdict.reasons.length ? h('ul', { class: 'reasons' }, verdict.reasons.map((x) => h('li', {}, x))) : null,
+        h('small', { class: 'cpu-verdict muted', dataset: { level: cpu.level }, title: cpu.reasons.join('; ') }, `CPU engine: ${LEVEL_TEXT[cpu.level] || cpu.level}`),
       ),
     );
   });

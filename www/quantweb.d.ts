@@ -179,6 +179,12 @@ export interface FitQuery {
   /** Bytes to download and cache (the file size, or a row's weights). */
   downloadBytes: number;
   device: DeviceBudget;
+  /**
+   * 'cpu': judge for the CPU engine instead: against wasm's 4 GiB and, when given, the device's
+   * memory (`navigator.deviceMemory` GiB); `device` is then not used.
+   */
+  engine?: 'webgpu' | 'cpu';
+  deviceMemoryBytes?: number;
 }
 
 export type FitLevel = 'fits' | 'tight' | 'does_not_fit';

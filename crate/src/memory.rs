@@ -493,6 +493,46 @@ pub fn verdict(
     Verdict { level, reasons: no }
 }
 
+/// What a wasm32 instance can address: the CPU engine in a browser holds weights, KV cache and
+/// activations within it.
+pub const WASM_MEMORY_BYTES: u64 = 4 << 30;
+
+/// fits / tight / does not fit on the browser's CPU engine: against wasm's 4 GiB and, when the
+/// browser says (`navigator.deviceMemory`), the device's memory. Tight from 40 % of it: the
+/// browser reports at most 8 GiB, rounded down, and the tab shares it with the system.
+pub fn cpu_verdict(total_bytes: u64, device_memory_bytes: Option<u64>) -> Verdict {
+    let gib = |b: u64| format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64);
+    let (level, reasons) = if total_bytes > WASM_MEMORY_BYTES {
+        let why = format!(
+            "needs {} but the CPU engine in a browser holds at most {} (wasm memory): pick a smaller quantization or a shorter context",
+            gib(total_bytes),
+            gib(WASM_MEMORY_BYTES)
+        );
+        (FitLevel::DoesNotFit, vec![why])
+    } else {
+        match device_memory_bytes {
+            Some(ram) if total_bytes > ram => (
+                FitLevel::DoesNotFit,
+                vec![format!(
+                    "needs {} but this device has about {} of memory",
+                    gib(total_bytes),
+                    gib(ram)
+                )],
+            ),
+            Some(ram) if total_bytes as f64 > ram as f64 * TIGHT_FRACTION / 2.0 => (
+                FitLevel::Tight,
+                vec![format!(
+                    "needs {} of about {} of memory, shared with the browser and the system",
+                    gib(total_bytes),
+                    gib(ram)
+                )],
+            ),
+            _ => (FitLevel::Fits, vec![]),
+        }
+    };
+    Verdict { level, reasons }
+}
+
 /// "8B", "1.5b", "135M", "7e9", "350 000 000" → a parameter count.
 pub fn parse_param_count(s: &str) -> Result<u64> {
     let t: String = s
@@ -531,4 +571,27 @@ pub fn rule_table(params: u64) -> Vec<RuleRow> {
             rule_of_thumb_bytes: rule_of_thumb(params, bits),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_engine_is_judged_against_wasm_memory_and_the_device() {
+        let gib = 1u64 << 30;
+        assert_eq!(cpu_verdict(gib, None).level, FitLevel::Fits);
+        let big = cpu_verdict(5 * gib, Some(64 * gib));
+        assert_eq!(big.level, FitLevel::DoesNotFit);
+        assert!(big.reasons[0].contains("4.00 GiB"), "{:?}", big.reasons);
+        assert_eq!(
+            cpu_verdict(3 * gib, Some(2 * gib)).level,
+            FitLevel::DoesNotFit
+        );
+        assert_eq!(
+            cpu_verdict(7 * gib / 2, Some(8 * gib)).level,
+            FitLevel::Tight
+        );
+        assert_eq!(cpu_verdict(gib, Some(8 * gib)).level, FitLevel::Fits);
+    }
 }

@@ -391,6 +391,11 @@ struct FitQuery {
     largest_tensor: LargestTensor,
     download_bytes: u64,
     device: DeviceBudget,
+    /// "cpu": judge for the CPU engine instead (wasm memory, `deviceMemoryBytes`).
+    #[serde(default)]
+    engine: Option<String>,
+    #[serde(default)]
+    device_memory_bytes: Option<u64>,
 }
 
 /// fits / tight / does_not_fit with reasons, for a total (a row of `estimateMemory`) on a device.
@@ -398,6 +403,9 @@ struct FitQuery {
 pub fn judge_fit(query: JsValue) -> JsResult<JsValue> {
     let q: FitQuery =
         serde_wasm_bindgen::from_value(query).map_err(|e| bad_arg("bad fit query", e))?;
+    if q.engine.as_deref() == Some("cpu") {
+        return to_js(&memory::cpu_verdict(q.total_bytes, q.device_memory_bytes));
+    }
     to_js(&memory::verdict(
         q.total_bytes,
         &q.largest_tensor,

@@ -507,6 +507,9 @@ test('verdicts follow the GPU memory entered and agree with the CLI', async () =
     await page.fill('#gpu-mem', '0.2');
     await page.waitForSelector(`#results[data-gpu-memory-bytes="${Math.floor(0.2 * GIB)}"]`);
     assert.equal(await page.getAttribute('[data-quant="file"] .verdict', 'data-level'), 'tight');
+    // Beside each GPU verdict, the CPU engine's: SmolLM2 fits wasm's 4 GiB at every quantization.
+    assert.equal(await page.getAttribute('[data-quant="F16"] .cpu-verdict', 'data-level'), 'fits');
+    assert.match(await page.textContent('[data-quant="file"] .cpu-verdict'), /CPU engine/);
     assert.equal(await page.getAttribute('[data-quant="F16"] .verdict', 'data-level'), 'does_not_fit');
     await page.fill('#gpu-mem', '0.1');
     await page.waitForSelector(`#results[data-gpu-memory-bytes="${Math.floor(0.1 * GIB)}"]`);

@@ -602,10 +602,14 @@ mod tests {
 
     #[test]
     fn a_matrix_too_large_for_memory_is_a_named_error() {
-        let err = CpuMatrix::new("huge", GgmlType::Q8_0, &[1 << 20, 1 << 40]).err().unwrap();
+        let err = CpuMatrix::new("huge", GgmlType::Q8_0, &[1 << 20, 1 << 40])
+            .err()
+            .unwrap();
         assert!(matches!(err, Error::OutOfMemory { .. }), "{err:?}");
         assert!(err.to_string().contains("huge"), "{err}");
-        let err = CpuMatrix::new("partial", GgmlType::Q4_K, &[100, 2]).err().unwrap();
+        let err = CpuMatrix::new("partial", GgmlType::Q4_K, &[100, 2])
+            .err()
+            .unwrap();
         assert!(matches!(err, Error::BadShape { .. }), "{err:?}");
     }
 
