@@ -13,10 +13,15 @@
 // different summation order from the f32 path's, as any GPU's would be. Native only: Naga takes
 // the built-ins without the `enable subgroups;` directive (which it refuses), and wgpu's WebGPU
 // backend does not offer the feature.
+// DOT4 (devices with `packed_4x8_integer_dot_product`; Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 weights):
+// integer dot products against q8 activations instead of f32 ones (dot4.wgsl).
 #include "dequant.wgsl"
 #include "mat_out.wgsl"
 
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+#ifdef DOT4
+#include "dot4.wgsl"
+#else
 #ifdef QUANT_IN
 var<workgroup> xs: array<vec4<f32>, XS_V4>;
 fn act_in(i: u32) -> f32 { return x[i / 4u][i % 4u]; }
@@ -31,7 +36,7 @@ fn delta_at(b: u32) -> f32 { return ds[b]; }
 fn x_at(i: u32) -> vec4<f32> { return xs[i]; }
 
 // Every invocation takes part, before any leaves: the barrier needs uniform control flow.
-fn quantize_x(lid: u32) {
+fn load_x(lid: u32) {
     let blocks = p.units_per_row * UNIT_V4 * 4u / QBLOCK;
     for (var b = lid; b < blocks; b += WG_SIZE) {
         quantize_block(b);
@@ -40,14 +45,12 @@ fn quantize_x(lid: u32) {
 }
 #else
 fn x_at(i: u32) -> vec4<f32> { return x[i]; }
+fn load_x(lid: u32) {}
 #ifdef MIN_CORRECTION
 // f32 [units_per_row / UNITS_PER_BLOCK]: per block of x, what its min term lacks (quantize.wgsl).
 @group(0) @binding(DELTA_AT) var<storage, read> delta: array<f32>;
 fn delta_at(b: u32) -> f32 { return delta[b]; }
 #endif
-#endif
-#ifdef GATED
-#include "act_fn.wgsl"
 #endif
 
 const UNITS_PER_BLOCK: u32 = BLOCK / (4u * UNIT_V4);
@@ -75,6 +78,10 @@ fn x_unit(u: u32) -> array<vec4<f32>, UNIT_V4> {
     }
     return xv;
 }
+#endif
+#ifdef GATED
+#include "act_fn.wgsl"
+#endif
 
 #ifdef GATED
 const RPT: u32 = 2u;
@@ -91,9 +98,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
         @builtin(local_invocation_index) lid: u32,
         @builtin(num_workgroups) nwg: vec3<u32>) {
     d_off = p.d_off;
-#ifdef QUANT_IN
-    quantize_x(lid);
-#endif
+    load_x(lid);
     let r = (gid.x + gid.y * nwg.x * WG_SIZE) * RPT;
     if (r >= p.rows) {
         return;
@@ -133,9 +138,7 @@ fn main(@builtin(local_invocation_index) lid: u32,
     if (r0 >= p.rows) {
         return;
     }
-#ifdef QUANT_IN
-    quantize_x(lid);
-#endif
+    load_x(lid);
     var acc = vec4<f32>(0.0);
     for (var u = lid; u < p.units_per_row; u += WG_SIZE) {
         let xv = x_unit(u);

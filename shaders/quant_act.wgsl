@@ -14,6 +14,8 @@
 //   d = 1 / iscale kept in f32; value q * d.
 // KIND_F16, KIND_BF16 (blocks of 4): each element rounded to f16 / bf16, nearest even.
 // BLOCK_32 is set with KIND_Q8_0 and KIND_Q8_1.
+// PACKED (BLOCK_32 only): the kernel keeps q itself, four to a word (`act_word(k, v)`), with
+//   `act_scale(b, f16(d))` and, for Q8_1, `act_sum(b, f16(d * Σq))` (dot4.wgsl).
 
 #include "f16.wgsl"
 
@@ -31,13 +33,29 @@ fn quantize_block(b: u32) {
         id = 127.0 / amax;
     }
     var sum = 0.0;
-    for (var i = 0u; i < 32u; i++) {
-        let q = round(act_in(i0 + i) * id);
-        sum += q;
-        act_out(i0 + i, q * dh);
+    for (var k = 0u; k < 8u; k++) {
+        var q: vec4<f32>;
+        for (var l = 0u; l < 4u; l++) {
+            q[l] = round(act_in(i0 + 4u * k + l) * id);
+        }
+        sum += q.x + q.y + q.z + q.w;
+#ifdef PACKED
+        act_word(8u * b + k, pack4xI8(vec4<i32>(q)));
+#else
+        for (var l = 0u; l < 4u; l++) {
+            act_out(i0 + 4u * k + l, q[l] * dh);
+        }
+#endif
     }
+#ifdef PACKED
+    act_scale(b, dh);
+#ifdef KIND_Q8_1
+    act_sum(b, round_f16(d * sum));
+#endif
+#else
 #ifdef KIND_Q8_1
     act_delta(b, round_f16(d * sum) - dh * sum);
+#endif
 #endif
 #endif
 #ifdef KIND_Q8_K

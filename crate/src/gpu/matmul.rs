@@ -360,6 +360,20 @@ impl QMatrix {
             && bytes <= gpu.limits.max_compute_workgroup_storage_size
     }
 
+    /// Whether the decode matvec takes ggml's integer dot products (dot4.wgsl): on devices with
+    /// WGSL's packed 4x8 dot product, for the legacy 4-, 5- and 8-bit types fed the q8
+    /// activations ggml pairs them with, when x's packed copy fits workgroup memory.
+    fn takes_dot4(&self, gpu: &Gpu, n_tokens: u32, x: &MatIn) -> bool {
+        use GgmlType::*;
+        // Packed quants, an f32 scale and sum per block of 32, and the reduction's partial sums.
+        let bytes = self.cols + self.cols / 4 + WG_SIZE * 16;
+        n_tokens == 1
+            && gpu.features.dot4
+            && matches!(self.ty, Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0)
+            && x.quantize.or(x.quantized) == Some(ActKind::for_weights(self.ty))
+            && bytes <= gpu.limits.max_compute_workgroup_storage_size
+    }
+
     /// Units per row (`units_per_row` in the shaders).
     fn units_per_row(&self) -> u32 {
         self.cols / unit_elements(self.ty)
@@ -527,20 +541,30 @@ impl QMatrix {
                 set(act.define(), "1");
             }
         }
+        // The integer path takes the Q8_1 sums in place of the min correction.
+        let dot4 = self.takes_dot4(rec.gpu, n_tokens, &x);
         if delta.is_some() {
-            set("MIN_CORRECTION", "1");
+            if !dot4 {
+                set("MIN_CORRECTION", "1");
+            }
             set("DELTA_AT", &(3 + ys.len()).to_string());
         }
         if let Some(kind) = x.quantize {
             set("QUANT_IN", "1");
             set("QBLOCK", &format!("{}u", kind.block()));
-            set("XS_V4", &format!("{}u", self.cols / 4));
-            if kind == ActKind::Q8_1 {
+            if kind == ActKind::Q8_1 && !dot4 {
                 set("MIN_CORRECTION", "1");
             }
+        }
+        if let Some(kind) = x.quantize.or(x.quantized.filter(|_| dot4)) {
+            set("XS_V4", &format!("{}u", self.cols / 4));
             for (k, v) in kind.defines() {
                 set(&k, &v);
             }
+        }
+        if dot4 {
+            set("DOT4", "1");
+            set("PACKED", "1");
         }
         let row_per_thread = rec.gpu.features.cpu;
         if row_per_thread {
@@ -828,6 +852,89 @@ mod tests {
                         e < 1e-10,
                         "{ty} rows {rows} cols {cols} n_tokens {n}: nmse {e}"
                     );
+                }
+            }
+        }
+    }
+
+    /// The integer matvec (dot4.wgsl) is ggml's dot product: against the CPU engine's
+    /// `vec_dot` of the same quantized activations, whether the kernel quantizes x itself or
+    /// recovers the quants from an earlier quantization, in both matvec variants.
+    #[test]
+    fn dot4_matvec_is_ggmls_integer_dot() {
+        use crate::cpu::{dot, QAct};
+        let Some(mut gpu) = test_gpu() else { return };
+        if !gpu.features.dot4 {
+            eprintln!(
+                "{}: no packed_4x8_integer_dot_product",
+                gpu.adapter_info.name
+            );
+            return;
+        }
+        let mut rng = Rng(0xD074);
+        let cpu = gpu.features.cpu;
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
+            GgmlType::Q8_0,
+        ] {
+            let (rows, cols) = (37usize, 352usize);
+            let data = random_data(&mut rng, ty, rows * cols);
+            let m = QMatrix::upload(&gpu, "w", ty, &[cols as u64, rows as u64], &data).unwrap();
+            let x: Vec<f32> = (0..cols).map(|_| rng.f32()).collect();
+            let kind = ActKind::for_weights(ty);
+            let mut q = QAct::new(kind);
+            q.quantize(&x, 1, cols);
+            let row = m.row_bytes() as usize;
+            let want: Vec<f32> = (0..rows)
+                .map(|r| dot(ty, &data[r * row..(r + 1) * row], q.row(0)))
+                .collect();
+            // What rmsnorm.wgsl / quantize.wgsl leave for the matvec: q · d, and the Q8_1 delta.
+            let deq: Vec<f32> =
+                q.qs.iter()
+                    .enumerate()
+                    .map(|(i, &v)| v as f32 * q.d[i / 32])
+                    .collect();
+            let delta: Vec<f32> = (0..cols / 32)
+                .map(|b| {
+                    let sum: i32 = q.qs[32 * b..32 * (b + 1)].iter().map(|&v| v as i32).sum();
+                    q.s.get(b).map_or(0.0, |s| s - q.d[b] * sum as f32)
+                })
+                .collect();
+            let xb = gpu.upload("x", bytemuck::cast_slice(&x));
+            let deqb = gpu.upload("xq", bytemuck::cast_slice(&deq));
+            let deltab = gpu.upload("delta", bytemuck::cast_slice(&delta));
+            let inputs = [
+                (
+                    "quantized in the kernel",
+                    MatIn {
+                        quantize: Some(kind),
+                        ..MatIn::plain(&xb)
+                    },
+                ),
+                (
+                    "quantized before",
+                    MatIn {
+                        x: &deqb,
+                        delta: (kind == ActKind::Q8_1).then_some(&deltab),
+                        quantize: None,
+                        quantized: Some(kind),
+                    },
+                ),
+            ];
+            for (how, xin) in inputs {
+                for as_cpu in [cpu, !cpu] {
+                    gpu.features.cpu = as_cpu;
+                    let y = gpu.storage("y", rows as u64 * 4);
+                    let mut rec = Rec::new(&gpu);
+                    m.record_matmul(&mut rec, xin, &y, 1).unwrap();
+                    rec.submit();
+                    let got = pollster::block_on(gpu.read_f32(&y, rows)).unwrap();
+                    let e = nmse(&got, &want);
+                    eprintln!("{ty:>5} {how}, cpu variant {as_cpu}: nmse {e:.1e}");
+                    assert!(e < 1e-12, "{ty} {how} cpu {as_cpu}: nmse {e}");
                 }
             }
         }

@@ -40,6 +40,9 @@ use std::rc::Rc;
 pub struct GpuFeatures {
     pub shader_f16: bool,
     pub subgroups: bool,
+    /// WGSL's `packed_4x8_integer_dot_product` (`dot4I8Packed`, `pack4xI8`): the decode matvec
+    /// of 4-, 5- and 8-bit legacy types takes ggml's integer dot products (dot4.wgsl).
+    pub dot4: bool,
     /// The adapter runs shaders on the CPU (llvmpipe, SwiftShader, WARP): kernels then avoid
     /// barriers, which cost a thread switch there.
     pub cpu: bool,
@@ -89,7 +92,7 @@ impl Gpu {
             .request_adapter(&wgpu::RequestAdapterOptions { power_preference: wgpu::PowerPreference::HighPerformance, ..Default::default() })
             .await
             .map_err(|e| Error::Gpu(format!("no GPU adapter: {e} (in a browser: WebGPU unavailable or disabled; natively: no Vulkan/Metal/DX12 driver)")))?;
-        Self::open(adapter).await
+        Self::open(&instance, adapter).await
     }
 
     fn instance() -> wgpu::Instance {
@@ -115,7 +118,8 @@ impl Gpu {
         if kind == AdapterKind::Any {
             return Self::new().await;
         }
-        let adapters = Self::instance()
+        let instance = Self::instance();
+        let adapters = instance
             .enumerate_adapters(wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY))
             .await;
         let seen: Vec<String> = adapters
@@ -134,10 +138,10 @@ impl Gpu {
                     seen.join(", ")
                 ))
             })?;
-        Self::open(adapter).await
+        Self::open(&instance, adapter).await
     }
 
-    async fn open(adapter: wgpu::Adapter) -> Result<Self> {
+    async fn open(instance: &wgpu::Instance, adapter: wgpu::Adapter) -> Result<Self> {
         let available = adapter.features();
         let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
         let required_features = available & wanted;
@@ -172,6 +176,9 @@ impl Gpu {
             features: GpuFeatures {
                 shader_f16: required_features.contains(wgpu::Features::SHADER_F16),
                 subgroups: required_features.contains(wgpu::Features::SUBGROUP),
+                dot4: instance
+                    .wgsl_language_features()
+                    .contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct),
                 cpu: adapter.get_info().device_type == wgpu::DeviceType::Cpu,
             },
             adapter_info: adapter.get_info(),

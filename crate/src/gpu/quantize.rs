@@ -32,6 +32,9 @@ pub struct MatIn<'a> {
     /// x is not yet quantized: the matvec quantizes it to this kind as it starts (matvec.wgsl
     /// QUANT_IN), which saves a decode step the quantization's own dispatch.
     pub quantize: Option<ActKind>,
+    /// x already holds the values of this kind's quantization (rmsnorm.wgsl, quantize.wgsl),
+    /// from which the integer matvec recovers the quants (dot4.wgsl).
+    pub quantized: Option<ActKind>,
 }
 
 impl<'a> MatIn<'a> {
@@ -41,6 +44,7 @@ impl<'a> MatIn<'a> {
             x,
             delta: None,
             quantize: None,
+            quantized: None,
         }
     }
 }
@@ -228,6 +232,7 @@ impl<'a> ActInputs<'a> {
                 x: self.x,
                 delta: None,
                 quantize: Some(kind),
+                quantized: None,
             }),
             kind => {
                 let (x, delta) = self.quant.buffers(kind)?;
@@ -235,6 +240,7 @@ impl<'a> ActInputs<'a> {
                     x,
                     delta,
                     quantize: None,
+                    quantized: Some(kind),
                 })
             }
         }
