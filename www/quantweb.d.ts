@@ -424,19 +424,34 @@ export interface EngineInfo {
   wasmMemoryBytes: number;
 }
 
-/** `null` is the same as absent (the SDKs' request types allow it). */
+/**
+ * `null` is the same as absent (the SDKs' request types allow it). A value outside the range
+ * given (NaN included) rejects the request, before anything runs, with an InvalidRequestError
+ * whose `param` names the option.
+ */
 export interface SamplingOptions {
-  /** Default: the engine's (until the context is full). */
+  /**
+   * A whole number ≥ 1 (default 256). More than the context has room for is not an error:
+   * generation stops at the context's end with finish_reason 'length' (1e9 means "until the
+   * end of the context or of the answer").
+   */
   max_tokens?: number | null;
-  /** 0 = greedy. */
+  /** ≥ 0, finite; 0 = greedy. */
   temperature?: number | null;
+  /** A whole number ≥ 0; 0 (or more than the vocabulary) keeps every token. */
   top_k?: number | null;
+  /** From 0 to 1; 1 keeps every token. */
   top_p?: number | null;
+  /** From 0 to 1; 0 keeps every token. */
   min_p?: number | null;
-  /** llama.cpp's: over the last 64 tokens, a positive logit is divided by it, a negative one multiplied. */
+  /** > 0, finite; 1 is off. llama.cpp's: over the last 64 tokens, a positive logit is divided by it, a negative one multiplied. */
   repeat_penalty?: number | null;
+  /** A whole number ≥ 0. */
   seed?: number | null;
-  /** Generation stops before any of these strings (not included in the text). */
+  /**
+   * Generation stops before any of these strings (not included in the text). At most 16, each
+   * 1 to 1024 bytes (UTF-8).
+   */
   stop?: string | ReadonlyArray<string> | null;
 }
 
@@ -475,7 +490,12 @@ export interface Usage {
 }
 
 export interface CompleteRequest extends SamplingOptions {
-  /** Plain text (special-token text is not parsed); BOS is added when the model adds one. */
+  /**
+   * Plain text (special-token text is not parsed); BOS is added when the model adds one. Lone
+   * UTF-16 surrogates become U+FFFD, as TextEncoder makes them (here and in every string given
+   * to the engine: messages, stop strings). A prompt of no tokens is InvalidRequestError; one
+   * that fills the context, ContextFullError.
+   */
   prompt?: string;
   /** Or the prompt's token ids, used as they are. */
   tokens?: ArrayLike<number>;
@@ -515,7 +535,8 @@ export type ChatContentPart =
 /**
  * A message, with every field of OpenAI's and WebLLM's message types. The model's chat template
  * sees `{role, content}`: `developer` (OpenAI's newer name for `system`) is rendered as
- * `system`, other roles go to the template as they are. Fields that would need more than that
+ * `system`; roles other than system, user and assistant are InvalidRequestError
+ * (`param` "messages[i].role"), as is an empty message list. Fields that would need more than that
  * are UnsupportedOptionError: `role: 'tool'` and `'function'`, `tool_calls` (unless empty),
  * `tool_call_id`, `function_call`, `audio`, and `name` (templates are not given it).
  */
@@ -699,9 +720,12 @@ export interface CachedModel {
  * message names it and the tensors; found from the header alone, before any download),
  * InvalidModelError (not a GGUF, truncated or malformed), ChatTemplateError (the model's chat
  * template raised an error, e.g. roles that do not alternate, or went past its work, recursion or
- * output limits), ContextFullError, BusyError, UnsupportedOptionError (a chat request field this
- * engine does not implement; `param` names it, e.g. "n" or "messages[1].content[0]"; see
- * ChatCompletionRequest).
+ * output limits), ContextFullError (the prompt fills the context), BusyError, UnsupportedOptionError
+ * (a chat request field this engine does not implement; `param` names it, e.g. "n" or
+ * "messages[1].content[0]"; see ChatCompletionRequest), InvalidRequestError (a value out of
+ * range, an empty or unknown-role message list; `param` names it, e.g. "top_p" or "stop[1]";
+ * see SamplingOptions). A request made while another runs waits for it: requests run in the
+ * order they were made.
  */
 export class Engine {
   /** `source`: a URL, a File/Blob, or an array (shards or byte chunks, in order). */

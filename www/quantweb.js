@@ -204,6 +204,7 @@ function rebuildError(e) {
   const err = new Error(e && e.message ? e.message : String(e));
   if (e && e.name) err.name = e.name;
   if (e && e.resumable) err.resumable = true;
+  if (e && e.param) err.param = e.param;
   return err;
 }
 

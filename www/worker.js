@@ -37,7 +37,7 @@ function errorOut(e) {
   if (e && typeof e === 'object' && 'message' in e) {
     // The engine's errors arrive as plain Errors; a lost GPU device gets its own name.
     const name = /GPU device was lost/.test(e.message) ? 'DeviceLostError' : e.name || 'Error';
-    return { name, message: String(e.message), resumable: Boolean(e.resumable) };
+    return { name, message: String(e.message), resumable: Boolean(e.resumable), ...(typeof e.param === 'string' ? { param: e.param } : {}) };
   }
   return { name: 'Error', message: String(e) };
 }

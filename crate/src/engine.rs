@@ -44,6 +44,180 @@ impl Default for CompleteOptions {
     }
 }
 
+/// At most this many stop strings (OpenAI takes 4), each at most [`MAX_STOP_BYTES`]: every
+/// token is checked against each of them, so both bound what a request can make a token cost.
+pub const MAX_STOPS: usize = 16;
+pub const MAX_STOP_BYTES: usize = 1024;
+
+/// The roles a request's messages may have: the ones every chat template knows. Others (a
+/// "tool" turn, a typo) are refused rather than left to each template to print or choke on.
+pub const ROLES: [&str; 3] = ["system", "user", "assistant"];
+
+fn invalid(param: impl Into<String>, value: impl Into<String>, reason: &str) -> Error {
+    Error::InvalidRequest {
+        param: param.into(),
+        value: value.into(),
+        reason: reason.into(),
+    }
+}
+
+/// A string as an error message shows it: quoted, and cut short when long (a refused 1 MB
+/// stop string must not make a 1 MB message).
+fn shown(s: &str) -> String {
+    const KEEP: usize = 32;
+    match s.char_indices().nth(KEEP) {
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &s[..cut], s.len()),
+        None => format!("{s:?}"),
+    }
+}
+
+impl CompleteOptions {
+    /// Refuses what would make generation meaningless or unbounded, naming the option. A
+    /// `max_tokens` beyond the context is not an error: generation stops at the context's end
+    /// with finish reason "length" (see [`Engine::complete`]).
+    pub fn check(&self) -> Result<()> {
+        if self.max_tokens == 0 {
+            return Err(invalid("max_tokens", "0", "must be at least 1"));
+        }
+        let float = |name: &str, v: f32, ok: bool, reason: &str| {
+            if ok && !v.is_nan() {
+                Ok(())
+            } else {
+                Err(invalid(name, v.to_string(), reason))
+            }
+        };
+        float(
+            "temperature",
+            self.temperature,
+            self.temperature.is_finite() && self.temperature >= 0.0,
+            "must be a number ≥ 0 (0 is greedy)",
+        )?;
+        let probability = "must be a probability from 0 to 1";
+        float(
+            "top_p",
+            self.top_p,
+            (0.0..=1.0).contains(&self.top_p),
+            probability,
+        )?;
+        float(
+            "min_p",
+            self.min_p,
+            (0.0..=1.0).contains(&self.min_p),
+            probability,
+        )?;
+        float(
+            "repeat_penalty",
+            self.repeat_penalty,
+            self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0,
+            "must be a number > 0 (1 is off)",
+        )?;
+        if self.stop.len() > MAX_STOPS {
+            return Err(invalid(
+                "stop",
+                format!("{} strings", self.stop.len()),
+                &format!("at most {MAX_STOPS}"),
+            ));
+        }
+        for (i, s) in self.stop.iter().enumerate() {
+            if s.is_empty() {
+                return Err(invalid(
+                    format!("stop[{i}]"),
+                    "\"\"",
+                    "an empty stop string would match before any text",
+                ));
+            }
+            if s.len() > MAX_STOP_BYTES {
+                return Err(invalid(
+                    format!("stop[{i}]"),
+                    shown(s),
+                    &format!("longer than {MAX_STOP_BYTES} bytes"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// [`CompleteOptions`] as JSON or JS sends them, every number a float: the whole-number options
+/// are checked here, so that -1 or 2.5 is an [`Error::InvalidRequest`] naming its option like
+/// any other bad value, not a deserialization failure.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RequestOptions {
+    pub max_tokens: Option<f64>,
+    pub temperature: Option<f64>,
+    pub top_k: Option<f64>,
+    pub top_p: Option<f64>,
+    pub min_p: Option<f64>,
+    pub repeat_penalty: Option<f64>,
+    pub seed: Option<f64>,
+    pub stop: Option<Vec<String>>,
+}
+
+impl RequestOptions {
+    /// The checked options (absent ones at their defaults). Whole numbers past their type's
+    /// range saturate: a `max_tokens` of 1e12 is clamped to the context anyway, a `top_k` above
+    /// the vocabulary keeps every token.
+    pub fn into_options(self) -> Result<CompleteOptions> {
+        fn whole(name: &str, v: f64, min: f64) -> Result<f64> {
+            if v.is_finite() && v.fract() == 0.0 && v >= min {
+                Ok(v)
+            } else {
+                Err(invalid(
+                    name,
+                    v.to_string(),
+                    &format!("must be a whole number ≥ {min}"),
+                ))
+            }
+        }
+        let d = CompleteOptions::default();
+        let o = CompleteOptions {
+            max_tokens: match self.max_tokens {
+                Some(v) => whole("max_tokens", v, 1.0)? as usize,
+                None => d.max_tokens,
+            },
+            top_k: match self.top_k {
+                Some(v) => whole("top_k", v, 0.0)? as u32,
+                None => d.top_k,
+            },
+            seed: match self.seed {
+                Some(v) => whole("seed", v, 0.0)? as u64,
+                None => d.seed,
+            },
+            // f64 → f32 keeps NaN and maps what f32 cannot hold to ±inf, which check() refuses.
+            temperature: self.temperature.map_or(d.temperature, |v| v as f32),
+            top_p: self.top_p.map_or(d.top_p, |v| v as f32),
+            min_p: self.min_p.map_or(d.min_p, |v| v as f32),
+            repeat_penalty: self.repeat_penalty.map_or(d.repeat_penalty, |v| v as f32),
+            stop: self.stop.unwrap_or_default(),
+        };
+        o.check()?;
+        Ok(o)
+    }
+}
+
+/// Refuses a conversation the chat template should not see: no message at all, or a role
+/// outside [`ROLES`].
+pub fn check_messages(messages: &[ChatMessage]) -> Result<()> {
+    if messages.is_empty() {
+        return Err(invalid(
+            "messages",
+            "[]",
+            "a conversation needs at least one message",
+        ));
+    }
+    for (i, m) in messages.iter().enumerate() {
+        if !ROLES.contains(&m.role.as_str()) {
+            return Err(invalid(
+                format!("messages[{i}].role"),
+                shown(&m.role),
+                "must be \"system\", \"user\" or \"assistant\"",
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FinishReason {
@@ -175,6 +349,7 @@ impl Engine {
     /// llama.cpp makes them: special-token text parsed, and a BOS the template writes itself
     /// not doubled by the tokenizer's.
     pub fn chat_tokens(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        check_messages(messages)?;
         self.template.encode(&self.tokenizer, messages, true)
     }
 
@@ -199,12 +374,9 @@ impl Engine {
         opts: &CompleteOptions,
         mut on_token: impl FnMut(&str, u32) -> bool,
     ) -> Result<Completion> {
+        opts.check()?;
         if prompt.is_empty() {
-            return Err(Error::BadOption {
-                name: "prompt",
-                value: "[]".into(),
-                reason: "a prompt needs at least one token",
-            });
+            return Err(invalid("prompt", "[]", "a prompt needs at least one token"));
         }
         let needed = prompt.len() as u64 + opts.max_tokens as u64;
         if prompt.len() as u64 >= self.model.n_ctx as u64 {
@@ -341,7 +513,6 @@ impl<'a> StopScan<'a> {
         let found = self
             .stops
             .iter()
-            .filter(|s| !s.is_empty())
             .filter_map(|s| self.text.find(s.as_str()))
             .min();
         if let Some(at) = found {
@@ -433,5 +604,139 @@ mod tests {
             serde_json::from_str(r#"{"max_tokens": 3, "stop": ["x"]}"#).unwrap();
         assert_eq!((ok.max_tokens, ok.top_k), (3, 40));
         assert!(serde_json::from_str::<CompleteOptions>(r#"{"max_token": 3}"#).is_err());
+    }
+
+    /// Options as JSON, checked (JSON has no NaN: see the test of it below).
+    fn request(json: &str) -> Result<CompleteOptions> {
+        serde_json::from_str::<RequestOptions>(json)
+            .unwrap()
+            .into_options()
+    }
+
+    /// The `param` of the InvalidRequest error `r` must be, and its message.
+    fn refused<T: std::fmt::Debug>(r: Result<T>, param: &str) -> String {
+        match r {
+            Err(e @ Error::InvalidRequest { .. }) => {
+                let Error::InvalidRequest { param: p, .. } = &e else {
+                    unreachable!()
+                };
+                assert_eq!(p, param, "{e}");
+                e.to_string()
+            }
+            other => panic!("{param}: expected InvalidRequest, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn request_numbers_are_checked_with_the_option_named() {
+        let ok = request(
+            r#"{"max_tokens": 5, "temperature": 0.7, "top_k": 0, "top_p": 1, "min_p": 0,
+                "repeat_penalty": 1.1, "seed": 42, "stop": ["\n"]}"#,
+        )
+        .unwrap();
+        assert_eq!((ok.max_tokens, ok.top_k, ok.seed), (5, 0, 42));
+        assert_eq!((ok.temperature, ok.top_p), (0.7, 1.0));
+        let d = request("{}").unwrap();
+        assert_eq!(d.max_tokens, CompleteOptions::default().max_tokens);
+
+        for (json, param) in [
+            (r#"{"max_tokens": 0}"#, "max_tokens"),
+            (r#"{"max_tokens": -1}"#, "max_tokens"),
+            (r#"{"max_tokens": 2.5}"#, "max_tokens"),
+            (r#"{"top_k": -3}"#, "top_k"),
+            (r#"{"seed": -1}"#, "seed"),
+            (r#"{"temperature": -0.5}"#, "temperature"),
+            (r#"{"temperature": 1e300}"#, "temperature"),
+            (r#"{"top_p": 1.5}"#, "top_p"),
+            (r#"{"top_p": -0.1}"#, "top_p"),
+            (r#"{"min_p": 2}"#, "min_p"),
+            (r#"{"repeat_penalty": 0}"#, "repeat_penalty"),
+            (r#"{"stop": ["a", ""]}"#, "stop[1]"),
+        ] {
+            refused(request(json), param);
+        }
+        let msg = refused(request(r#"{"max_tokens": -1}"#), "max_tokens");
+        assert_eq!(
+            msg,
+            "invalid request: max_tokens = -1: must be a whole number ≥ 1"
+        );
+        let msg = refused(request(r#"{"top_p": 1.5}"#), "top_p");
+        assert!(msg.contains("= 1.5"), "{msg}");
+    }
+
+    #[test]
+    fn nan_is_refused_wherever_a_number_goes() {
+        for param in [
+            "max_tokens",
+            "top_k",
+            "seed",
+            "temperature",
+            "top_p",
+            "min_p",
+            "repeat_penalty",
+        ] {
+            let mut r = RequestOptions::default();
+            let slot = match param {
+                "max_tokens" => &mut r.max_tokens,
+                "top_k" => &mut r.top_k,
+                "seed" => &mut r.seed,
+                "temperature" => &mut r.temperature,
+                "top_p" => &mut r.top_p,
+                "min_p" => &mut r.min_p,
+                _ => &mut r.repeat_penalty,
+            };
+            *slot = Some(f64::NAN);
+            let msg = refused(r.into_options(), param);
+            assert!(msg.contains("NaN"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn a_huge_max_tokens_is_accepted_and_left_to_the_context() {
+        assert_eq!(
+            request(r#"{"max_tokens": 1e9}"#).unwrap().max_tokens,
+            1_000_000_000
+        );
+        // Saturates instead of wrapping: still "as many as the context holds".
+        assert_eq!(
+            request(r#"{"max_tokens": 1e30}"#).unwrap().max_tokens,
+            usize::MAX
+        );
+    }
+
+    #[test]
+    fn stop_strings_are_bounded_in_count_and_length() {
+        let ok = CompleteOptions {
+            stop: vec!["x".repeat(MAX_STOP_BYTES); MAX_STOPS],
+            ..CompleteOptions::default()
+        };
+        ok.check().unwrap();
+        let long = CompleteOptions {
+            stop: vec!["ok".into(), "é".repeat(500_000)],
+            ..CompleteOptions::default()
+        };
+        let msg = refused(long.check(), "stop[1]");
+        // The message shows the start of the string and its size, not a megabyte of it.
+        assert!(msg.len() < 200, "{msg}");
+        assert!(msg.contains("1000000 bytes"), "{msg}");
+        let many = CompleteOptions {
+            stop: vec!["x".into(); MAX_STOPS + 1],
+            ..CompleteOptions::default()
+        };
+        refused(many.check(), "stop");
+    }
+
+    #[test]
+    fn messages_need_one_at_least_and_known_roles() {
+        let m = |role: &str| ChatMessage::new(role, "hi");
+        check_messages(&[m("system"), m("user"), m("assistant")]).unwrap();
+        refused(check_messages(&[]), "messages");
+        let msg = refused(
+            check_messages(&[m("user"), m("wizard")]),
+            "messages[1].role",
+        );
+        assert!(msg.contains("\"wizard\""), "{msg}");
+        refused(check_messages(&[m("User")]), "messages[0].role");
+        refused(check_messages(&[m("tool")]), "messages[0].role");
     }
 }

@@ -143,6 +143,14 @@ pub enum Error {
     UnsupportedArchitecture { arch: String, supported: String },
     #[error("context full: {needed} tokens needed but the context holds {n_ctx}; start a new conversation or load with a longer context")]
     ContextFull { n_ctx: u32, needed: u64 },
+    /// A request (its options or messages) the engine refuses before running anything; `param`
+    /// names the field as the request spells it (`stop[1]`, `messages[0].role`).
+    #[error("invalid request: {param} = {value}: {reason}")]
+    InvalidRequest {
+        param: String,
+        value: String,
+        reason: String,
+    },
 
     // ---- tokenizer and chat template ----
     #[error("{source_name}: tokenizer model {model:?} (tokenizer.ggml.model) is not supported; supported: \"gpt2\" (byte-level BPE), \"llama\" (SentencePiece)")]

@@ -4,7 +4,7 @@
 
 use crate::chat::ChatMessage;
 use crate::cpu::Cpu;
-use crate::engine::{self, CompleteOptions, Engine};
+use crate::engine::{self, CompleteOptions, Engine, RequestOptions};
 use crate::error::{Error, Result};
 use crate::gguf::{shard_names, GgufModel, INITIAL_WINDOW};
 use crate::gpu::Gpu;
@@ -74,6 +74,7 @@ fn error_name(e: &Error) -> &'static str {
         | Error::BadBlockData { .. } => "InvalidModelError",
         Error::ChatTemplate { .. } | Error::ChatTemplateLimit { .. } => "ChatTemplateError",
         Error::ContextFull { .. } => "ContextFullError",
+        Error::InvalidRequest { .. } => "InvalidRequestError",
         Error::DeviceLost { .. } => "DeviceLostError",
         Error::OutOfMemory { .. } => "OutOfMemoryError",
         // Listed rather than matched by `_`, so that a new variant has to be given a name.
@@ -96,7 +97,12 @@ fn to_js<T: Serialize>(v: &T) -> JsResult<JsValue> {
 }
 
 fn js_err(e: Error) -> JsValue {
-    js_error(error_name(&e), &e.to_string())
+    let err = js_error(error_name(&e), &e.to_string());
+    // As UnsupportedOptionError's: the field to fix, without parsing the message.
+    if let Error::InvalidRequest { param, .. } = &e {
+        let _ = js_sys::Reflect::set(&err, &"param".into(), &param.into());
+    }
+    err
 }
 
 /// An argument that did not deserialize; serde-wasm-bindgen's message already starts "Error: ".
@@ -882,8 +888,10 @@ impl WasmEngine {
         let opts: CompleteOptions = if options.is_undefined() || options.is_null() {
             CompleteOptions::default()
         } else {
-            serde_wasm_bindgen::from_value(options)
+            serde_wasm_bindgen::from_value::<RequestOptions>(options)
                 .map_err(|e| bad_arg("bad completion options", e))?
+                .into_options()
+                .map_err(js_err)?
         };
         let inner = self.inner.clone();
         Ok(wasm_bindgen_futures::future_to_promise(async move {

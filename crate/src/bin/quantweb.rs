@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use quantweb::chat::ChatMessage;
 use quantweb::cpu::Cpu;
-use quantweb::engine::{check_runnable, CompleteOptions, Engine};
+use quantweb::engine::{check_messages, check_runnable, CompleteOptions, Engine};
 use quantweb::error::Result;
 use quantweb::generate::{generate, score};
 use quantweb::gguf::GgufModel;
@@ -57,21 +57,34 @@ enum Cmd {
         json: bool,
     },
     /// Generate text on the GPU or the CPU, streaming it as it comes.
+    #[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "prompt_file", "messages"])))]
     Generate {
         #[arg(required = true)]
         model: Vec<String>,
         #[arg(long)]
-        prompt: String,
+        prompt: Option<String>,
+        /// The prompt from a UTF-8 file, `-` for standard input (an argument is limited to
+        /// 128 KiB on Linux).
+        #[arg(long, value_name = "PATH")]
+        prompt_file: Option<String>,
+        /// A conversation through the model's chat template: a JSON file (`-` for standard
+        /// input) of `[{"role": "system" | "user" | "assistant", "content": "…"}, …]`.
+        #[arg(long, value_name = "PATH")]
+        messages: Option<String>,
         /// Wrap the prompt as one user message in the model's chat template.
         #[arg(long)]
         chat: bool,
         /// Parse special-token text (e.g. <|im_start|>) in a raw prompt.
         #[arg(long)]
         special: bool,
+        /// At most this many tokens; generation also ends where the context does.
         #[arg(long, default_value_t = 128)]
         max_tokens: usize,
         #[command(flatten)]
         sampling: Sampling,
+        /// End the text before this string (repeatable).
+        #[arg(long)]
+        stop: Vec<String>,
         /// Context length (KV cache) in tokens.
         #[arg(long, default_value_t = 4096)]
         ctx: u32,
@@ -281,22 +294,17 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Generate {
             model,
             prompt,
+            prompt_file,
+            messages,
             chat,
             special,
             max_tokens,
             sampling,
+            stop,
             ctx,
             run_on,
             json,
         } => {
-            let (gguf, m) = load(&model, ctx, run_on, Adapter::Auto)?;
-            let mut engine = Engine::new(&gguf, m)?;
-            // A rendered template carries special tokens as text; a raw prompt only with --special.
-            let prompt_tokens = if chat {
-                engine.chat_tokens(&[ChatMessage::new("user", prompt)])?
-            } else {
-                engine.prompt_tokens(&prompt, special)
-            };
             let opts = CompleteOptions {
                 max_tokens,
                 temperature: sampling.temperature,
@@ -305,7 +313,36 @@ fn run(cli: Cli) -> Result<()> {
                 min_p: sampling.min_p,
                 repeat_penalty: sampling.repeat_penalty,
                 seed: sampling.seed,
-                stop: vec![],
+                stop,
+            };
+            // Before the model loads: a bad request fails at once.
+            opts.check()?;
+            let messages =
+                match messages {
+                    Some(path) => {
+                        let m: Vec<ChatMessage> = serde_json::from_str(&read_input(&path)?)
+                            .map_err(|e| quantweb::Error::InvalidRequest {
+                                param: "messages".into(),
+                                value: path.clone(),
+                                reason: format!("not a JSON list of {{role, content}}: {e}"),
+                            })?;
+                        check_messages(&m)?;
+                        Some(m)
+                    }
+                    None => None,
+                };
+            let prompt = match (prompt, prompt_file) {
+                (Some(p), _) => p,
+                (None, Some(path)) => read_input(&path)?,
+                (None, None) => String::new(),
+            };
+            let (gguf, m) = load(&model, ctx, run_on, Adapter::Auto)?;
+            let mut engine = Engine::new(&gguf, m)?;
+            // A rendered template carries special tokens as text; a raw prompt only with --special.
+            let prompt_tokens = match messages {
+                Some(m) => engine.chat_tokens(&m)?,
+                None if chat => engine.chat_tokens(&[ChatMessage::new("user", prompt)])?,
+                None => engine.prompt_tokens(&prompt, special),
             };
             let done = pollster::block_on(engine.complete(&prompt_tokens, &opts, |piece, _| {
                 if !json {
@@ -515,6 +552,21 @@ fn quantize_model(model: &[String], out: &str, ty: &str, allow_requantize: bool)
 }
 
 /// "16G", "16GB", "16GiB", "8e9" → bytes (G = GiB, as GPU memory is sold).
+/// A UTF-8 file's text, or standard input's for `-`.
+fn read_input(path: &str) -> Result<String> {
+    let mut text = String::new();
+    let read = if path == "-" {
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+    } else {
+        std::fs::File::open(path).and_then(|mut f| std::io::Read::read_to_string(&mut f, &mut text))
+    };
+    read.map_err(|e| quantweb::Error::Io {
+        source_name: path.to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(text)
+}
+
 fn parse_bytes(s: &str) -> Result<u64> {
     let t = s.trim().to_ascii_uppercase();
     let t = t.trim_end_matches("IB").trim_end_matches('B');
