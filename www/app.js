@@ -520,6 +520,7 @@ function renderDevice(d) {
       limitRow('Max storage binding', 'maxStorageBufferBindingSize', 'limit-max-storage-binding'),
       limitRow('Max buffer', 'maxBufferSize', 'limit-max-buffer'),
       kvRow('shader-f16', d.shaderF16 ? 'yes' : 'no (quantweb uses its f32 path)', { id: 'gpu-f16', dataset: { value: String(d.shaderF16) } }),
+      kvRow('Integer dot product', d.wgslLanguageFeatures.includes('packed_4x8_integer_dot_product') ? 'yes (4-, 5- and 8-bit legacy types)' : 'no (quantweb uses its f32 path)', { id: 'gpu-dot4' }),
       d.isFallbackAdapter ? kvRow('Note', 'software (fallback) adapter: expect slow inference') : null,
     ),
     h('details', { class: 'features' },

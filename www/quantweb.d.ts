@@ -267,6 +267,12 @@ export interface DeviceInfoAvailable {
   shaderF16: boolean;
   /** Sorted feature names. */
   features: string[];
+  /**
+   * Sorted WGSL language extensions (`navigator.gpu.wgslLanguageFeatures`). With
+   * 'packed_4x8_integer_dot_product', the decode matvec of Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0
+   * weights takes ggml's integer dot products.
+   */
+  wgslLanguageFeatures: string[];
   limits: AdapterLimits;
 }
 

@@ -143,6 +143,7 @@ export async function deviceInfo() {
     isFallbackAdapter: Boolean(info.isFallbackAdapter ?? adapter.isFallbackAdapter ?? false),
     shaderF16: adapter.features.has('shader-f16'),
     features,
+    wgslLanguageFeatures: [...(navigator.gpu.wgslLanguageFeatures ?? [])].sort(),
     limits,
   };
 }

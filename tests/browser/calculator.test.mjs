@@ -300,6 +300,9 @@ test('the public module quantweb.js: inspect/estimateMemory return the CLI JSON;
     assert.equal(r.device.available, true);
     assert.equal(typeof r.device.shaderF16, 'boolean');
     assert.ok(r.device.limits.maxStorageBufferBindingSize > 0 && Array.isArray(r.device.features));
+    // SwiftShader (Chromium 123+) has the integer dot products the GPU decode matvec uses.
+    console.log(`WGSL language features: ${r.device.wgslLanguageFeatures.join(', ')}`);
+    assert.ok(r.device.wgslLanguageFeatures.includes('packed_4x8_integer_dot_product'));
     assert.equal(r.storage.available, true);
     assert.equal(r.storage.free, Math.max(0, r.storage.quota - r.storage.usage));
     assert.deepEqual(r.budget, {
