@@ -1217,30 +1217,57 @@ mod tests {
             bytemuck::cast_slice(&vec![0.5f32; 32 * q4.cols as usize]),
         );
         let y = gpu.storage("y", 32 * q4.rows as u64 * 4);
+        // Seconds per product, over 10 in one submission.
+        let time = |gpu: &Gpu, q: &QMatrix, xin: MatIn, n: u32| {
+            let run = |reps: u32| {
+                let mut rec = Rec::new(gpu);
+                for _ in 0..reps {
+                    q.record_matmul(&mut rec, xin, &y, n).unwrap();
+                }
+                rec.submit();
+                pollster::block_on(gpu.read(&y, 4)).unwrap();
+            };
+            run(1);
+            let t = std::time::Instant::now();
+            run(10);
+            t.elapsed().as_secs_f64() / 10.0
+        };
+        let report = |gpu: &Gpu, q: &QMatrix, n: u32, what: &str, s: f64| {
+            eprintln!(
+                "ffn_down [{} x {}] {} × {n} tokens on {} ({what}): {:.0} µs, {:.1} GFLOP/s",
+                q.cols,
+                q.rows,
+                q.ty,
+                gpu.adapter_info.name,
+                s * 1e6,
+                2.0 * (q.cols * q.rows * n) as f64 / s / 1e9
+            );
+        };
+        let dot4 = gpu.features.dot4;
         for (q, cpu) in [(&q4, true), (&q4, false), (&f32m, true), (&f32m, false)] {
             gpu.features.cpu = cpu;
             for n in [1, 32] {
-                let run = |reps: u32| {
-                    let mut rec = Rec::new(&gpu);
-                    for _ in 0..reps {
-                        q.record_matmul(&mut rec, MatIn::plain(&x), &y, n).unwrap();
-                    }
-                    rec.submit();
-                    pollster::block_on(gpu.read(&y, 4)).unwrap();
+                let s = time(&gpu, q, MatIn::plain(&x), n);
+                report(&gpu, q, n, &format!("cpu variant {cpu}"), s);
+            }
+            // Decode as the model runs it: Q8_1 activations quantized in the kernel, with the
+            // f32 product and with the integer one.
+            if q.ty == GgmlType::Q4_1 {
+                let xin = MatIn {
+                    quantize: Some(ActKind::Q8_1),
+                    ..MatIn::plain(&x)
                 };
-                run(1);
-                let t = std::time::Instant::now();
-                run(10);
-                let s = t.elapsed().as_secs_f64() / 10.0;
-                eprintln!(
-                    "ffn_down [{} x {}] {} × {n} tokens on {} (cpu variant {cpu}): {:.0} µs, {:.1} GFLOP/s",
-                    q.cols,
-                    q.rows,
-                    q.ty,
-                    gpu.adapter_info.name,
-                    s * 1e6,
-                    2.0 * (q.cols * q.rows * n) as f64 / s / 1e9
-                );
+                for with_dot4 in [false, dot4] {
+                    gpu.features.dot4 = with_dot4;
+                    let s = time(&gpu, q, xin, 1);
+                    report(
+                        &gpu,
+                        q,
+                        1,
+                        &format!("cpu variant {cpu}, Q8_1 in, dot4 {with_dot4}"),
+                        s,
+                    );
+                }
             }
         }
     }
