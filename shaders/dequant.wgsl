@@ -26,6 +26,20 @@
 // dequant_unit call.
 var<private> d_off: u32;
 
+// Words k..k+3 of the buffer. With VEC4_LOADS (set only for the types whose every call has k a
+// multiple of 4: Q4_0, Q8_0, IQ4_NL, Q4_K, Q5_K, Q6_K, whose body parts are whole vec4s) the
+// kernel binds the same buffer a second time as vec4s, and this is one 16-byte load.
+#ifdef VEC4_LOADS
+@group(0) @binding(W4_AT) var<storage, read> w4: array<vec4<u32>>;
+fn words4(k: u32) -> vec4<u32> {
+    return w4[k / 4u];
+}
+#else
+fn words4(k: u32) -> vec4<u32> {
+    return vec4<u32>(w[k], w[k + 1u], w[k + 2u], w[k + 3u]);
+}
+#endif
+
 // The separated f16 scale of block b.
 fn block_d(b: u32) -> f32 {
     return unpack2x16float(w[d_off + b / 2u])[b % 2u];
@@ -104,9 +118,10 @@ const BODY_WORDS: u32 = 4u;
 const UNIT_V4: u32 = 4u;
 fn dequant_unit(b: u32, u: u32) -> array<vec4<f32>, UNIT_V4> {
     let d = block_d(b);
+    let q = words4(4u * b);
     var r: array<vec4<f32>, UNIT_V4>;
     for (var i = 0u; i < 4u; i++) {
-        r[i] = d * (vec4<f32>(lanes(w[4u * b + i], 4u * u, 0xFu)) - 8.0);
+        r[i] = d * (vec4<f32>(lanes(q[i], 4u * u, 0xFu)) - 8.0);
     }
     return r;
 }
@@ -178,11 +193,11 @@ const BLOCK: u32 = 32u;
 const BODY_WORDS: u32 = 8u;
 const UNIT_V4: u32 = 4u;
 fn dequant_unit(b: u32, u: u32) -> array<vec4<f32>, UNIT_V4> {
-    let base = 8u * b + 4u * u;
+    let q = words4(8u * b + 4u * u);
     let d = block_d(b);
     var r: array<vec4<f32>, UNIT_V4>;
     for (var i = 0u; i < 4u; i++) {
-        r[i] = lanes_i8(w[base + i]) * d;
+        r[i] = lanes_i8(q[i]) * d;
     }
     return r;
 }
@@ -195,9 +210,10 @@ const BODY_WORDS: u32 = 4u;
 const UNIT_V4: u32 = 4u;
 fn dequant_unit(b: u32, u: u32) -> array<vec4<f32>, UNIT_V4> {
     let d = block_d(b);
+    let q = words4(4u * b);
     var r: array<vec4<f32>, UNIT_V4>;
     for (var i = 0u; i < 4u; i++) {
-        r[i] = d * kvalues(lanes(w[4u * b + i], 4u * u, 0xFu));
+        r[i] = d * kvalues(lanes(q[i], 4u * u, 0xFu));
     }
     return r;
 }
@@ -263,11 +279,11 @@ fn dequant_unit(b: u32, u: u32) -> array<vec4<f32>, UNIT_V4> {
     let sm = scale_min_k4(base, u / 2u);
     let dl = dm.x * f32(sm.x);
     let ml = dm.y * f32(sm.y);
-    let qw = base + 4u + 8u * (u / 4u) + 4u * (u % 2u);
+    let q = words4(base + 4u + 8u * (u / 4u) + 4u * (u % 2u));
     let sh = 4u * ((u / 2u) % 2u);
     var r: array<vec4<f32>, UNIT_V4>;
     for (var i = 0u; i < 4u; i++) {
-        r[i] = dl * vec4<f32>(lanes(w[qw + i], sh, 0xFu)) - ml;
+        r[i] = dl * vec4<f32>(lanes(q[i], sh, 0xFu)) - ml;
     }
     return r;
 }
@@ -285,12 +301,12 @@ fn dequant_unit(b: u32, u: u32) -> array<vec4<f32>, UNIT_V4> {
     let sm = scale_min_k4(base, u / 2u);
     let dl = dm.x * f32(sm.x);
     let ml = dm.y * f32(sm.y);
-    let qw = base + 12u + 8u * (u / 4u) + 4u * (u % 2u);
+    let qs = words4(base + 12u + 8u * (u / 4u) + 4u * (u % 2u));
     let sh = 4u * ((u / 2u) % 2u);
-    let hw = base + 4u + 4u * (u % 2u);
+    let qh = words4(base + 4u + 4u * (u % 2u));
     var r: array<vec4<f32>, UNIT_V4>;
     for (var i = 0u; i < 4u; i++) {
-        let q = lanes(w[qw + i], sh, 0xFu) | (lanes(w[hw + i], u / 2u, 1u) << vec4<u32>(4u));
+        let q = lanes(qs[i], sh, 0xFu) | (lanes(qh[i], u / 2u, 1u) << vec4<u32>(4u));
         r[i] = dl * vec4<f32>(q) - ml;
     }
     return r;
@@ -309,13 +325,13 @@ fn dequant_unit(b: u32, u: u32) -> array<vec4<f32>, UNIT_V4> {
     let sc = bitcast<i32>(w[base + 48u + u / 4u] << (24u - 8u * (u % 4u))) >> 24u;
     let dl = block_d(b) * f32(sc);
     let h = u / 8u;
-    let lw = base + 16u * h + 4u * (u % 4u);
+    let ql = words4(base + 16u * h + 4u * (u % 4u));
     let lsh = 4u * ((u % 8u) / 4u);
-    let hw = base + 32u + 8u * h + 4u * (u % 2u);
+    let qh = words4(base + 32u + 8u * h + 4u * (u % 2u));
     let hsh = 2u * ((u % 8u) / 2u);
     var r: array<vec4<f32>, UNIT_V4>;
     for (var i = 0u; i < 4u; i++) {
-        let q = lanes(w[lw + i], lsh, 0xFu) | (lanes(w[hw + i], hsh, 3u) << vec4<u32>(4u));
+        let q = lanes(ql[i], lsh, 0xFu) | (lanes(qh[i], hsh, 3u) << vec4<u32>(4u));
         r[i] = dl * vec4<f32>(vec4<i32>(q) - vec4<i32>(32));
     }
     return r;

@@ -68,10 +68,11 @@ fn x_unit(u: u32) -> vec4<u32> {
 #ifdef TYPE_Q4_0
 fn block_scale(b: u32) -> f32 { return block_d(b); }
 fn dot4_unit(b: u32, u: u32, xv: vec4<u32>) -> i32 {
+    let q = words4(4u * b);
     var s = 0i;
     for (var i = 0u; i < 4u; i++) {
         // Nibbles q to signed bytes q - 8: flip bit 3, then copy it into bits 4..7.
-        let t = ((w[4u * b + i] >> (4u * u)) & 0x0F0F0F0Fu) ^ 0x08080808u;
+        let t = ((q[i] >> (4u * u)) & 0x0F0F0F0Fu) ^ 0x08080808u;
         s += dot4I8Packed(t | ((t & 0x08080808u) * 0x1Eu), xv[i]);
     }
     return s;
@@ -126,9 +127,10 @@ fn dot4_unit(b: u32, u: u32, xv: vec4<u32>) -> i32 {
 #ifdef TYPE_Q8_0
 fn block_scale(b: u32) -> f32 { return block_d(b); }
 fn dot4_unit(b: u32, u: u32, xv: vec4<u32>) -> i32 {
+    let q = words4(8u * b + 4u * u);
     var s = 0i;
     for (var i = 0u; i < 4u; i++) {
-        s += dot4I8Packed(w[8u * b + 4u * u + i], xv[i]);
+        s += dot4I8Packed(q[i], xv[i]);
     }
     return s;
 }

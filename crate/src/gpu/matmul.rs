@@ -18,7 +18,8 @@
 //!
 //! **Kernels** (`shaders/`): one dequantization function per type (`dequant.wgsl`, returning a
 //! "unit" of 16 consecutive weights sharing their scales, 4 for plain floats), included by
-//! - `matvec.wgsl` (n_tokens = 1): a workgroup of 64 threads computes 4 rows; threads split K by
+//! - `matvec.wgsl` (n_tokens = 1): a workgroup of [`matvec_wg`](super::matvec_wg) threads (64
+//!   on most adapters) computes 4 rows; threads split K by
 //!   units, hold their slice of x in registers for the 4 rows, and reduce through workgroup
 //!   memory (no subgroups). On CPU adapters (llvmpipe, SwiftShader), where a barrier is a
 //!   thread switch, the ROW_PER_THREAD variant gives each invocation a whole row instead;
@@ -35,8 +36,6 @@ use super::{grid, shader::defines, ActKind, Activation, GatedAct, Gpu, MatIn, Re
 use crate::error::{Error, Result};
 use crate::quant::GgmlType;
 
-/// Threads per workgroup of the matvec and embedding kernels.
-const WG_SIZE: u32 = 64;
 /// Rows per matvec workgroup (`ROWS` in matvec.wgsl).
 const MATVEC_ROWS: u32 = 4;
 /// Rows and tokens per matmul tile (`TM`, `TN` in matmul.wgsl).
@@ -130,6 +129,14 @@ fn split_d(ty: GgmlType) -> Option<SplitD> {
         Q3_K | Q6_K => SplitD::Last,
         _ => return None,
     })
+}
+
+/// Whether every group of 4 words dequant.wgsl reads of `ty` (`words4`) starts on a 16-byte
+/// boundary of the upload layout: block bodies of 16, 32, 144, 176 or 208 bytes, with their
+/// parts at multiples of 16.
+fn vec4_aligned(ty: GgmlType) -> bool {
+    use GgmlType::*;
+    matches!(ty, Q4_0 | Q8_0 | IQ4_NL | Q4_K | Q5_K | Q6_K)
 }
 
 /// Elements per block as the shaders see them (`BLOCK` in dequant.wgsl).
@@ -354,7 +361,7 @@ impl QMatrix {
     /// (matvec.wgsl QUANT_IN): one token (a decode step), a quantized activation kind, and the
     /// quantized row fits in workgroup memory beside the reduction's.
     pub fn quantizes_input(&self, gpu: &Gpu, n_tokens: u32) -> bool {
-        let bytes = self.cols * 4 + self.cols / 8 + WG_SIZE * 16;
+        let bytes = self.cols * 4 + self.cols / 8 + gpu.features.matvec_wg * 16;
         n_tokens == 1
             && ActKind::for_weights(self.ty) != ActKind::F32
             && bytes <= gpu.limits.max_compute_workgroup_storage_size
@@ -366,7 +373,7 @@ impl QMatrix {
     fn takes_dot4(&self, gpu: &Gpu, n_tokens: u32, x: &MatIn) -> bool {
         use GgmlType::*;
         // Packed quants, an f32 scale and sum per block of 32, and the reduction's partial sums.
-        let bytes = self.cols + self.cols / 4 + WG_SIZE * 16;
+        let bytes = self.cols + self.cols / 4 + gpu.features.matvec_wg * 16;
         n_tokens == 1
             && gpu.features.dot4
             && matches!(self.ty, Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0)
@@ -379,10 +386,10 @@ impl QMatrix {
         self.cols / unit_elements(self.ty)
     }
 
-    fn defines(&self) -> super::shader::Defines {
+    fn defines(&self, gpu: &Gpu) -> super::shader::Defines {
         defines(&[
             (&format!("TYPE_{}", self.ty.name()), "1"),
-            ("WG_SIZE", &WG_SIZE.to_string()),
+            ("WG_SIZE", &gpu.features.matvec_wg.to_string()),
             ("MATVEC_ROWS", &MATVEC_ROWS.to_string()),
             ("TILE", &TILE.to_string()),
         ])
@@ -526,7 +533,7 @@ impl QMatrix {
         } else {
             "matmul.wgsl"
         };
-        let mut defs = self.defines();
+        let mut defs = self.defines(rec.gpu);
         let mut set = |k: &str, v: &str| defs.insert(k.into(), v.into());
         match out {
             MatOut::Y(_) => {}
@@ -566,6 +573,13 @@ impl QMatrix {
             set("DOT4", "1");
             set("PACKED", "1");
         }
+        // The weights bound a second time, as vec4s, after every other buffer.
+        let vec4_loads = rec.gpu.features.vec4_loads && vec4_aligned(self.ty);
+        if vec4_loads {
+            let at = 3 + ys.len() + usize::from(delta.is_some());
+            set("VEC4_LOADS", "1");
+            set("W4_AT", &at.to_string());
+        }
         let row_per_thread = rec.gpu.features.cpu;
         if row_per_thread {
             set("ROW_PER_THREAD", "1");
@@ -591,7 +605,7 @@ impl QMatrix {
                 seg2: seg[1],
             });
             let per_group = match (row_per_thread, n_tokens) {
-                (true, _) => WG_SIZE * rpt,
+                (true, _) => rec.gpu.features.matvec_wg * rpt,
                 (false, 1) => MATVEC_ROWS,
                 (false, _) => TILE,
             };
@@ -602,6 +616,9 @@ impl QMatrix {
             let mut entries = vec![&part.buf, x.x, ys[0], &p];
             entries.extend(&ys[1..]);
             entries.extend(delta);
+            if vec4_loads {
+                entries.push(&part.buf);
+            }
             let reads = Reads {
                 weights: part.rows as u64 * self.row_bytes(),
                 act: 4 * n * self.cols as u64,
@@ -632,7 +649,7 @@ impl QMatrix {
                 "embedding lookup of {n} tokens at once: split the batch"
             ))
         })?;
-        let pipeline = rec.pipeline("embed.wgsl", &self.defines())?;
+        let pipeline = rec.pipeline("embed.wgsl", &self.defines(rec.gpu))?;
         for (i, part) in self.parts.iter().enumerate() {
             let p = rec.params(&EmbedParams {
                 part: self.part_params(part),
@@ -652,7 +669,7 @@ impl QMatrix {
             rec.dispatch(
                 &pipeline,
                 &[&part.buf, ids, out, &p],
-                grid(threads.div_ceil(WG_SIZE)),
+                grid(threads.div_ceil(rec.gpu.features.matvec_wg)),
                 reads,
             );
         }
@@ -833,20 +850,30 @@ mod tests {
                     data.len()
                 );
                 // The cooperative matvec with subgroupAdd where the adapter has subgroups.
-                for (n, as_cpu, with_sg) in [
-                    (1, cpu, false),
-                    (1, !cpu, false),
-                    (1, false, sg),
-                    (7, cpu, false),
-                    (64, cpu, false),
-                    (64, !cpu, false),
+                // Scalar weight loads as well as vec4 ones where the type has them.
+                for (n, as_cpu, with_sg, vec4, wg) in [
+                    (1, cpu, false, true, 64),
+                    (1, !cpu, false, true, 64),
+                    (1, false, sg, true, 64),
+                    (1, cpu, false, false, 64),
+                    (1, !cpu, false, false, 64),
+                    // The workgroup sizes matvec_wg picks on other adapters.
+                    (1, false, false, true, 128),
+                    (1, false, sg, true, 256),
+                    (1, true, false, true, 256),
+                    (7, cpu, false, true, 64),
+                    (64, cpu, false, true, 64),
+                    (64, !cpu, false, true, 64),
+                    (64, !cpu, false, false, 64),
                 ] {
                     gpu.features.cpu = as_cpu;
                     gpu.features.subgroups = with_sg;
+                    gpu.features.vec4_loads = vec4;
+                    gpu.features.matvec_wg = wg;
                     let (got, want) = run_matmul(&gpu, &m, &w, n, &mut rng);
                     let e = nmse(&got, &want);
                     eprintln!(
-                        "{ty:>6} rows {rows} cols {cols} n {n:>2} cpu {as_cpu} subgroups {with_sg}: nmse {e:.1e}"
+                        "{ty:>6} rows {rows} cols {cols} n {n:>2} cpu {as_cpu} subgroups {with_sg} vec4 {vec4} wg {wg}: nmse {e:.1e}"
                     );
                     assert!(
                         e < 1e-10,
@@ -925,16 +952,17 @@ mod tests {
                 ),
             ];
             for (how, xin) in inputs {
-                for as_cpu in [cpu, !cpu] {
+                for (as_cpu, vec4) in [(cpu, true), (!cpu, true), (!cpu, false)] {
                     gpu.features.cpu = as_cpu;
+                    gpu.features.vec4_loads = vec4;
                     let y = gpu.storage("y", rows as u64 * 4);
                     let mut rec = Rec::new(&gpu);
                     m.record_matmul(&mut rec, xin, &y, 1).unwrap();
                     rec.submit();
                     let got = pollster::block_on(gpu.read_f32(&y, rows)).unwrap();
                     let e = nmse(&got, &want);
-                    eprintln!("{ty:>5} {how}, cpu variant {as_cpu}: nmse {e:.1e}");
-                    assert!(e < 1e-12, "{ty} {how} cpu {as_cpu}: nmse {e}");
+                    eprintln!("{ty:>5} {how}, cpu variant {as_cpu}, vec4 {vec4}: nmse {e:.1e}");
+                    assert!(e < 1e-12, "{ty} {how} cpu {as_cpu} vec4 {vec4}: nmse {e}");
                 }
             }
         }
@@ -1270,6 +1298,21 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn matvec_wg_follows_the_adapter() {
+        use crate::gpu::matvec_wg;
+        let l = wgpu::Limits::default();
+        // Unknown subgroups (the browser), lavapipe, NVIDIA, AMD, Qualcomm.
+        for (sg, wg) in [(0, 64), (8, 64), (32, 64), (64, 128), (128, 256)] {
+            assert_eq!(matvec_wg(&l, sg), wg, "subgroups of {sg}");
+        }
+        let small = wgpu::Limits {
+            max_compute_invocations_per_workgroup: 96,
+            ..l
+        };
+        assert_eq!(matvec_wg(&small, 64), 64);
     }
 
     #[test]

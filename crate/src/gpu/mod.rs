@@ -43,9 +43,30 @@ pub struct GpuFeatures {
     /// WGSL's `packed_4x8_integer_dot_product` (`dot4I8Packed`, `pack4xI8`): the decode matvec
     /// of 4-, 5- and 8-bit legacy types takes ggml's integer dot products (dot4.wgsl).
     pub dot4: bool,
+    /// Weights read as `vec4<u32>` (one 16-byte load per 4 words) by the types whose layout
+    /// keeps those words aligned. Core WebGPU, so always on; tests turn it off to check the
+    /// scalar path.
+    pub vec4_loads: bool,
+    /// Threads per workgroup of the matvec and the embedding lookup, from the adapter
+    /// ([`matvec_wg`]).
+    pub matvec_wg: u32,
     /// The adapter runs shaders on the CPU (llvmpipe, SwiftShader, WARP): kernels then avoid
     /// barriers, which cost a thread switch there.
     pub cpu: bool,
+}
+
+/// Threads per matvec workgroup: two subgroups where the adapter reports their width (NVIDIA,
+/// Apple, Intel: 64; AMD: 128; Qualcomm: 256), else 64, within [64, 256] (a power of two, for
+/// the reduction tree) and never above what the adapter allows. Every size is tested on
+/// llvmpipe; which is fastest on a given GPU is for the GPU bench to tell.
+pub fn matvec_wg(limits: &wgpu::Limits, subgroup_max_size: u32) -> u32 {
+    let cap = limits
+        .max_compute_invocations_per_workgroup
+        .min(limits.max_compute_workgroup_size_x);
+    let want = (2 * subgroup_max_size).clamp(64, 256).next_power_of_two();
+    let wg = want.min(cap.max(1));
+    // The largest power of two not above it.
+    1 << wg.ilog2()
 }
 
 /// Which adapter to open (see [`Gpu::with_adapter`]).
@@ -146,6 +167,7 @@ impl Gpu {
         let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
         let required_features = available & wanted;
         let limits = adapter.limits();
+        let wg = matvec_wg(&limits, adapter.get_info().subgroup_max_size);
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("quantweb"),
@@ -179,6 +201,8 @@ impl Gpu {
                 dot4: instance
                     .wgsl_language_features()
                     .contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct),
+                vec4_loads: true,
+                matvec_wg: wg,
                 cpu: adapter.get_info().device_type == wgpu::DeviceType::Cpu,
             },
             adapter_info: adapter.get_info(),
