@@ -459,6 +459,15 @@ export interface SamplingOptions {
    * 1 to 1024 bytes (UTF-8).
    */
   stop?: string | ReadonlyArray<string> | null;
+  /**
+   * Each generated token's log-probability under the model's own distribution (before
+   * temperature and truncation): `choices[0].logprobs.content` of a chat answer, streamed too;
+   * `logprobs` of a raw completion. Every step then reads back the logits, so greedy decoding
+   * is a little slower.
+   */
+  logprobs?: boolean | null;
+  /** With `logprobs`: the 0 to 20 likeliest tokens at each step (InvalidRequestError beyond). */
+  top_logprobs?: number | null;
 }
 
 export interface Timings {
@@ -507,8 +516,11 @@ export interface CompleteRequest extends SamplingOptions {
   tokens?: ArrayLike<number>;
   /** Stops after the current token; the promise then resolves with `aborted: true`. */
   signal?: AbortSignal;
-  /** Called per generated token (`piece` may be '' while bytes or a possible stop are held). */
-  onToken?: (piece: string, id: number) => void;
+  /**
+   * Called per generated token (`piece` may be '' while bytes or a possible stop are held);
+   * `logprob` with the `logprobs` option.
+   */
+  onToken?: (piece: string, id: number, logprob?: TokenLogprob) => void;
 }
 
 export interface CompleteResult {
@@ -524,6 +536,8 @@ export interface CompleteResult {
   timings: Timings;
   /** Prompt tokens reused from the KV cache of the previous request (same prefix). */
   cached_tokens: number;
+  /** With `logprobs`: one entry per generated token, the end-of-generation token excepted. */
+  logprobs?: TokenLogprob[];
 }
 
 /**
@@ -598,10 +612,6 @@ export interface ChatCompletionRequest extends SamplingOptions {
   repetition_penalty?: number | null;
   /** `{}`. */
   logit_bias?: Record<string, number> | null;
-  /** false. */
-  logprobs?: boolean | null;
-  /** 0. */
-  top_logprobs?: number | null;
   /** `[]`. Tool calling is not implemented yet. */
   tools?: ReadonlyArray<unknown>;
   /** 'none'. */
@@ -657,6 +667,27 @@ export interface ChatUsage extends Usage {
   };
 }
 
+/** A token as `logprobs` show it: its text (lossy inside a UTF-8 sequence) and its bytes. */
+export interface TopLogprob {
+  token: string;
+  bytes: number[];
+  logprob: number;
+}
+
+/** One generated token (OpenAI's `ChatCompletionTokenLogprob`). */
+export interface TokenLogprob extends TopLogprob {
+  top_logprobs: TopLogprob[];
+}
+
+/**
+ * `choices[0].logprobs` with `logprobs: true`: one entry per generated token, the
+ * end-of-generation token excepted (in a stream, the entries of the tokens a chunk completes).
+ */
+export interface ChoiceLogprobs {
+  content: TokenLogprob[];
+  refusal: null;
+}
+
 export interface ChatCompletionMessage {
   role: 'assistant';
   content: string;
@@ -669,7 +700,7 @@ export interface ChatCompletion {
   object: 'chat.completion';
   created: number;
   model: string;
-  choices: [{ index: 0; message: ChatCompletionMessage; finish_reason: FinishReason; logprobs: null }];
+  choices: [{ index: 0; message: ChatCompletionMessage; finish_reason: FinishReason; logprobs: ChoiceLogprobs | null }];
   usage: ChatUsage;
   timings: Timings;
   aborted: boolean;
@@ -680,7 +711,7 @@ export interface ChatCompletionChunkChoice {
   index: 0;
   delta: { role?: 'assistant'; content?: string };
   finish_reason: FinishReason | null;
-  logprobs: null;
+  logprobs: ChoiceLogprobs | null;
 }
 
 /**

@@ -261,7 +261,7 @@ class WorkerLink {
     const p = this.pending.get(m.id);
     if (!p) return;
     if (m.type === 'progress') p.onProgress?.(m);
-    else if (m.type === 'token') p.onToken?.(m.piece, m.token);
+    else if (m.type === 'token') p.onToken?.(m.piece, m.token, m.logprob);
     else {
       this.pending.delete(m.id);
       if (m.type === 'result') p.resolve(m.value);
@@ -328,12 +328,11 @@ function unsupported(param, reason) {
 const absent = (v) => v === undefined || v === null;
 
 /** Fields of a chat request that the engine reads (sampling ones go to it as they are). */
-const CHAT_FIELDS = new Set(['messages', 'stream', 'stream_options', 'signal', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_k', 'top_p', 'min_p', 'repeat_penalty', 'seed', 'stop']);
+const CHAT_FIELDS = new Set(['messages', 'stream', 'stream_options', 'signal', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_k', 'top_p', 'min_p', 'repeat_penalty', 'seed', 'stop', 'logprobs', 'top_logprobs']);
 /** OpenAI fields about its service, not the answer: accepted with no effect (see quantweb.d.ts). */
 const NO_EFFECT_FIELDS = new Set(['model', 'user', 'metadata', 'service_tier', 'prediction']);
 const TOOLS = 'tool calling is not implemented yet';
 const PENALTY = "use repeat_penalty (llama.cpp's, over the last 64 tokens)";
-const LOGPROBS = 'log probabilities are not implemented yet';
 /**
  * The rest of OpenAI's and WebLLM's request fields: [does the value equal the default, so that
  * ignoring it changes nothing; why another value is refused].
@@ -344,8 +343,6 @@ const REFUSED_FIELDS = {
   presence_penalty: [(v) => v === 0, PENALTY],
   repetition_penalty: [(v) => v === 1, PENALTY],
   logit_bias: [(v) => typeof v === 'object' && Object.keys(v).length === 0, 'not implemented'],
-  logprobs: [(v) => v === false, LOGPROBS],
-  top_logprobs: [(v) => v === 0, LOGPROBS],
   tools: [(v) => Array.isArray(v) && v.length === 0, TOOLS],
   tool_choice: [(v) => v === 'none', TOOLS],
   parallel_tool_calls: [() => false, TOOLS],
@@ -417,10 +414,15 @@ function templateMessages(messages) {
   });
 }
 
+/** `choices[i].logprobs` in OpenAI's shape, from the engine's entries (absent without `logprobs`). */
+function choiceLogprobs(entries) {
+  return entries ? { content: entries, refusal: null } : null;
+}
+
 /** Sampling options in the engine's snake_case names. */
 function samplingOptions(req) {
   const out = {};
-  for (const k of ['max_tokens', 'temperature', 'top_k', 'top_p', 'min_p', 'repeat_penalty', 'seed', 'stop']) {
+  for (const k of ['max_tokens', 'temperature', 'top_k', 'top_p', 'min_p', 'repeat_penalty', 'seed', 'stop', 'logprobs', 'top_logprobs']) {
     if (req[k] !== undefined && req[k] !== null) out[k] = req[k];
   }
   if (out.max_tokens === undefined && req.max_completion_tokens != null) out.max_tokens = req.max_completion_tokens;
@@ -637,7 +639,7 @@ export class Engine {
         object: 'chat.completion',
         created,
         model,
-        choices: [{ index: 0, message: { role: 'assistant', content: res.text, refusal: null }, finish_reason: finishReason(res.finish_reason), logprobs: null }],
+        choices: [{ index: 0, message: { role: 'assistant', content: res.text, refusal: null }, finish_reason: finishReason(res.finish_reason), logprobs: choiceLogprobs(res.logprobs) }],
         usage: chatUsage(res, startedMs),
         timings: res.timings,
         aborted: res.finish_reason === 'abort',
@@ -647,17 +649,26 @@ export class Engine {
     const both = signal ? AbortSignal.any([signal, local.signal]) : local.signal;
     const ch = channel(() => local.abort());
     const chunk = (choices, extra) => ({ id, object: 'chat.completion.chunk', created, model, choices, ...extra });
-    const choice = (delta, finish) => [{ index: 0, delta, finish_reason: finish, logprobs: null }];
+    const choice = (delta, finish, logprobs = null) => [{ index: 0, delta, finish_reason: finish, logprobs }];
+    // A token's entry goes out with the chunk of the text it completes (text held back while a
+    // UTF-8 sequence or a possible stop string is incomplete comes with a later token).
+    let pending = [];
+    const take = () => {
+      const content = pending;
+      pending = [];
+      return options.logprobs ? choiceLogprobs(content) : null;
+    };
     ch.push(chunk(choice({ role: 'assistant', content: '' }, null)));
     this._req('chat', { messages, options, stream: true }, {
       signal: both,
-      onToken: (piece) => {
-        if (piece) ch.push(chunk(choice({ content: piece }, null)));
+      onToken: (piece, token, logprob) => {
+        if (logprob) pending.push(logprob);
+        if (piece) ch.push(chunk(choice({ content: piece }, null, take())));
       },
     }).then(
       (res) => {
         const usage = chatUsage(res, startedMs);
-        ch.push(chunk(choice({}, finishReason(res.finish_reason)), { usage, timings: res.timings, aborted: res.finish_reason === 'abort' }));
+        ch.push(chunk(choice({}, finishReason(res.finish_reason), take()), { usage, timings: res.timings, aborted: res.finish_reason === 'abort' }));
         if (req.stream_options?.include_usage) ch.push(chunk([], { usage }));
         ch.end();
       },

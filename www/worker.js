@@ -3,7 +3,8 @@
 //
 // Protocol. Requests (page → worker) are `{id, type, ...}`; every request gets exactly one
 // `{id, type: 'result', value}` or `{id, type: 'error', error: {name, message}}`, and before that
-// possibly `{id, type: 'progress', ...}` (load) or `{id, type: 'token', piece, token}` (stream).
+// possibly `{id, type: 'progress', ...}` (load) or `{id, type: 'token', piece, token, logprob}`
+// (stream; `logprob` with the `logprobs` option).
 //
 //   load        {source, contextLength, cache, backend, threads}  → info (see Engine.info in quantweb.d.ts)
 //   complete    {prompt | tokens, options, stream} → the WasmEngine.complete result
@@ -201,7 +202,7 @@ function need() {
 }
 
 /** Options for WasmEngine.complete: only the keys it knows, without undefined/null. */
-const OPTION_KEYS = ['max_tokens', 'temperature', 'top_k', 'top_p', 'min_p', 'repeat_penalty', 'seed', 'stop'];
+const OPTION_KEYS = ['max_tokens', 'temperature', 'top_k', 'top_p', 'min_p', 'repeat_penalty', 'seed', 'stop', 'logprobs', 'top_logprobs'];
 function engineOptions(options) {
   const out = {};
   for (const k of OPTION_KEYS) {
@@ -219,8 +220,8 @@ async function generate(id, promptTokens, options, stream) {
     if (state.aborted) {
       return { prompt_tokens: Array.from(promptTokens), tokens: [], text: '', finish_reason: 'abort', timings: null, usage: { prompt_tokens: promptTokens.length, completion_tokens: 0, total_tokens: promptTokens.length }, cached_tokens: 0 };
     }
-    const result = await eng.complete(promptTokens, engineOptions(options), (piece, token) => {
-      if (stream) post({ id, type: 'token', piece, token });
+    const result = await eng.complete(promptTokens, engineOptions(options), (piece, token, logprob) => {
+      if (stream) post({ id, type: 'token', piece, token, logprob });
       return !state.aborted;
     });
     const kv = eng.info();

@@ -4,7 +4,7 @@
 
 use crate::chat::{ChatMessage, ChatTemplate};
 use crate::error::{Error, Result};
-use crate::generate::{generate, Timings};
+use crate::generate::{generate, Timings, TokenLogprob};
 use crate::gguf::GgufModel;
 use crate::inspect::ModelInfo;
 use crate::model::{Arch, Config, Model};
@@ -26,6 +26,10 @@ pub struct CompleteOptions {
     pub seed: u64,
     /// Generation ends before the first occurrence of any of these; it is not part of the text.
     pub stop: Vec<String>,
+    /// Report each generated token's log-probability ([`Completion::logprobs`]).
+    pub logprobs: bool,
+    /// With `logprobs`, the likeliest alternatives at each step, at most [`MAX_TOP_LOGPROBS`].
+    pub top_logprobs: usize,
 }
 
 impl Default for CompleteOptions {
@@ -40,6 +44,8 @@ impl Default for CompleteOptions {
             repeat_penalty: s.repeat_penalty,
             seed: s.seed,
             stop: vec![],
+            logprobs: false,
+            top_logprobs: 0,
         }
     }
 }
@@ -48,6 +54,9 @@ impl Default for CompleteOptions {
 /// token is checked against each of them, so both bound what a request can make a token cost.
 pub const MAX_STOPS: usize = 16;
 pub const MAX_STOP_BYTES: usize = 1024;
+
+/// OpenAI's bound on `top_logprobs`.
+pub const MAX_TOP_LOGPROBS: usize = 20;
 
 /// The roles a request's messages may have: the ones every chat template knows. Others (a
 /// "tool" turn, a typo) are refused rather than left to each template to print or choke on.
@@ -111,6 +120,20 @@ impl CompleteOptions {
             self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0,
             "must be a number > 0 (1 is off)",
         )?;
+        if self.top_logprobs > MAX_TOP_LOGPROBS {
+            return Err(invalid(
+                "top_logprobs",
+                self.top_logprobs.to_string(),
+                &format!("at most {MAX_TOP_LOGPROBS}"),
+            ));
+        }
+        if self.top_logprobs > 0 && !self.logprobs {
+            return Err(invalid(
+                "top_logprobs",
+                self.top_logprobs.to_string(),
+                "needs logprobs: true",
+            ));
+        }
         if self.stop.len() > MAX_STOPS {
             return Err(invalid(
                 "stop",
@@ -152,6 +175,8 @@ pub struct RequestOptions {
     pub repeat_penalty: Option<f64>,
     pub seed: Option<f64>,
     pub stop: Option<Vec<String>>,
+    pub logprobs: Option<bool>,
+    pub top_logprobs: Option<f64>,
 }
 
 impl RequestOptions {
@@ -190,6 +215,11 @@ impl RequestOptions {
             min_p: self.min_p.map_or(d.min_p, |v| v as f32),
             repeat_penalty: self.repeat_penalty.map_or(d.repeat_penalty, |v| v as f32),
             stop: self.stop.unwrap_or_default(),
+            logprobs: self.logprobs.unwrap_or(d.logprobs),
+            top_logprobs: match self.top_logprobs {
+                Some(v) => whole("top_logprobs", v, 0.0)? as usize,
+                None => d.top_logprobs,
+            },
         };
         o.check()?;
         Ok(o)
@@ -248,6 +278,48 @@ pub struct Completion {
     pub usage: Usage,
     /// Prompt tokens whose KV entries were reused from the previous call.
     pub cached_tokens: usize,
+    /// With `logprobs`: one entry per generated token but an end-of-generation one, in OpenAI's
+    /// `ChatCompletionTokenLogprob` shape.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<Vec<LogprobEntry>>,
+}
+
+/// A token as OpenAI's `logprobs` show it: its text (lossy where the token is part of a UTF-8
+/// sequence) and its bytes.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TopLogprob {
+    pub token: String,
+    pub bytes: Vec<u8>,
+    pub logprob: f64,
+}
+
+/// One generated token's log-probability and the likeliest alternatives at its step.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LogprobEntry {
+    #[serde(flatten)]
+    pub token: TopLogprob,
+    pub top_logprobs: Vec<TopLogprob>,
+}
+
+impl LogprobEntry {
+    fn new(tok: &Tokenizer, id: u32, lp: &TokenLogprob) -> Result<LogprobEntry> {
+        let shown = |id: u32, logprob: f64| -> Result<TopLogprob> {
+            let bytes = tok.token_piece(id, false)?;
+            Ok(TopLogprob {
+                token: String::from_utf8_lossy(&bytes).into_owned(),
+                bytes,
+                logprob,
+            })
+        };
+        Ok(LogprobEntry {
+            token: shown(id, lp.logprob)?,
+            top_logprobs: lp
+                .top
+                .iter()
+                .map(|&(id, logprob)| shown(id, logprob))
+                .collect::<Result<_>>()?,
+        })
+    }
 }
 
 pub struct Engine {
@@ -365,14 +437,15 @@ impl Engine {
         self.model.reset();
     }
 
-    /// Generates after `prompt`. `on_token(piece, id)` gets each generated id with the text it
-    /// completes (empty while UTF-8 bytes or a possible stop string are held back) and returns
-    /// false to stop. The part of `prompt` already in the KV cache is not evaluated again.
+    /// Generates after `prompt`. `on_token(piece, id, logprob)` gets each generated id with the
+    /// text it completes (empty while UTF-8 bytes or a possible stop string are held back) and,
+    /// with `opts.logprobs`, its log-probability entry; it returns false to stop. The part of
+    /// `prompt` already in the KV cache is not evaluated again.
     pub async fn complete(
         &mut self,
         prompt: &[u32],
         opts: &CompleteOptions,
-        mut on_token: impl FnMut(&str, u32) -> bool,
+        mut on_token: impl FnMut(&str, u32, Option<&LogprobEntry>) -> bool,
     ) -> Result<Completion> {
         opts.check()?;
         if prompt.is_empty() {
@@ -408,17 +481,30 @@ impl Engine {
         let mut stops = StopScan::new(&opts.stop);
         let mut finish = FinishReason::Length;
         let mut failed = None;
+        let mut entries = opts.logprobs.then(Vec::new);
         let (tokens, timings) = generate(
             &mut self.model,
             &prompt[cached..],
             max_tokens,
             &mut sampler,
+            opts.logprobs.then_some(opts.top_logprobs),
             |t| tok.is_eog(t),
-            |t| {
+            |t, lp| {
                 if tok.is_eog(t) {
                     finish = FinishReason::Stop;
-                    return on_token("", t);
+                    return on_token("", t, None);
                 }
+                let entry = match (lp.map(|lp| LogprobEntry::new(tok, t, &lp)), &mut entries) {
+                    (Some(Ok(entry)), Some(all)) => {
+                        all.push(entry);
+                        all.last()
+                    }
+                    (Some(Err(e)), _) => {
+                        failed = Some(e);
+                        return false;
+                    }
+                    _ => None,
+                };
                 let piece = match decoder.push(t) {
                     Ok(p) => p,
                     Err(e) => {
@@ -429,10 +515,10 @@ impl Engine {
                 let (ready, hit) = stops.push(&piece);
                 if hit {
                     finish = FinishReason::Stop;
-                    on_token(&ready, t);
+                    on_token(&ready, t, entry);
                     return false;
                 }
-                if !on_token(&ready, t) {
+                if !on_token(&ready, t, entry) {
                     finish = FinishReason::Abort;
                     return false;
                 }
@@ -465,6 +551,7 @@ impl Engine {
             finish_reason: finish,
             timings,
             cached_tokens: cached,
+            logprobs: entries,
         })
     }
 
@@ -638,6 +725,9 @@ mod tests {
         assert_eq!((ok.temperature, ok.top_p), (0.7, 1.0));
         let d = request("{}").unwrap();
         assert_eq!(d.max_tokens, CompleteOptions::default().max_tokens);
+        assert_eq!((d.logprobs, d.top_logprobs), (false, 0));
+        let lp = request(r#"{"logprobs": true, "top_logprobs": 20}"#).unwrap();
+        assert_eq!((lp.logprobs, lp.top_logprobs), (true, 20));
 
         for (json, param) in [
             (r#"{"max_tokens": 0}"#, "max_tokens"),
@@ -652,6 +742,9 @@ mod tests {
             (r#"{"min_p": 2}"#, "min_p"),
             (r#"{"repeat_penalty": 0}"#, "repeat_penalty"),
             (r#"{"stop": ["a", ""]}"#, "stop[1]"),
+            (r#"{"logprobs": true, "top_logprobs": 21}"#, "top_logprobs"),
+            (r#"{"logprobs": true, "top_logprobs": 1.5}"#, "top_logprobs"),
+            (r#"{"top_logprobs": 3}"#, "top_logprobs"),
         ] {
             refused(request(json), param);
         }

@@ -58,18 +58,30 @@ pub fn now_ms() -> f64 {
     }
 }
 
+/// A generated token's log-probability under the model's own distribution (the logits before
+/// temperature, penalties and truncation, as OpenAI reports them) and the likeliest ids at that
+/// step, likeliest first.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenLogprob {
+    pub logprob: f64,
+    pub top: Vec<(u32, f64)>,
+}
+
 /// Generates up to `max_tokens` after `prompt` (the model continues from its current position),
 /// calling `on_token` for each new id; stops early at a token for which `is_end` holds or for
-/// which `on_token` returns false (that token is returned but not evaluated).
+/// which `on_token` returns false (that token is returned but not evaluated). With
+/// `logprobs: Some(k)`, every step reads back its logits (greedy included) and `on_token` gets
+/// the token's log-probability with the `k` likeliest alternatives.
 pub async fn generate(
     model: &mut Model,
     prompt: &[u32],
     max_tokens: usize,
     sampler: &mut Sampler,
+    logprobs: Option<usize>,
     is_end: impl Fn(u32) -> bool,
-    mut on_token: impl FnMut(u32) -> bool,
+    mut on_token: impl FnMut(u32, Option<TokenLogprob>) -> bool,
 ) -> Result<(Vec<u32>, Timings)> {
-    let greedy = sampler.config().is_greedy();
+    let greedy = sampler.config().is_greedy() && logprobs.is_none();
     let want = if greedy { Want::Argmax } else { Want::Logits };
     for &t in prompt {
         sampler.accept(t);
@@ -83,14 +95,21 @@ pub async fn generate(
     let mut tokens = Vec::new();
     let mut decode_steps = 0;
     while tokens.len() < max_tokens {
-        let next = match &out {
-            Output::Token(t) => *t,
-            Output::Logits(l) => sampler.sample(l),
+        let (next, lp) = match &out {
+            Output::Token(t) => (*t, None),
+            Output::Logits(l) => {
+                let next = sampler.sample(l);
+                let lp = logprobs.map(|k| TokenLogprob {
+                    logprob: log_prob(l, next),
+                    top: crate::sample::top_log_probs(l, k),
+                });
+                (next, lp)
+            }
             Output::AllLogits(_) => unreachable!("not requested"),
         };
         sampler.accept(next);
         tokens.push(next);
-        let go_on = on_token(next);
+        let go_on = on_token(next, lp);
         if !go_on || is_end(next) || tokens.len() == max_tokens {
             break;
         }

@@ -875,9 +875,10 @@ impl WasmEngine {
     }
 
     /// Generates after `prompt` (ids). `options`: `{max_tokens, temperature, top_k, top_p,
-    /// min_p, repeat_penalty, seed, stop}`. `onToken(piece, id)` is called per token; returning
-    /// `false` stops. Resolves to `{prompt_tokens, tokens, text, finish_reason, timings, usage,
-    /// cached_tokens}`.
+    /// min_p, repeat_penalty, seed, stop, logprobs, top_logprobs}`. `onToken(piece, id,
+    /// logprob)` is called per token (`logprob`: the token's entry with `logprobs`, else
+    /// undefined); returning `false` stops. Resolves to `{prompt_tokens, tokens, text,
+    /// finish_reason, timings, usage, cached_tokens, logprobs?}`.
     #[allow(clippy::await_holding_refcell_ref)] // see below
     pub fn complete(
         &self,
@@ -901,13 +902,16 @@ impl WasmEngine {
                 .try_borrow_mut()
                 .map_err(|_| js_error("BusyError", BUSY))?;
             let done = e
-                .complete(&prompt, &opts, |piece, id| match &on_token {
+                .complete(&prompt, &opts, |piece, id, logprob| match &on_token {
                     // `false` or a throw stops generation.
                     Some(f) => f
-                        .call2(
+                        .call3(
                             &JsValue::NULL,
                             &JsValue::from_str(piece),
                             &JsValue::from(id),
+                            &logprob
+                                .map_or(Ok(JsValue::UNDEFINED), to_js)
+                                .unwrap_or_default(),
                         )
                         .is_ok_and(|v| v.as_bool() != Some(false)),
                     None => true,

@@ -40,8 +40,9 @@ fn decode(files: &[&str]) -> Option<(Model, GgufModel, quantweb::generate::Timin
         &[2, 1000, 2000],
         5,
         &mut sampler,
+        None,
         |_| false,
-        |_| true,
+        |_, _| true,
     ))
     .unwrap();
     assert_eq!((tokens.len(), t.decode_steps, t.prefill_batches), (5, 4, 1));

@@ -235,8 +235,8 @@ fn check(files: &[&str], golden: &str, checked: &[&str], tol: &Tolerances, on: O
             max_tokens: GREEDY_TOKENS,
             ..CompleteOptions::default()
         };
-        let done =
-            pollster::block_on(engine.complete(&case.prompt_tokens, &opts, |_, _| true)).unwrap();
+        let done = pollster::block_on(engine.complete(&case.prompt_tokens, &opts, |_, _, _| true))
+            .unwrap();
         // A golden that ended at an end-of-generation id has it as its last token, as ours does.
         let want = &case.tokens[..];
         let n = GREEDY_TOKENS.min(want.len());

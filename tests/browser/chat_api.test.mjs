@@ -21,7 +21,6 @@ const user = (content) => ({ role: 'user', content });
 /** [request, second argument of create, the field the error must name]. */
 const REFUSED = [
   [{ messages: [user('Hi')], n: 2 }, undefined, 'n'],
-  [{ messages: [user('Hi')], logprobs: true, top_logprobs: 2 }, undefined, 'logprobs'],
   [{ messages: [user('Hi')], tools: [{ type: 'function', function: { name: 'add' } }], tool_choice: 'auto' }, undefined, 'tools'],
   [{ messages: [user('Hi')], response_format: { type: 'json_object' } }, undefined, 'response_format'],
   [{ messages: [user('Hi')], frequency_penalty: 0.5 }, undefined, 'frequency_penalty'],
@@ -101,8 +100,19 @@ test('chat API: unsupported fields are named UnsupportedOptionErrors; OpenAI-sha
       } catch (e) {
         aborted = e.name;
       }
+      // logprobs, returned and streamed; the same greedy tokens both times.
+      const asked = { messages: [{ role: 'user', content: 'Hi' }], max_tokens: 4, logprobs: true, top_logprobs: 3 };
+      const logprobs = await create(asked);
+      const lpChunks = [];
+      for await (const c of await create({ ...asked, stream: true })) lpChunks.push(c);
+      let tooMany = null;
+      try {
+        await create({ ...asked, top_logprobs: 21 });
+      } catch (e) {
+        tooMany = { name: e.name, param: e.param };
+      }
       await window.engine.unload();
-      return { system, developer, empty, absent, chunks, aborted };
+      return { system, developer, empty, absent, chunks, aborted, logprobs, lpChunks, tooMany };
     });
 
     const c = r.system;
@@ -132,6 +142,22 @@ test('chat API: unsupported fields are named UnsupportedOptionErrors; OpenAI-sha
     assert.deepEqual(usageChunk.choices, []);
     assert.equal(usageChunk.usage.completion_tokens, 2);
     assert.deepEqual(usageChunk.usage, finish.usage);
+
+    // One entry per generated token (an end-of-generation one excepted), the greedy token the
+    // likeliest of its top 3; their bytes spell the answer; the stream carries the same entries.
+    const lp = r.logprobs.choices[0];
+    const content = lp.logprobs.content;
+    assert.equal(lp.logprobs.refusal, null);
+    assert.ok(content.length === r.logprobs.usage.completion_tokens || (lp.finish_reason === 'stop' && content.length === r.logprobs.usage.completion_tokens - 1), JSON.stringify(lp));
+    for (const e of content) {
+      assert.equal(e.top_logprobs.length, 3);
+      assert.ok(e.logprob <= 0 && e.top_logprobs.every((t, i, a) => i === 0 || a[i - 1].logprob >= t.logprob));
+      assert.deepEqual({ token: e.token, bytes: e.bytes, logprob: e.logprob }, e.top_logprobs[0]);
+    }
+    assert.equal(new TextDecoder().decode(Uint8Array.from(content.flatMap((e) => e.bytes))), lp.message.content);
+    const streamedEntries = r.lpChunks.flatMap((k) => k.choices[0]?.logprobs?.content ?? []);
+    assert.deepEqual(streamedEntries, content);
+    assert.deepEqual(r.tooMany, { name: 'InvalidRequestError', param: 'top_logprobs' });
 
     assert.equal(r.aborted, 'AbortError', 'the signal of create\'s second argument is read');
     assert.deepEqual(errors, []);

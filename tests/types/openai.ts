@@ -10,6 +10,7 @@ import type {
   ChatCompletionCreateParamsStreaming,
   ChatCompletionMessage,
   ChatCompletionMessageParam,
+  ChatCompletionTokenLogprob,
 } from 'openai/resources/chat/completions';
 import { Engine, type ChatCompletionRequest, type ChatMessage } from '../../www/quantweb.js';
 
@@ -41,13 +42,16 @@ export async function openaiApp(): Promise<string> {
     seed: 1,
     stop: ['\n'],
     n: 1,
-    logprobs: false,
+    logprobs: true,
+    top_logprobs: 3,
     user: 'u',
   };
   const completion: ChatCompletion = await client.chat.completions.create(params);
   const message: ChatCompletionMessage = completion.choices[0].message;
   let text = message.content ?? message.refusal ?? '';
   const finish: ChatCompletion.Choice['finish_reason'] = completion.choices[0].finish_reason;
+  const first: ChatCompletionTokenLogprob | undefined = completion.choices[0].logprobs?.content?.[0];
+  const alternatives: number = first ? first.top_logprobs.length + first.logprob : 0;
   const tokens: number = (completion.usage?.total_tokens ?? 0) + (completion.usage?.prompt_tokens_details?.cached_tokens ?? 0);
 
   // Streamed, with the SDK's request options (an abort signal) as the second argument.
@@ -79,7 +83,7 @@ export async function openaiApp(): Promise<string> {
   const noRefusal: ChatCompletionMessage = { role: 'assistant', content: 'hi' };
   // @ts-expect-error a message needs a role
   await client.chat.completions.create({ messages: [{ content: 'no role' }] });
-  return `${text} ${finish} ${tokens} ${notACompletion.id} ${noRefusal.content}`;
+  return `${text} ${finish} ${tokens} ${alternatives} ${notACompletion.id} ${noRefusal.content}`;
 }
 
 // Every field of the SDK's request and message types is declared by ours (so that it is

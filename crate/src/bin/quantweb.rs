@@ -85,6 +85,10 @@ enum Cmd {
         /// End the text before this string (repeatable).
         #[arg(long)]
         stop: Vec<String>,
+        /// With --json: each generated token's log-probability and its N likeliest
+        /// alternatives (0 to 20), as OpenAI's `logprobs`.
+        #[arg(long, value_name = "N")]
+        logprobs: Option<usize>,
         /// Context length (KV cache) in tokens.
         #[arg(long, default_value_t = 4096)]
         ctx: u32,
@@ -301,6 +305,7 @@ fn run(cli: Cli) -> Result<()> {
             max_tokens,
             sampling,
             stop,
+            logprobs,
             ctx,
             run_on,
             json,
@@ -314,6 +319,8 @@ fn run(cli: Cli) -> Result<()> {
                 repeat_penalty: sampling.repeat_penalty,
                 seed: sampling.seed,
                 stop,
+                logprobs: logprobs.is_some(),
+                top_logprobs: logprobs.unwrap_or(0),
             };
             // Before the model loads: a bad request fails at once.
             opts.check()?;
@@ -344,13 +351,14 @@ fn run(cli: Cli) -> Result<()> {
                 None if chat => engine.chat_tokens(&[ChatMessage::new("user", prompt)])?,
                 None => engine.prompt_tokens(&prompt, special),
             };
-            let done = pollster::block_on(engine.complete(&prompt_tokens, &opts, |piece, _| {
-                if !json {
-                    print!("{piece}");
-                    let _ = std::io::stdout().flush();
-                }
-                true
-            }))?;
+            let done =
+                pollster::block_on(engine.complete(&prompt_tokens, &opts, |piece, _, _| {
+                    if !json {
+                        print!("{piece}");
+                        let _ = std::io::stdout().flush();
+                    }
+                    true
+                }))?;
             if json {
                 let out = serde_json::json!({
                     "prompt_tokens": done.prompt_tokens,
@@ -358,6 +366,7 @@ fn run(cli: Cli) -> Result<()> {
                     "text": done.text,
                     "finish_reason": done.finish_reason,
                     "timings": done.timings,
+                    "logprobs": done.logprobs,
                 });
                 println!(
                     "{}",
@@ -452,8 +461,9 @@ fn run(cli: Cli) -> Result<()> {
                 &prompt,
                 gen_tokens as usize,
                 &mut sampler,
+                None,
                 |_| false,
-                |_| true,
+                |_, _| true,
             ))?;
             if json {
                 let out = serde_json::json!({
