@@ -64,77 +64,69 @@ fn x_unit(u: u32) -> vec4<u32> {
     return vec4<u32>(xq[4u * u], xq[4u * u + 1u], xq[4u * u + 2u], xq[4u * u + 3u]);
 }
 
-// Units are half blocks: u = 0 takes elements 0..15 of block b, u = 1 elements 16..31.
+// Per type: block_scale(b), the weights' d; unit_bytes(b, u), the 16 weights of unit u of
+// block b as signed bytes packed four to a word. Units are half blocks: u = 0 takes elements
+// 0..15, u = 1 elements 16..31.
+
+// Bytes q in [0, 2 · half) to signed bytes q - half: flip the top bit, then copy it upwards.
+fn biased(q: vec4<u32>, half: u32) -> vec4<u32> {
+    let top = vec4<u32>(half * 0x01010101u);
+    let t = q ^ top;
+    return t | ((t & top) * (256u / half - 2u));
+}
+
+// The 4-bit quants of unit u from four words of qs (low nibbles, then high ones).
+fn nibbles(qs: vec4<u32>, u: u32) -> vec4<u32> {
+    return (qs >> vec4<u32>(4u * u)) & vec4<u32>(0x0F0F0F0Fu);
+}
+
+// Q5_0/Q5_1: the fifth bits of unit u's weights (bit e of qh for weight e) as bit 4 of each byte.
+fn high_bits(qh: u32, u: u32) -> vec4<u32> {
+    let h = vec4<u32>(qh >> (16u * u)) >> vec4<u32>(0u, 4u, 8u, 12u);
+    return ((h & vec4<u32>(1u)) << vec4<u32>(4u)) | ((h & vec4<u32>(2u)) << vec4<u32>(11u))
+        | ((h & vec4<u32>(4u)) << vec4<u32>(18u)) | ((h & vec4<u32>(8u)) << vec4<u32>(25u));
+}
+
 #ifdef TYPE_Q4_0
 fn block_scale(b: u32) -> f32 { return block_d(b); }
-fn dot4_unit(b: u32, u: u32, xv: vec4<u32>) -> i32 {
-    let q = words4(4u * b);
-    var s = 0i;
-    for (var i = 0u; i < 4u; i++) {
-        // Nibbles q to signed bytes q - 8: flip bit 3, then copy it into bits 4..7.
-        let t = ((q[i] >> (4u * u)) & 0x0F0F0F0Fu) ^ 0x08080808u;
-        s += dot4I8Packed(t | ((t & 0x08080808u) * 0x1Eu), xv[i]);
-    }
-    return s;
-}
+fn unit_bytes(b: u32, u: u32) -> vec4<u32> { return biased(nibbles(words4(4u * b), u), 8u); }
 #endif
 
 #ifdef TYPE_Q4_1
 fn block_scale(b: u32) -> f32 { return unpack2x16float(w[5u * b]).x; }
-fn dot4_unit(b: u32, u: u32, xv: vec4<u32>) -> i32 {
-    var s = 0i;
-    for (var i = 0u; i < 4u; i++) {
-        s += dot4I8Packed((w[5u * b + 1u + i] >> (4u * u)) & 0x0F0F0F0Fu, xv[i]);
-    }
-    return s;
+fn unit_bytes(b: u32, u: u32) -> vec4<u32> {
+    let k = 5u * b + 1u;
+    return nibbles(vec4<u32>(w[k], w[k + 1u], w[k + 2u], w[k + 3u]), u);
 }
 #endif
 
-// Q5_0/Q5_1: bits e..e+3 of qh (bit 4 of weights e..e+3) moved to bit 4 of each byte.
-fn high_bits(qh: u32, e: u32) -> u32 {
-    let h = qh >> e;
-    return ((h & 1u) << 4u) | ((h & 2u) << 11u) | ((h & 4u) << 18u) | ((h & 8u) << 25u);
-}
-
 #ifdef TYPE_Q5_0
 fn block_scale(b: u32) -> f32 { return block_d(b); }
-fn dot4_unit(b: u32, u: u32, xv: vec4<u32>) -> i32 {
-    let qh = w[5u * b];
-    var s = 0i;
-    for (var i = 0u; i < 4u; i++) {
-        let q = ((w[5u * b + 1u + i] >> (4u * u)) & 0x0F0F0F0Fu) | high_bits(qh, 16u * u + 4u * i);
-        // q to q - 16: flip bit 4, then copy it into bits 5..7.
-        let t = q ^ 0x10101010u;
-        s += dot4I8Packed(t | ((t & 0x10101010u) * 0x0Fu), xv[i]);
-    }
-    return s;
+fn unit_bytes(b: u32, u: u32) -> vec4<u32> {
+    let k = 5u * b + 1u;
+    let q = nibbles(vec4<u32>(w[k], w[k + 1u], w[k + 2u], w[k + 3u]), u) | high_bits(w[5u * b], u);
+    return biased(q, 16u);
 }
 #endif
 
 #ifdef TYPE_Q5_1
 fn block_scale(b: u32) -> f32 { return unpack2x16float(w[6u * b]).x; }
-fn dot4_unit(b: u32, u: u32, xv: vec4<u32>) -> i32 {
-    let qh = w[6u * b + 1u];
-    var s = 0i;
-    for (var i = 0u; i < 4u; i++) {
-        let q = ((w[6u * b + 2u + i] >> (4u * u)) & 0x0F0F0F0Fu) | high_bits(qh, 16u * u + 4u * i);
-        s += dot4I8Packed(q, xv[i]);
-    }
-    return s;
+fn unit_bytes(b: u32, u: u32) -> vec4<u32> {
+    let k = 6u * b + 2u;
+    return nibbles(vec4<u32>(w[k], w[k + 1u], w[k + 2u], w[k + 3u]), u) | high_bits(w[6u * b + 1u], u);
 }
 #endif
 
 #ifdef TYPE_Q8_0
 fn block_scale(b: u32) -> f32 { return block_d(b); }
-fn dot4_unit(b: u32, u: u32, xv: vec4<u32>) -> i32 {
-    let q = words4(8u * b + 4u * u);
-    var s = 0i;
-    for (var i = 0u; i < 4u; i++) {
-        s += dot4I8Packed(q[i], xv[i]);
-    }
-    return s;
-}
+fn unit_bytes(b: u32, u: u32) -> vec4<u32> { return words4(8u * b + 4u * u); }
 #endif
+
+fn dot4_unit(b: u32, u: u32, xv: vec4<u32>) -> i32 {
+    let q = unit_bytes(b, u);
+    return dot4I8Packed(q.x, xv.x) + dot4I8Packed(q.y, xv.y) + dot4I8Packed(q.z, xv.z)
+        + dot4I8Packed(q.w, xv.w);
+}
 
 // Row r's unit u times x's unit u, as ggml scales an integer block sum.
 fn unit_dot(r: u32, u: u32, xv: vec4<u32>) -> f32 {
