@@ -152,6 +152,10 @@ pub enum Error {
         reason: String,
     },
 
+    /// `compare`: a candidate that reads text differently from the base.
+    #[error("{candidate}: not the base model's vocabulary ({reason}); every candidate must be a quantization of the same model")]
+    VocabMismatch { candidate: String, reason: String },
+
     // ---- tokenizer and chat template ----
     #[error("{source_name}: tokenizer model {model:?} (tokenizer.ggml.model) is not supported; supported: \"gpt2\" (byte-level BPE), \"llama\" (SentencePiece)")]
     UnsupportedTokenizer { source_name: String, model: String },

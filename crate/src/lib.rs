@@ -11,6 +11,7 @@
 
 pub mod backend;
 pub mod chat;
+pub mod compare;
 pub mod cpu;
 pub mod engine;
 pub mod error;

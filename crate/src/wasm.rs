@@ -75,6 +75,7 @@ fn error_name(e: &Error) -> &'static str {
         Error::ChatTemplate { .. } | Error::ChatTemplateLimit { .. } => "ChatTemplateError",
         Error::ContextFull { .. } => "ContextFullError",
         Error::InvalidRequest { .. } => "InvalidRequestError",
+        Error::VocabMismatch { .. } => "VocabMismatchError",
         Error::DeviceLost { .. } => "DeviceLostError",
         Error::OutOfMemory { .. } => "OutOfMemoryError",
         // Listed rather than matched by `_`, so that a new variant has to be given a name.

@@ -422,6 +422,9 @@ fn tiny_pyenv() -> Result<PathBuf> {
 /// for the browser tests. The other goldens there are for `QUANTWEB_FIDELITY_ALL=1`-style runs
 /// by hand.
 pub const QUANTIZED: &[&str] = &[
+    "smollm2-Q8_0",
+    "smollm2-Q4_K",
+    "smollm2-Q2_K",
     "smollm2-Q3_K",
     "smollm2-IQ4_NL",
     "gemma3-Q2_K",

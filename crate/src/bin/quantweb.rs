@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use quantweb::chat::ChatMessage;
+use quantweb::compare::{self, Size};
 use quantweb::cpu::Cpu;
 use quantweb::engine::{check_messages, check_runnable, CompleteOptions, Engine};
 use quantweb::error::Result;
@@ -13,6 +14,7 @@ use quantweb::memory::{self, DeviceBudget, FitOptions, KvType, MemoryEstimate};
 use quantweb::model::Model;
 use quantweb::sample::{Sampler, SamplerConfig};
 use quantweb::source::open_args;
+use quantweb::tokenizer::Tokenizer;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -114,6 +116,30 @@ enum Cmd {
         /// Also list the K likeliest ids and their log-probabilities at each position.
         #[arg(long, default_value_t = 0)]
         top_k: usize,
+        #[command(flatten)]
+        run_on: RunOn,
+        #[arg(long)]
+        json: bool,
+    },
+    /// How far quantizations of a model are from it, as `llama-perplexity --kl-divergence`:
+    /// perplexities, KL divergence, top-token agreement and Δp over the same windows of a text.
+    Compare {
+        /// The base model, then each candidate (each a file or the first shard of a split
+        /// model). Every candidate must have the base's vocabulary.
+        #[arg(required = true, num_args = 2.., value_name = "BASE CANDIDATE…")]
+        models: Vec<String>,
+        /// The text to evaluate on (UTF-8); without it, the built-in one (`--builtin`).
+        #[arg(long, conflicts_with = "builtin")]
+        text: Option<String>,
+        /// The shipped evaluation text (CC0, about 5 000 tokens; crate/data/README.md).
+        #[arg(long)]
+        builtin: bool,
+        /// Tokens per window; the second half of each is scored.
+        #[arg(long, default_value_t = 512)]
+        ctx: u32,
+        /// At most this many windows (default: all that the text fills).
+        #[arg(long)]
+        chunks: Option<usize>,
         #[command(flatten)]
         run_on: RunOn,
         #[arg(long)]
@@ -412,6 +438,15 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+        Cmd::Compare {
+            models,
+            text,
+            builtin: _,
+            ctx,
+            chunks,
+            run_on,
+            json,
+        } => compare_models(&models, text.as_deref(), ctx, chunks, run_on, json)?,
         Cmd::Split {
             mut args,
             max_size,
@@ -512,6 +547,128 @@ fn run(cli: Cli) -> Result<()> {
             })?;
             quantize_model(&args, &out, &ty, allow_requantize)?;
         }
+    }
+    Ok(())
+}
+
+/// `quantweb compare`: loads every model, checks their vocabularies, then reads the text's
+/// windows with all of them at once (compare.rs), with progress on stderr.
+fn compare_models(
+    paths: &[String],
+    text: Option<&str>,
+    ctx: u32,
+    max_chunks: Option<usize>,
+    on: RunOn,
+    json: bool,
+) -> Result<()> {
+    let text = match text {
+        Some(path) => read_input(path)?,
+        None => compare::BUILTIN_TEXT.to_string(),
+    };
+    let mut loaded = vec![];
+    for path in paths {
+        let (gguf, model) = load(std::slice::from_ref(path), ctx, on, Adapter::Auto)?;
+        let tokenizer = Tokenizer::from_model(&gguf)?;
+        let size = Size::of(&ModelInfo::from_model(&gguf)?)?;
+        loaded.push((tokenizer, size, model));
+    }
+    let (base_tok, base_size, mut base) = loaded.remove(0);
+    for ((tok, _, _), path) in loaded.iter().zip(&paths[1..]) {
+        compare::check_same_vocab(&base_tok, tok, path)?;
+    }
+    let tokens = base_tok.encode(&text, true, false);
+    let bos = base_tok.add_bos().then(|| base_tok.bos()).flatten();
+    let windows = compare::chunks(&tokens, ctx, max_chunks, bos)?;
+    let (sizes, mut candidates): (Vec<Size>, Vec<Model>) =
+        loaded.into_iter().map(|(_, size, m)| (size, m)).unzip();
+    eprintln!(
+        "compare: {} tokens, {} windows of {ctx}, {} candidates",
+        tokens.len(),
+        windows.len(),
+        candidates.len()
+    );
+    let started = std::time::Instant::now();
+    let on_chunk = |p: compare::Progress| {
+        let elapsed = started.elapsed().as_secs_f64();
+        let eta = elapsed / p.chunk as f64 * (p.chunks - p.chunk) as f64;
+        let klds: Vec<String> = p
+            .reports
+            .iter()
+            .map(|r| format!("{:.5}", r.kld.value))
+            .collect();
+        eprintln!(
+            "[{}/{}] {elapsed:.0} s, about {eta:.0} s left; mean KLD so far: {}",
+            p.chunk,
+            p.chunks,
+            klds.join(", ")
+        );
+        Ok(())
+    };
+    let reports = pollster::block_on(compare::compare(
+        &mut base,
+        &mut candidates,
+        &windows,
+        on_chunk,
+    ))?;
+    let names = &paths[1..];
+    if json {
+        let candidates: Vec<serde_json::Value> = names
+            .iter()
+            .zip(&sizes)
+            .zip(&reports)
+            .map(|((model, size), report)| {
+                serde_json::json!({"model": model, "size": size, "report": report})
+            })
+            .collect();
+        let out = serde_json::json!({
+            "base": {"model": paths[0], "size": base_size},
+            "ctx": ctx,
+            "chunks": windows.len(),
+            "tokens": tokens.len(),
+            "candidates": candidates,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).expect("serializable")
+        );
+        return Ok(());
+    }
+    println!(
+        "base {}: file {}, memory {} (the calculator's, at a 4096-token context)",
+        paths[0],
+        human(base_size.file_bytes),
+        human(base_size.total_bytes)
+    );
+    for ((name, size), r) in names.iter().zip(&sizes).zip(&reports) {
+        let pct = |e: compare::Estimate| format!("{:.3} ± {:.3} %", 100.0 * e.value, 100.0 * e.err);
+        println!(
+            "\n{name}: file {}, memory {}",
+            human(size.file_bytes),
+            human(size.total_bytes)
+        );
+        println!("  positions              {}", r.positions);
+        println!(
+            "  PPL(Q)                 {:.6} ± {:.6}",
+            r.ppl.value, r.ppl.err
+        );
+        println!(
+            "  PPL(base)              {:.6} ± {:.6}",
+            r.ppl_base.value, r.ppl_base.err
+        );
+        println!(
+            "  PPL(Q)/PPL(base)       {:.6} ± {:.6}",
+            r.ppl_ratio.value, r.ppl_ratio.err
+        );
+        println!(
+            "  Mean KLD               {:.6} ± {:.6}",
+            r.kld.value, r.kld.err
+        );
+        println!(
+            "  KLD median/90/99/99.9% {:.6} / {:.6} / {:.6} / {:.6}",
+            r.kld_median, r.kld_p90, r.kld_p99, r.kld_p999
+        );
+        println!("  Same top p             {}", pct(r.same_top));
+        println!("  RMS Δp                 {}", pct(r.rms_dp));
     }
     Ok(())
 }
