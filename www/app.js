@@ -2,6 +2,8 @@
 // No framework. Every string that comes from a model, a URL or an error is put in the page with
 // textContent, never as HTML.
 
+import { h, fmtBytes } from './ui.js';
+import { setupCompare } from './compare-view.js';
 import { inspect, ready, deviceInfo, storageEstimate, deviceBudget, Engine, quantize, quantizedModels, deleteQuantized } from './quantweb.js';
 
 const $ = (id) => document.getElementById(id);
@@ -27,20 +29,6 @@ const state = {
 };
 
 // ---------------------------------------------------------------- formatting
-
-function fmtBytes(b) {
-  if (!Number.isFinite(b)) return '—';
-  if (b < 1024) return `${b} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let v = b / 1024;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  const digits = v < 10 ? 2 : v < 1000 ? 1 : 0;
-  return `${v.toFixed(digits)} ${units[u]}`;
-}
 
 /** Decimal GB/MB, as the rule of thumb is usually quoted ("14 GB"). */
 function fmtDecimal(b) {
@@ -73,22 +61,6 @@ function setBytes(el, b) {
 }
 
 /** Builds an element: h('td', {class: 'num', dataset: {bytes: 1}}, 'text', child…). */
-function h(tag, attrs, ...children) {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k === 'class') el.className = v;
-    else if (k === 'dataset') Object.assign(el.dataset, v);
-    else if (k === 'text') el.textContent = v;
-    else el.setAttribute(k, v === true ? '' : String(v));
-  }
-  for (const c of children.flat()) {
-    if (c === null || c === undefined || c === false) continue;
-    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
-  }
-  return el;
-}
-
 function bytesSpan(b, cls) {
   const s = h('span', { class: cls });
   setBytes(s, b);
@@ -552,7 +524,7 @@ function renderStorage(s) {
 // ---------------------------------------------------------------- tabs
 
 function selectTab(which) {
-  for (const name of ['calc', 'chat']) {
+  for (const name of ['calc', 'chat', 'compare']) {
     const on = name === which;
     const tab = $(`tab-${name}`);
     tab.setAttribute('aria-selected', String(on));
@@ -562,11 +534,12 @@ function selectTab(which) {
 }
 
 function setupTabs() {
-  const tabs = [$('tab-calc'), $('tab-chat')];
+  const tabs = [$('tab-calc'), $('tab-chat'), $('tab-compare')];
   for (const tab of tabs) {
     tab.addEventListener('click', () => {
-      selectTab(tab.id.slice(4));
-      history.replaceState(null, '', tab.id === 'tab-chat' ? '#chat' : '#');
+      const name = tab.id.slice(4);
+      selectTab(name);
+      history.replaceState(null, '', name === 'calc' ? '#' : `#${name}`);
     });
     tab.addEventListener('keydown', (e) => {
       if (e.key !== 'ArrowLeft' && e.key !== 'ArrowRight') return;
@@ -575,7 +548,7 @@ function setupTabs() {
       next.click();
     });
   }
-  if (location.hash === '#chat') selectTab('chat');
+  if (location.hash === '#chat' || location.hash === '#compare') selectTab(location.hash.slice(1));
 }
 
 // ---------------------------------------------------------------- chat
@@ -619,6 +592,7 @@ function chatAdvice(e, source) {
   if (e && e.name === 'ChatTemplateError') return 'The model\'s chat template refused this conversation or broke off (the message says where). Start a new chat; if every message fails, the file\'s template is unusable: pick another file of this model.';
   if (e && e.name === 'DeviceLostError') return 'The GPU was reset (driver crash or the tab was in the background too long). Reload the model.';
   if (e && e.name === 'OutOfMemoryError') return 'The CPU engine holds the weights in this tab\'s memory, at most 4 GiB: pick a smaller model or quantization (the Calculator shows the sizes).';
+  if (e && e.name === 'VocabMismatchError') return 'Compare quantizations of one model only: every candidate needs the base\'s tokenizer. Remove the model the message names.';
   if (e && e.resumable) return 'The connection dropped. Load again: the download resumes where it stopped.';
   return adviceFor(m, source);
 }
@@ -1003,6 +977,7 @@ function setupChat() {
 
 function main() {
   setupTabs();
+  setupCompare({ gpuMemoryBytes, advice: chatAdvice, messageOf });
   setupChat();
   ready().catch((e) => showError('quantweb could not start', messageOf(e), 'Reload the page. If it keeps failing, this browser may not support WebAssembly.'));
 

@@ -396,6 +396,92 @@ export function quantizedModels(): Promise<{ name: string; size: number; lastMod
 /** Deletes a model quantized in this browser; true if it existed. */
 export function deleteQuantized(name: string): Promise<boolean>;
 
+/** A value with llama.cpp's one-sigma uncertainty. */
+export interface Estimate {
+  value: number;
+  err: number;
+}
+
+/**
+ * One candidate against the base, as `llama-perplexity --kl-divergence` reports it and as
+ * `quantweb compare --json` writes it (the same keys). Probabilities are fractions, KL in nats.
+ */
+export interface CompareReport {
+  /** Positions compared: the second half of each window, less its last token. */
+  positions: number;
+  ppl: Estimate;
+  ppl_base: Estimate;
+  /** PPL(candidate) / PPL(base). */
+  ppl_ratio: Estimate;
+  ln_ppl_ratio: Estimate;
+  ppl_correlation: number;
+  /** Mean KL(base ‖ candidate) per position. */
+  kld: Estimate;
+  kld_median: number;
+  kld_p90: number;
+  kld_p99: number;
+  kld_p999: number;
+  kld_max: number;
+  /** How often both models' likeliest token is the same ("Same top p"). */
+  same_top: Estimate;
+  /** Root mean square of p_candidate(next) − p_base(next). */
+  rms_dp: Estimate;
+}
+
+export type CompareProgress =
+  | (LoadProgress & { model: number })
+  | { phase: 'compare'; chunk: number; chunks: number; windowEnd: boolean; reports: CompareReport[] };
+
+export interface CompareOptions {
+  /** The text to evaluate on; default: the built-in CC0 text (about 5 500 SmolLM2 tokens). */
+  text?: string;
+  /** Tokens per window (default 512); the second half of each is scored. */
+  ctx?: number;
+  /** At most this many windows (default: all that the text fills). */
+  chunks?: number;
+  /**
+   * Load events carry `model` (0: the base, i: candidate i); then one 'compare' event after
+   * every batch of scored positions, with each candidate's report so far (`reports[i - 1]`).
+   */
+  onProgress?: (p: CompareProgress) => void;
+  /** Stops the loads or the comparison (AbortError). */
+  signal?: AbortSignal;
+  backend?: 'auto' | 'webgpu' | 'cpu';
+  threads?: number;
+  /** As `Engine.load`: URLs are kept in the browser's storage (default true). */
+  cache?: boolean;
+}
+
+export interface ComparedModel {
+  /** The file name, without ".gguf". */
+  name: string;
+  fileBytes: number;
+  /** The calculator's total at its defaults (4096-token f16 KV cache). */
+  totalBytes: number;
+  info: EngineInfo;
+}
+
+export interface Comparison {
+  ctx: number;
+  /** Windows compared. */
+  chunks: number;
+  /** Tokens of the text (the base's tokenizer). */
+  tokens: number;
+  base: ComparedModel;
+  /** In the order given: a report, or the error that kept the candidate from loading. */
+  candidates: ((ComparedModel & { report: CompareReport; error?: undefined }) | { name: string; error: Error; report?: undefined })[];
+}
+
+/**
+ * `quantweb compare` in the browser: each candidate (a quantization of the same model) against
+ * `base`, over the same windows of a text. All models are loaded at once in one worker, so the
+ * base's distributions are computed once and never stored whole. Errors: VocabMismatchError (a
+ * candidate with another tokenizer), InvalidRequestError (text shorter than one window, `ctx`
+ * beyond a model's), AbortError, and the base's load errors; a candidate that cannot load is
+ * returned with its error instead.
+ */
+export function compare(base: ModelSource | URL, candidates: ReadonlyArray<ModelSource | URL>, options?: CompareOptions): Promise<Comparison>;
+
 /** What the engine reports about the loaded model. */
 export interface EngineInfo {
   architecture: string;
@@ -761,8 +847,8 @@ export interface CachedModel {
  * (a chat request field this engine does not implement; `param` names it, e.g. "n" or
  * "messages[1].content[0]"; see ChatCompletionRequest), InvalidRequestError (a value out of
  * range, an empty or unknown-role message list; `param` names it, e.g. "top_p" or "stop[1]";
- * see SamplingOptions). A request made while another runs waits for it: requests run in the
- * order they were made.
+ * see SamplingOptions), VocabMismatchError (`compare`: a candidate with another tokenizer). A
+ * request made while another runs waits for it: requests run in the order they were made.
  */
 export class Engine {
   /** `source`: a URL, a File/Blob, or an array (shards or byte chunks, in order). */

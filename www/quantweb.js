@@ -509,6 +509,48 @@ export async function quantize(source, { type, allowRequantize = false, name, on
   }
 }
 
+/**
+ * `quantweb compare` in the browser: how far each candidate (a quantization of the same model)
+ * is from `base`, as llama-perplexity's KL-divergence statistics, over the same windows of
+ * `text` (default: the built-in CC0 text). Sources are what `Engine.load` takes. All models are
+ * loaded at once in one worker (the base's distributions are streamed, never stored whole); a
+ * candidate that cannot load is returned with its `error` instead of a report. Options: `ctx`
+ * (tokens per window, default 512), `chunks` (at most this many windows), `onProgress` (load
+ * events with `model`: 0 for the base, i for candidate i; then `{phase: 'compare', chunk,
+ * chunks, windowEnd, reports}` after every batch of scored positions), `signal`, `backend`,
+ * `threads`, `cache` (as `Engine.load`). See quantweb.d.ts `Comparison`.
+ */
+export async function compare(base, candidates, { text, ctx = 512, chunks, onProgress, signal, backend = 'auto', threads, cache = true } = {}) {
+  if (!Array.isArray(candidates) || candidates.length === 0) throw new TypeError('compare needs at least one candidate');
+  if (!(Number.isInteger(ctx) && ctx >= 4)) throw new TypeError(`ctx must be a whole number of tokens from 4, not ${JSON.stringify(ctx)}`);
+  if (chunks !== undefined && !(Number.isInteger(chunks) && chunks >= 1)) throw new TypeError(`chunks must be a whole number from 1, not ${JSON.stringify(chunks)}`);
+  if (text !== undefined && typeof text !== 'string') throw new TypeError('text must be a string');
+  const b = normalizeSource(base);
+  const cs = candidates.map(normalizeSource);
+  if (signal?.aborted) throw abortError(signal);
+  const link = new WorkerLink();
+  try {
+    const r = await link.request('compare', { base: b, candidates: cs, text, ctx, chunks, cache: Boolean(cache), backend, threads }, { onProgress, signal });
+    const loaded = new Map(r.models.map((m) => [m.index, m.info]));
+    const failed = new Map(r.failed.map((f) => [f.index, f.error]));
+    let next = 0;
+    return {
+      ctx: r.ctx,
+      chunks: r.chunks,
+      tokens: r.tokens,
+      base: { name: sourceStem(b), fileBytes: r.base.file_bytes, totalBytes: r.base.total_bytes, info: loaded.get(0) },
+      candidates: cs.map((src, k) => {
+        const i = k + 1;
+        if (failed.has(i)) return { name: sourceStem(src), error: rebuildError(failed.get(i)) };
+        const j = next++;
+        return { name: sourceStem(src), fileBytes: r.sizes[j].file_bytes, totalBytes: r.sizes[j].total_bytes, info: loaded.get(i), report: r.reports[j] };
+      }),
+    };
+  } finally {
+    link.terminate();
+  }
+}
+
 /** Models quantized in this browser, newest first: `[{name, size, lastModified, file}]`. */
 export function quantizedModels() {
   return modelCache.listQuantized();

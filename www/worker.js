@@ -13,6 +13,9 @@
 //   detokenize  {ids}                          → string
 //   info | reset | unload
 //   cache-list | cache-delete {key}
+//   compare     {base, candidates, text, ctx, chunks, cache, backend, threads} → {ctx, chunks,
+//               tokens, stopped, base, sizes, reports, models, failed} (see compareModels;
+//               abortable; frees the chat engine)
 //   quantize    {source, target, allowRequantize, name} → {type, tensors, converted, requantized,
 //               fallbacks, outBytes, name, file}: the model converted into OPFS (progress phase
 //               "quantize"; abortable)
@@ -83,8 +86,8 @@ class Meter {
 
 const hasUrls = (list) => list.every((s) => typeof s === 'string');
 
-async function load(id, { source, contextLength, cache: useCache = true, backend = 'auto', threads }) {
-  if (backend === 'webgpu' && (!self.navigator || !navigator.gpu)) {
+async function load(id, msg) {
+  if (msg.backend === 'webgpu' && (!self.navigator || !navigator.gpu)) {
     throw Object.assign(new Error('This browser does not offer WebGPU in workers (navigator.gpu is missing), so the WebGPU engine cannot run here. Load with backend "auto" or "cpu" to run on the CPU.'), { name: 'NoWebGPUError' });
   }
   if (live.get(id)?.aborted) throw Object.assign(new Error('the load was aborted'), { name: 'AbortError' });
@@ -92,60 +95,118 @@ async function load(id, { source, contextLength, cache: useCache = true, backend
   live.set(id, state);
   try {
     await ready();
-    if (engine) {
-      engine.free();
-      engine = null;
-      engineInfo = null;
-    }
-    const t0 = performance.now();
-    const list = Array.isArray(source) ? source : [source];
-    if (list.length === 0) throw new TypeError('no model source given');
-    let loadSource = source;
-    let from = 'local';
-    let cacheKey = null;
-    let downloaded = 0;
-    if (hasUrls(list)) {
-      from = 'network';
-      if (useCache) {
-        const urls = list.length === 1 ? cache.shardUrls(list[0]) || list : list;
-        const meter = new Meter('download', (p) => post({ id, type: 'progress', ...p }));
-        const got = await cache.download(urls, {
-          signal: state.controller.signal,
-          check: (urls) => checkRunnable(urls),
-          onProgress: ({ loaded, total, part, parts }) => meter.update(loaded, total, { part, parts }),
-        });
-        from = got.downloaded > 0 ? 'network' : 'cache';
-        downloaded = got.downloaded;
-        cacheKey = got.key;
-        loadSource = got.files.length === 1 ? got.files[0] : got.files;
-      }
-    } else if (!list.every((s) => s instanceof Blob)) {
-      throw new TypeError('a model source is a URL string, a File/Blob, or an array of them');
-    }
-    const tUpload = performance.now();
-    const meters = {}; // 'upload' (tensor bytes), then 'compile' (0 of 1, then 1 of 1)
-    // The CPU engine computes without awaiting anything: it yields a macrotask between forward
-    // passes so that an abort message gets in (postTask is not clamped like a nested setTimeout).
-    const yieldToEvents = () => new Promise((resolve) => (self.scheduler?.postTask ? self.scheduler.postTask(resolve) : setTimeout(resolve, 0)));
-    const options = { backend, yieldToEvents, ...(contextLength ? { contextLength } : {}), ...(threads ? { threads } : {}) };
-    const eng = await WasmEngine.load(loadSource, options, (p) => {
-      meters[p.phase] ??= new Meter(p.phase, (m) => post({ id, type: 'progress', ...m }));
-      meters[p.phase].update(p.loaded, p.total, { tensor: p.tensor }, p.phase === 'compile');
-    });
-    const tDone = performance.now();
-    engine = eng;
-    engineInfo = {
-      ...eng.info(),
-      source: from,
-      cacheKey,
-      downloadedBytes: downloaded,
-      loadMs: tDone - t0,
-      downloadMs: tUpload - t0,
-      uploadMs: tDone - tUpload,
-      wasmMemoryBytes: await wasmMemoryBytes(),
-    };
+    freeEngine();
+    const opened = await openEngine(state, msg, (p) => post({ id, type: 'progress', ...p }));
+    engine = opened.eng;
+    engineInfo = opened.info;
     return engineInfo;
   } finally {
+    live.delete(id);
+  }
+}
+
+function freeEngine() {
+  if (engine) engine.free();
+  engine = null;
+  engineInfo = null;
+}
+
+/**
+ * Downloads a model into the cache (or finds it there) and loads it; the caller owns the
+ * WasmEngine. Progress events: download, upload, compile.
+ */
+async function openEngine(state, { source, contextLength, cache: useCache = true, backend = 'auto', threads }, progress) {
+  const t0 = performance.now();
+  const list = Array.isArray(source) ? source : [source];
+  if (list.length === 0) throw new TypeError('no model source given');
+  let loadSource = source;
+  let from = 'local';
+  let cacheKey = null;
+  let downloaded = 0;
+  if (hasUrls(list)) {
+    from = 'network';
+    if (useCache) {
+      const urls = list.length === 1 ? cache.shardUrls(list[0]) || list : list;
+      const meter = new Meter('download', progress);
+      const got = await cache.download(urls, {
+        signal: state.controller.signal,
+        check: (urls) => checkRunnable(urls),
+        onProgress: ({ loaded, total, part, parts }) => meter.update(loaded, total, { part, parts }),
+      });
+      from = got.downloaded > 0 ? 'network' : 'cache';
+      downloaded = got.downloaded;
+      cacheKey = got.key;
+      loadSource = got.files.length === 1 ? got.files[0] : got.files;
+    }
+  } else if (!list.every((s) => s instanceof Blob)) {
+    throw new TypeError('a model source is a URL string, a File/Blob, or an array of them');
+  }
+  const tUpload = performance.now();
+  const meters = {}; // 'upload' (tensor bytes), then 'compile' (0 of 1, then 1 of 1)
+  // The CPU engine computes without awaiting anything: it yields a macrotask between forward
+  // passes so that an abort message gets in (postTask is not clamped like a nested setTimeout).
+  const yieldToEvents = () => new Promise((resolve) => (self.scheduler?.postTask ? self.scheduler.postTask(resolve) : setTimeout(resolve, 0)));
+  const options = { backend, yieldToEvents, ...(contextLength ? { contextLength } : {}), ...(threads ? { threads } : {}) };
+  const eng = await WasmEngine.load(loadSource, options, (p) => {
+    meters[p.phase] ??= new Meter(p.phase, progress);
+    meters[p.phase].update(p.loaded, p.total, { tensor: p.tensor }, p.phase === 'compile');
+  });
+  const tDone = performance.now();
+  const info = {
+    ...eng.info(),
+    source: from,
+    cacheKey,
+    downloadedBytes: downloaded,
+    loadMs: tDone - t0,
+    downloadMs: tUpload - t0,
+    uploadMs: tDone - tUpload,
+    wasmMemoryBytes: await wasmMemoryBytes(),
+  };
+  return { eng, info };
+}
+
+/**
+ * `quantweb compare` in the page: loads the base and every candidate (all at once: the base's
+ * distributions are never stored whole, see compare.rs), then compares them. The chat engine,
+ * if any, is freed first. A candidate that cannot load (too large, unsupported) is reported in
+ * `failed` and left out; the base must load. Progress: the loads' events with `model` (0 = base),
+ * then `{phase: 'compare', chunk, chunks, windowEnd, reports}`.
+ */
+async function compareModels(id, { base, candidates, text, ctx = 512, chunks, cache: useCache, backend, threads }) {
+  if (live.get(id)?.aborted) throw Object.assign(new Error('the comparison was aborted'), { name: 'AbortError' });
+  const state = { aborted: false, controller: new AbortController() };
+  live.set(id, state);
+  const opened = [];
+  let consumed = false;
+  try {
+    await ready();
+    freeEngine();
+    const failed = [];
+    const sources = [base, ...candidates];
+    for (let i = 0; i < sources.length; i++) {
+      try {
+        const o = await openEngine(state, { source: sources[i], contextLength: ctx, cache: useCache, backend, threads }, (p) => post({ id, type: 'progress', model: i, ...p }));
+        opened.push({ index: i, ...o });
+      } catch (e) {
+        if (i === 0 || state.aborted || e?.name === 'AbortError') throw e;
+        failed.push({ index: i, error: errorOut(e) });
+      }
+    }
+    const [b, ...cs] = opened;
+    consumed = true; // compare() takes the candidates' engines and frees them
+    const result = await b.eng.compare(
+      cs.map((c) => c.eng),
+      typeof text === 'string' ? text : undefined,
+      { ctx, ...(chunks ? { chunks } : {}) },
+      (p) => {
+        post({ id, type: 'progress', ...p });
+        return !state.aborted;
+      },
+    );
+    if (state.aborted && result.stopped) throw Object.assign(new Error('the comparison was aborted'), { name: 'AbortError' });
+    return { ...result, models: opened.map((o) => ({ index: o.index, info: o.info })), failed };
+  } finally {
+    for (const o of opened) if (o.index === 0 || !consumed) o.eng.free();
     live.delete(id);
   }
 }
@@ -257,10 +318,10 @@ async function handle(msg) {
       need().reset();
       return null;
     case 'unload':
-      if (engine) engine.free();
-      engine = null;
-      engineInfo = null;
+      freeEngine();
       return null;
+    case 'compare':
+      return compareModels(id, msg);
     case 'quantize':
       return quantizeModel(id, msg);
     case 'cache-list':

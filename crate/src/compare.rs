@@ -318,22 +318,27 @@ async fn all_logits(model: &mut Model, tokens: &[u32]) -> Result<Vec<f32>> {
     }
 }
 
-/// Where a comparison stands after each chunk.
+/// Where a comparison stands, after each batch of scored positions.
 pub struct Progress<'a> {
+    /// Windows finished, of `chunks`.
     pub chunk: usize,
     pub chunks: usize,
-    /// Each candidate against the base over the chunks done so far.
+    /// Whether this call ends a window.
+    pub window_end: bool,
+    /// Each candidate against the base over the positions compared so far.
     pub reports: &'a [Report],
 }
 
-/// Compares each candidate with `base` on `chunks` (from [`chunks`]), calling `on_chunk` after
-/// each; returns one report per candidate. All models must share the base's vocabulary
-/// ([`check_same_vocab`]) and hold a context of at least one chunk.
+/// Compares each candidate with `base` on `chunks` (from [`chunks`]), calling `on_progress`
+/// after every batch of scored positions; returns one report per candidate. When `on_progress`
+/// returns false, the comparison stops there and the reports cover what was compared. All
+/// models must share the base's vocabulary ([`check_same_vocab`]) and hold a context of at least
+/// one chunk.
 pub async fn compare(
     base: &mut Model,
-    candidates: &mut [Model],
+    candidates: &mut [&mut Model],
     chunks: &[Vec<u32>],
-    mut on_chunk: impl FnMut(Progress) -> Result<()>,
+    mut on_progress: impl FnMut(Progress) -> bool,
 ) -> Result<Vec<Report>> {
     let n_vocab = base.config.n_vocab as usize;
     if let Some(i) = candidates
@@ -350,9 +355,10 @@ pub async fn compare(
     }
     let mut sums: Vec<Sums> = candidates.iter().map(|_| Sums::default()).collect();
     let mut base_lp = Vec::new();
-    for (ci, chunk) in chunks.iter().enumerate() {
+    'windows: for (ci, chunk) in chunks.iter().enumerate() {
         let first = first_scored(chunk.len());
-        for m in std::iter::once(&mut *base).chain(candidates.iter_mut()) {
+        base.reset();
+        for m in candidates.iter_mut() {
             m.reset();
         }
         // Batches fall as in `score` over the whole window, so that both see the same numerics
@@ -361,7 +367,8 @@ pub async fn compare(
         for start in (0..chunk.len()).step_by(BATCH as usize) {
             let block = &chunk[start..(start + BATCH as usize).min(chunk.len())];
             if start + block.len() <= first {
-                for m in std::iter::once(&mut *base).chain(candidates.iter_mut()) {
+                base.eval_in_batches(block, Want::Argmax, BATCH).await?;
+                for m in candidates.iter_mut() {
                     m.eval_in_batches(block, Want::Argmax, BATCH).await?;
                 }
                 continue;
@@ -388,13 +395,18 @@ pub async fn compare(
                     s.add(base_row, base_at[i], row, chunk[start + r + 1] as usize);
                 }
             }
+            let window_end = start + block.len() == chunk.len();
+            let reports: Vec<Report> = sums.iter().map(Sums::report).collect();
+            let go_on = on_progress(Progress {
+                chunk: ci + window_end as usize,
+                chunks: chunks.len(),
+                window_end,
+                reports: &reports,
+            });
+            if !go_on {
+                break 'windows;
+            }
         }
-        let reports: Vec<Report> = sums.iter().map(Sums::report).collect();
-        on_chunk(Progress {
-            chunk: ci + 1,
-            chunks: chunks.len(),
-            reports: &reports,
-        })?;
     }
     Ok(sums.iter().map(Sums::report).collect())
 }

@@ -45,16 +45,39 @@ fn windows(gguf: &GgufModel, n: usize) -> Vec<Vec<u32>> {
 
 fn run(base: &mut Model, candidates: &mut [Model], w: &[Vec<u32>]) -> Vec<Report> {
     let mut seen = vec![];
-    let reports = pollster::block_on(compare(base, candidates, w, |p| {
-        seen.push((p.chunk, p.chunks, p.reports.len()));
-        Ok(())
+    let n = candidates.len();
+    let mut cands: Vec<&mut Model> = candidates.iter_mut().collect();
+    let reports = pollster::block_on(compare(base, &mut cands, w, |p| {
+        if p.window_end {
+            seen.push((p.chunk, p.chunks, p.reports.len()));
+        }
+        true
     }))
     .unwrap();
-    let want: Vec<_> = (1..=w.len())
-        .map(|c| (c, w.len(), candidates.len()))
-        .collect();
-    assert_eq!(seen, want, "one progress call per window");
+    let want: Vec<_> = (1..=w.len()).map(|c| (c, w.len(), n)).collect();
+    assert_eq!(seen, want, "one progress call ends each window");
     reports
+}
+
+#[test]
+fn stopping_from_the_progress_callback_keeps_what_was_compared() {
+    let Some(gguf) = open(common::SMOLLM2) else {
+        return;
+    };
+    let w = windows(&gguf, 2);
+    let (mut base, mut cand) = (cpu_model(&gguf), cpu_model(&gguf));
+    let mut calls = 0;
+    let r = pollster::block_on(compare(&mut base, &mut [&mut cand], &w, |_| {
+        calls += 1;
+        false
+    }))
+    .unwrap();
+    assert_eq!(calls, 1);
+    assert_eq!(
+        r[0].positions,
+        CTX as usize / 2 - 1,
+        "the first window's scored batch"
+    );
 }
 
 #[test]

@@ -588,7 +588,10 @@ fn compare_models(
         candidates.len()
     );
     let started = std::time::Instant::now();
-    let on_chunk = |p: compare::Progress| {
+    let on_progress = |p: compare::Progress| {
+        if !p.window_end {
+            return true;
+        }
         let elapsed = started.elapsed().as_secs_f64();
         let eta = elapsed / p.chunk as f64 * (p.chunks - p.chunk) as f64;
         let klds: Vec<String> = p
@@ -602,13 +605,14 @@ fn compare_models(
             p.chunks,
             klds.join(", ")
         );
-        Ok(())
+        true
     };
+    let mut candidates: Vec<&mut Model> = candidates.iter_mut().collect();
     let reports = pollster::block_on(compare::compare(
         &mut base,
         &mut candidates,
         &windows,
-        on_chunk,
+        on_progress,
     ))?;
     let names = &paths[1..];
     if json {

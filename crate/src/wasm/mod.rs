@@ -583,6 +583,8 @@ pub async fn quantize(
 pub struct WasmEngine {
     inner: std::rc::Rc<std::cell::RefCell<Engine>>,
     info: EngineInfo,
+    /// The file and the calculator's total, for `compare`.
+    size: crate::compare::Size,
 }
 
 #[derive(Clone, Serialize)]
@@ -701,6 +703,8 @@ async fn browser_adapter() -> BrowserAdapter {
     }
 }
 
+mod compare;
+
 const BUSY: &str = "the engine is busy with another request; wait for it or abort it";
 
 #[wasm_bindgen]
@@ -799,6 +803,9 @@ impl WasmEngine {
         report(compiling(0));
         model.compile().map_err(js_err)?;
         report(compiling(1));
+        let size = ModelInfo::from_model(&gguf)
+            .and_then(|info| crate::compare::Size::of(&info))
+            .map_err(js_err)?;
         let engine = Engine::new(&gguf, model).map_err(js_err)?;
         let m = &engine.model;
         let info = EngineInfo {
@@ -822,6 +829,7 @@ impl WasmEngine {
         Ok(WasmEngine {
             inner: std::rc::Rc::new(std::cell::RefCell::new(engine)),
             info,
+            size,
         })
     }
 
