@@ -17,31 +17,17 @@
 // The output is a pure function of the models and the oracle build: no timestamps, no timings.
 
 import { createHash } from "node:crypto";
-import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { createRequire } from "node:module";
 import { getLlama } from "node-llama-cpp";
 // A dependency of node-llama-cpp itself (it uses it for JinjaTemplateChatWrapper).
 import { Template } from "@huggingface/jinja";
+import { oracleInfo } from "./oracle_info.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, "..", "..");
-const require = createRequire(import.meta.url);
-
-// The folder of an installed package (their exports maps hide package.json).
-function packageDir(name) {
-  let dir = path.dirname(require.resolve(name));
-  while (!fs.existsSync(path.join(dir, "package.json")) ||
-         JSON.parse(fs.readFileSync(path.join(dir, "package.json"), "utf8")).name !== name) {
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error(`no package.json for ${name}`);
-    dir = up;
-  }
-  return dir;
-}
 
 const TOP_K_DEBUG = 5;
 
@@ -196,32 +182,6 @@ function materializeModel(spec) {
     throw new Error(`${spec.file}: sha256 ${sha256}, expected ${spec.sha256}`);
   }
   return { path: modelPath, sha256, size, cleanup };
-}
-
-// llama.cpp's build commit as compiled into the prebuilt binary (LLAMA_COMMIT in
-// libllama-common.so). Read with python3 ctypes when available; null otherwise.
-function llamaCppCommit() {
-  try {
-    const binDir = path.join(packageDir("@node-llama-cpp/linux-x64"), "bins", "linux-x64");
-    const r = spawnSync("python3", ["-c",
-      "import ctypes;l=ctypes.CDLL('./libllama-common.so');" +
-      "print(ctypes.c_char_p.in_dll(l,'LLAMA_COMMIT').value.decode())"],
-      { cwd: binDir, env: { ...process.env, LD_LIBRARY_PATH: binDir }, encoding: "utf8" });
-    return r.status === 0 ? r.stdout.trim() || null : null;
-  } catch {
-    return null;
-  }
-}
-
-function oracleInfo(llama) {
-  const nlc = JSON.parse(fs.readFileSync(path.join(packageDir("node-llama-cpp"), "package.json"), "utf8"));
-  return {
-    node_llama_cpp: nlc.version,
-    llama_cpp_release: llama.llamaCppRelease.release,
-    llama_cpp_repo: llama.llamaCppRelease.repo,
-    llama_cpp_commit: llamaCppCommit(),
-    build: `${llama.buildType} ${process.platform}-${process.arch} ${llama.gpu === false ? "CPU" : llama.gpu}`,
-  };
 }
 
 // The prompt text exactly as it is tokenized, and how it was rendered.
