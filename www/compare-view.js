@@ -115,6 +115,21 @@ function renderChart(result) {
   $('cmp-chart').replaceChildren(g);
 }
 
+/** "…/dir/Model-Q4_K.gguf" or a File so named → "Model-Q4_K", as quantweb.js names results. */
+function stem(src) {
+  const raw = typeof src === 'string' ? decodeURIComponent(new URL(src, location.href).pathname.split('/').pop() || '') : src.name || '';
+  return raw.replace(/\.gguf$/i, '').replace(/-\d{5}-of-\d{5}$/, '') || 'model';
+}
+
+/** The table so far, after each window (sizes and the chart come with the final result). */
+function renderPartial(names, indices, reports) {
+  renderRows({
+    base: { name: names[0], fileBytes: NaN, totalBytes: NaN },
+    candidates: indices.map((i, k) => ({ name: names[i], fileBytes: NaN, totalBytes: NaN, report: reports[k] })),
+  });
+  $('cmp-results').hidden = false;
+}
+
 function render(result) {
   renderRows(result);
   renderChart(result);
@@ -132,11 +147,17 @@ async function run(base, candidates) {
   const ctx = Number($('cmp-ctx').value);
   const chunks = Number($('cmp-chunks').value);
   running = new AbortController();
+  $('cmp-chart').replaceChildren();
+  $('cmp-summary').textContent = '';
+  $('cmp-results').hidden = true;
   $('cmp-run').disabled = true;
   $('cmp-make').disabled = true;
   $('cmp-abort').disabled = false;
   const n = candidates.length + 1;
   const t0 = performance.now();
+  // Models whose load finished, in order: the reports of a 'compare' event are theirs.
+  const loaded = new Set();
+  const names = [base, ...candidates].map(stem);
   try {
     const result = await compare(base, candidates, {
       text: pasted ? $('cmp-text').value : undefined,
@@ -145,9 +166,11 @@ async function run(base, candidates) {
       signal: running.signal,
       onProgress: (p) => {
         if (p.phase !== 'compare') {
+          if (p.phase === 'compile' && p.loaded === p.total) loaded.add(p.model);
           status(`Model ${p.model + 1} of ${n}: ${p.phase} ${fmtBytes(p.loaded)} of ${fmtBytes(p.total)}`, p.loaded, p.total);
           return;
         }
+        if (p.windowEnd) renderPartial(names, [...loaded].filter((i) => i > 0), p.reports);
         const done = p.chunk + (p.windowEnd ? 0 : 0.5);
         const elapsed = (performance.now() - t0) / 1000;
         status(`Window ${Math.min(p.chunk + 1, p.chunks)} of ${p.chunks}` + (p.chunk > 0 ? ` · about ${Math.round((elapsed / done) * (p.chunks - done))} s left` : '') + ` · mean KLD so far: ${p.reports.map((r) => r.kld.value.toFixed(4)).join(', ')}`, done, p.chunks);
