@@ -79,8 +79,14 @@ async function startHelpers(build, n) {
     build.helpers.push(w);
     starting.push(
       new Promise((resolve, reject) => {
-        w.onmessage = ({ data }) => (data.error ? reject(new Error(`a CPU helper worker failed to start: ${data.error}`)) : resolve());
-        w.onerror = (e) => reject(new Error(`a CPU helper worker failed to start: ${e.message || 'no message'}`));
+        // One that failed never joined the pool: drop it, so that a later load starts another.
+        const fail = (why) => {
+          w.terminate();
+          build.helpers = build.helpers.filter((h) => h !== w);
+          reject(new Error(`a CPU helper worker failed to start: ${why}`));
+        };
+        w.onmessage = ({ data }) => (data.error ? fail(data.error) : resolve());
+        w.onerror = (e) => fail(e.message || 'no message');
       }),
     );
     w.postMessage({ module: build.module, memory: build.exports.memory });
