@@ -341,13 +341,19 @@ export interface LoadOptions {
   signal?: AbortSignal;
   /**
    * Which engine runs the model (default 'auto'): 'webgpu' (NoWebGPUError without it), 'cpu'
-   * (wasm SIMD, one thread), or 'auto': WebGPU on a hardware adapter, the CPU engine when the
+   * (wasm SIMD, threads on a cross-origin isolated page), or 'auto': WebGPU on a hardware adapter, the CPU engine when the
    * browser has no WebGPU, no adapter, only a CPU adapter (SwiftShader, llvmpipe, WARP), or
    * when the model does not fit the GPU's limits. `EngineInfo.backend` and `backendReason` say
    * which ran and why.
    */
   backend?: 'auto' | 'webgpu' | 'cpu';
-  /** CPU engine threads. The browser build runs on one; more is an error for now. */
+  /**
+   * CPU engine threads, the engine's worker included. More than one needs a cross-origin
+   * isolated page (COOP/COEP, for SharedArrayBuffer): there the threaded build runs, with
+   * `threads − 1` helper workers; elsewhere the engine runs on one thread whatever is asked.
+   * Default: `navigator.hardwareConcurrency`, at most 4, when isolated; else 1.
+   * `EngineInfo.threads` says how many run.
+   */
   threads?: number;
 }
 
@@ -495,7 +501,7 @@ export interface EngineInfo {
   kvBytes: number;
   /** Where the chat format comes from: the file's template ("model") or a built-in one. */
   chatTemplate: 'model' | 'gemma' | 'chatml' | string;
-  /** The WebGPU adapter in words, or the CPU engine's ("CPU (simd128, 1 thread)"). */
+  /** The WebGPU adapter in words, or the CPU engine's ("CPU (simd128, 2 threads)"). */
   adapter: string;
   /** The engine that runs the model. */
   backend: 'webgpu' | 'cpu';

@@ -25,10 +25,17 @@
 // Engine calls run one at a time, in arrival order (the WasmEngine is not re-entrant); `abort`
 // is handled at once, between tokens, because the engine awaits every GPU readback.
 
-import init, { WasmEngine, checkRunnable, quantize as wasmQuantize } from './pkg/quantweb.js';
 import * as cache from './cache.js';
 
-let wasm = null; // init() promise → wasm exports (for memory size)
+/**
+ * The two builds of the module: 'single' (www/pkg, stable Rust, one thread) and 'threads'
+ * (www/pkg-threads, wasm atomics on shared memory, a pinned nightly; ARCHITECTURE.md, "The CPU
+ * engine"). The threaded one needs SharedArrayBuffer, so a cross-origin isolated page, and is
+ * only used for a CPU engine with more than one thread. Kind → promise of
+ * {kind, lib (the JS bindings), exports, helpers (Workers)}.
+ */
+const builds = new Map();
+let current = null; // the build the loaded engine (or the last one) runs in
 let engine = null;
 let engineInfo = null;
 let queue = Promise.resolve();
@@ -46,19 +53,67 @@ function errorOut(e) {
   return { name: 'Error', message: String(e) };
 }
 
-function ready() {
-  if (!wasm) {
-    wasm = init({ module_or_path: new URL('./pkg/quantweb_bg.wasm', import.meta.url) }).catch((e) => {
-      wasm = null;
-      throw new Error(`quantweb: could not load its WebAssembly module: ${e && e.message ? e.message : e}`);
+function ready(kind = current ? current.kind : 'single') {
+  if (!builds.has(kind)) {
+    const dir = kind === 'threads' ? './pkg-threads/' : './pkg/';
+    const loading = (async () => {
+      const lib = await import(`${dir}quantweb.js`);
+      // Compiled here, not by the bindings, so that the helpers can instantiate the same module.
+      const module = await WebAssembly.compileStreaming(fetch(new URL(`${dir}quantweb_bg.wasm`, import.meta.url)));
+      const exports = await lib.default({ module_or_path: module });
+      return { kind, lib, module, exports, helpers: [] };
+    })().catch((e) => {
+      builds.delete(kind);
+      throw new Error(`quantweb: could not load its WebAssembly module (${kind === 'threads' ? 'threaded' : 'single-threaded'} build): ${e && e.message ? e.message : e}`);
     });
+    builds.set(kind, loading);
   }
-  return wasm;
+  return builds.get(kind);
 }
+
+/**
+ * Starts helper workers in the threaded build until it has `n`; resolves once each has joined
+ * the engine's pool (cpu-helper.js). They stay for later loads.
+ */
+async function startHelpers(build, n) {
+  const starting = [];
+  while (build.helpers.length < n) {
+    const w = new Worker(new URL('./cpu-helper.js', import.meta.url), { type: 'module', name: `quantweb-cpu-${build.helpers.length + 1}` });
+    build.helpers.push(w);
+    starting.push(
+      new Promise((resolve, reject) => {
+        // One that failed never joined the pool: drop it, so that a later load starts another.
+        const fail = (why) => {
+          w.terminate();
+          build.helpers = build.helpers.filter((h) => h !== w);
+          reject(new Error(`a CPU helper worker failed to start: ${why}`));
+        };
+        w.onmessage = ({ data }) => (data.error ? fail(data.error) : resolve());
+        w.onerror = (e) => fail(e.message || 'no message');
+      }),
+    );
+    w.postMessage({ module: build.module, memory: build.exports.memory });
+  }
+  await Promise.all(starting);
+}
+
+/** Whether `backend` will put the engine on the CPU: mirrors wasm/mod.rs's choice for 'auto'. */
+async function picksCpu(backend) {
+  if (backend !== 'auto') return backend === 'cpu';
+  const gpu = self.navigator && navigator.gpu;
+  if (!gpu) return true;
+  const adapter = await gpu.requestAdapter().catch(() => null);
+  if (!adapter) return true;
+  const info = adapter.info || {};
+  return Boolean(info.isFallbackAdapter) || /swiftshader/i.test(`${info.architecture} ${info.description}`);
+}
+
+/** Threads when the page gives none: the cores, at most 4 (more rarely pays on a small model). */
+const defaultThreads = () => (self.crossOriginIsolated ? Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1)) : 1);
 
 /** Bytes of wasm linear memory right now (it only grows, so this is also the peak). */
 async function wasmMemoryBytes() {
-  const exports = await ready();
+  const { exports } = await ready();
   return exports && exports.memory ? exports.memory.buffer.byteLength : 0;
 }
 
@@ -94,15 +149,28 @@ async function load(id, msg) {
   const state = { aborted: false, controller: new AbortController() };
   live.set(id, state);
   try {
-    await ready();
+    const run = await buildFor(msg.backend ?? 'auto', msg.threads);
     freeEngine();
-    const opened = await openEngine(state, msg, (p) => post({ id, type: 'progress', ...p }));
+    current = run.build;
+    const opened = await openEngine(state, run, msg, (p) => post({ id, type: 'progress', ...p }));
     engine = opened.eng;
     engineInfo = opened.info;
     return engineInfo;
   } finally {
     live.delete(id);
   }
+}
+
+/**
+ * The build and threads a load runs with. Without cross-origin isolation there is no shared
+ * memory: one thread, whatever was asked.
+ */
+async function buildFor(backend, threads) {
+  const cpu = await picksCpu(backend);
+  const n = cpu && self.crossOriginIsolated ? threads ?? defaultThreads() : 1;
+  const build = await ready(n > 1 ? 'threads' : 'single');
+  if (n > 1) await startHelpers(build, n - 1);
+  return { build, threads: n };
 }
 
 function freeEngine() {
@@ -115,7 +183,8 @@ function freeEngine() {
  * Downloads a model into the cache (or finds it there) and loads it; the caller owns the
  * WasmEngine. Progress events: download, upload, compile.
  */
-async function openEngine(state, { source, contextLength, cache: useCache = true, backend = 'auto', threads }, progress) {
+async function openEngine(state, { build, threads }, { source, contextLength, cache: useCache = true, backend = 'auto' }, progress) {
+  const { WasmEngine, checkRunnable } = build.lib;
   const t0 = performance.now();
   const list = Array.isArray(source) ? source : [source];
   if (list.length === 0) throw new TypeError('no model source given');
@@ -146,7 +215,7 @@ async function openEngine(state, { source, contextLength, cache: useCache = true
   // The CPU engine computes without awaiting anything: it yields a macrotask between forward
   // passes so that an abort message gets in (postTask is not clamped like a nested setTimeout).
   const yieldToEvents = () => new Promise((resolve) => (self.scheduler?.postTask ? self.scheduler.postTask(resolve) : setTimeout(resolve, 0)));
-  const options = { backend, yieldToEvents, ...(contextLength ? { contextLength } : {}), ...(threads ? { threads } : {}) };
+  const options = { backend, yieldToEvents, ...(contextLength ? { contextLength } : {}), threads };
   const eng = await WasmEngine.load(loadSource, options, (p) => {
     meters[p.phase] ??= new Meter(p.phase, progress);
     meters[p.phase].update(p.loaded, p.total, { tensor: p.tensor }, p.phase === 'compile');
@@ -179,13 +248,15 @@ async function compareModels(id, { base, candidates, text, ctx = 512, chunks, ca
   const opened = [];
   let consumed = false;
   try {
-    await ready();
+    // One build for all: compare() takes engines of one module instance.
+    const run = await buildFor(backend ?? 'auto', threads);
     freeEngine();
+    current = run.build;
     const failed = [];
     const sources = [base, ...candidates];
     for (let i = 0; i < sources.length; i++) {
       try {
-        const o = await openEngine(state, { source: sources[i], contextLength: ctx, cache: useCache, backend, threads }, (p) => post({ id, type: 'progress', model: i, ...p }));
+        const o = await openEngine(state, run, { source: sources[i], contextLength: ctx, cache: useCache, backend }, (p) => post({ id, type: 'progress', model: i, ...p }));
         opened.push({ index: i, ...o });
       } catch (e) {
         if (i === 0 || state.aborted || e?.name === 'AbortError') throw e;
@@ -220,7 +291,8 @@ async function quantizeModel(id, { source, target, allowRequantize = false, name
   const state = live.get(id) || { aborted: false };
   live.set(id, state);
   try {
-    await ready();
+    // The single-threaded build: the sync access handle's write takes no view of shared memory.
+    const { lib } = await ready('single');
     const dir = await cache.quantizedDir();
     name = cache.quantizedName(name);
     const est = navigator.storage && navigator.storage.estimate ? await navigator.storage.estimate() : null;
@@ -232,7 +304,7 @@ async function quantizeModel(id, { source, target, allowRequantize = false, name
     let total = 0;
     let summary = null;
     try {
-      summary = await wasmQuantize(source, handle, { type: target, allowRequantize }, (p) => {
+      summary = await lib.quantize(source, handle, { type: target, allowRequantize }, (p) => {
         total = p.total;
         // The output size is known from the first event on: refuse what cannot fit.
         if (p.loaded === 0 && est && p.total > Math.max(0, (est.quota || 0) - (est.usage || 0))) {

@@ -4,6 +4,8 @@
 //   wllama-webgpu  wllama 3.8.1, WebGPU (n_gpu_layers 99)
 //   quantweb       quantweb's WasmEngine (www/pkg/quantweb.js), WebGPU
 //   quantweb-cpu   quantweb's WasmEngine, its CPU engine (wasm simd128, one thread)
+//   quantweb-cpu-threads  quantweb's Engine (its worker), the threaded CPU engine build with
+//                  `threads` threads (helper workers on shared memory)
 //
 //   node tests/bench/bench.mjs CONFIG.json OUT.json
 //
@@ -12,7 +14,7 @@
 // quantweb_model (a URL or an array of byte-chunk URLs), prompt_text (tokenizes to prompt_ids),
 // prompt_ids (llama.cpp's tokens, BOS included; null when node-llama-cpp was not available: then
 // quantweb tokenizes prompt_text itself and the counts are whatever the text gives),
-// p, n, threads, ctx, engines (which of the three to run), timeout_s (per engine).
+// quantweb_engine_js (quantweb.js, the Engine API), p, n, threads, ctx, engines (which of the three to run), timeout_s (per engine).
 //
 // Each engine gets a fresh browser context (its own renderer process), a warm-up (a short prompt,
 // 2 tokens: pipelines compiled, caches touched), then one timed run. What is measured:
@@ -207,6 +209,45 @@ async function pageQuantweb({ cfg, backend }) {
   return out;
 }
 
+/**
+ * Runs in the page: quantweb's JS API (`Engine`, the engine in its worker), for the threaded CPU
+ * engine: its helper workers share the engine worker's memory, and that worker, unlike the page,
+ * may block on it. `threads` CPU threads, the worker's included.
+ */
+async function pageQuantwebEngine({ cfg }) {
+  const { threads } = cfg;
+  const { Engine } = await import(cfg.quantweb_engine_js);
+  const t0 = performance.now();
+  const eng = await Engine.load(cfg.quantweb_model, { contextLength: cfg.ctx, backend: 'cpu', threads, cache: false });
+  const load_s = (performance.now() - t0) / 1000;
+  console.log(`bench-phase: loaded in ${load_s.toFixed(1)} s`);
+  const prompt = cfg.prompt_ids || eng.tokenize(cfg.prompt_text);
+  const tokens = Array.from(await prompt);
+  await eng.complete({ tokens: tokens.slice(0, 8), max_tokens: 2, temperature: 0 });
+  console.log('bench-phase: warm-up done');
+  await eng.reset(); // no prefix reuse from the warm-up
+  const r = await eng.complete({ tokens, max_tokens: cfg.n, temperature: 0 });
+  const t = r.timings || {};
+  const info = eng.info;
+  const out = {
+    load_s,
+    prompt_tokens: r.prompt_tokens.length,
+    gen_tokens: r.tokens.length,
+    prefill_ms: t.prefill_ms,
+    decode_ms: t.decode_ms,
+    prefill_tok_s: t.prefill_tok_s,
+    decode_tok_s: t.decode_tok_s,
+    text: r.text,
+    finish_reason: r.finish_reason,
+    cached_tokens: r.cached_tokens,
+    adapter: info.adapter,
+    threads: info.threads,
+    cross_origin_isolated: self.crossOriginIsolated,
+  };
+  await eng.unload();
+  return out;
+}
+
 // --- driver ------------------------------------------------------------------------------------
 
 const ENGINES = {
@@ -214,6 +255,7 @@ const ENGINES = {
   'wllama-webgpu': { label: 'wllama 3.8.1 WebGPU (browser)', fn: pageWllama, args: { ngl: 99 } },
   quantweb: { label: 'quantweb WebGPU (browser)', fn: pageQuantweb, args: { backend: 'webgpu' } },
   'quantweb-cpu': { label: 'quantweb CPU wasm (browser, 1 thread)', fn: pageQuantweb, args: { backend: 'cpu' } },
+  'quantweb-cpu-threads': { label: 'quantweb CPU wasm (browser, threaded)', fn: pageQuantwebEngine, args: {} },
 };
 
 function withTimeout(promise, s, what) {

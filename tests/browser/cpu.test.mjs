@@ -1,7 +1,8 @@
 // The CPU engine in the browser, where a user without a usable GPU meets it: headless Chromium
 // launched without `--enable-unsafe-webgpu`, so navigator.gpu is there but finds no adapter (as
 // on most Linux desktops). `auto` must pick the CPU engine, say so and why, and match llama.cpp's
-// goldens (tests/golden/generate-*.json); an abort keeps it usable.
+// goldens (tests/golden/generate-*.json), threaded on a cross-origin isolated page and on one
+// thread without isolation; an abort keeps it usable.
 //
 // Run: `cargo xtask test --browser-only`, or with a server already running:
 //   QUANTWEB_BASE_URL=http://127.0.0.1:8080 node --test tests/browser/cpu.test.mjs
@@ -50,28 +51,30 @@ function assertGoldenTokens(got, c, label) {
   if (i >= 0) assert.fail(`${label}: greedy token ${i} is ${got[i]}, llama.cpp's ${c.tokens[i]} (its margin there: ${c.margins[i]})`);
 }
 
-test('without a WebGPU adapter, auto runs SmolLM2 on the CPU engine: llama.cpp\'s greedy tokens, the reason in info, an abort keeps it usable', { timeout: 10 * MINUTE }, async () => {
+test('without a WebGPU adapter on a cross-origin isolated page, auto runs SmolLM2 on the threaded CPU engine: 2 threads, llama.cpp\'s greedy tokens, the reason in info, an abort keeps it usable', { timeout: 10 * MINUTE }, async () => {
   const page = await browser.newPage();
   try {
     await page.goto(`${baseUrl}/`);
     const info = await must(page, async (url) => {
       const { Engine } = await import('/quantweb.js');
-      window.engine = await Engine.load(url, { cache: false });
-      return window.engine.info;
+      window.engine = await Engine.load(url, { cache: false, threads: 2 });
+      return { ...window.engine.info, isolated: self.crossOriginIsolated };
     }, `/models/${SMOL}`);
+    assert.equal(info.isolated, true);
     assert.equal(info.backend, 'cpu');
-    assert.equal(info.threads, 1);
+    assert.equal(info.threads, 2);
     assert.match(info.backendReason, /no adapter/);
-    assert.match(info.adapter, /^CPU \(simd128, 1 thread\)$/);
-    // The weights once, in their GGUF bytes (93.8 MiB of tensors), plus the KV cache.
+    assert.match(info.adapter, /^CPU \(simd128, 2 threads\)$/);
+    // The weights once, in their GGUF bytes (93.8 MiB of tensors), plus the KV cache (the
+    // helper workers' stacks included).
     assert.ok(info.weightBytes > 90e6 && info.weightBytes < 100e6, `weight bytes ${info.weightBytes}`);
     assert.ok(info.wasmMemoryBytes < info.weightBytes + info.kvBytes + 64 * 2 ** 20, `wasm memory ${info.wasmMemoryBytes}`);
 
     const res = await must(page, (a) => window.engine.complete({ prompt: a.prompt, max_tokens: a.n, temperature: 0 }), { prompt: SMOL_CASE.prompt, n: N_TOKENS });
     assert.deepEqual(res.prompt_tokens, SMOL_CASE.prompt_tokens);
     assert.equal(res.tokens.length, N_TOKENS);
-    assertGoldenTokens(res.tokens, SMOL_CASE, 'SmolLM2 raw_3 on the CPU');
-    console.log(`SmolLM2 on the CPU engine in Chromium: prefill ${res.timings.prefill_tok_s.toFixed(1)} tok/s, decode ${res.timings.decode_tok_s.toFixed(1)} tok/s`);
+    assertGoldenTokens(res.tokens, SMOL_CASE, 'SmolLM2 raw_3 on the CPU, 2 threads');
+    console.log(`SmolLM2 on the CPU engine in Chromium, 2 threads: prefill ${res.timings.prefill_tok_s.toFixed(1)} tok/s, decode ${res.timings.decode_tok_s.toFixed(1)} tok/s`);
 
     const aborted = await must(page, async (prompt) => {
       const ctrl = new AbortController();
@@ -90,11 +93,27 @@ test('without a WebGPU adapter, auto runs SmolLM2 on the CPU engine: llama.cpp\'
       return Engine.load(url, { cache: false, backend: 'webgpu' }).then(() => 'loaded', (e) => e.name);
     }, `/models/${SMOL}`);
     assert.notEqual(forced, 'loaded');
-    const threads = await page.evaluate(async (url) => {
-      const { Engine } = await import('/quantweb.js');
-      return Engine.load(url, { cache: false, backend: 'cpu', threads: 2 }).then(() => 'loaded', (e) => e.message);
+  } finally {
+    await page.close();
+  }
+});
+
+test('without cross-origin isolation (no SharedArrayBuffer), the CPU engine runs on one thread even when asked for two, with llama.cpp\'s greedy tokens', { timeout: 10 * MINUTE }, async () => {
+  const page = await browser.newPage();
+  try {
+    // serve's /open/ is www/ without COOP/COEP, as on a host that cannot send them.
+    await page.goto(`${baseUrl}/open/`);
+    const info = await must(page, async (url) => {
+      const { Engine } = await import('/open/quantweb.js');
+      window.engine = await Engine.load(url, { cache: false, backend: 'cpu', threads: 2 });
+      return { ...window.engine.info, isolated: self.crossOriginIsolated };
     }, `/models/${SMOL}`);
-    assert.match(threads, /one thread/);
+    assert.equal(info.isolated, false);
+    assert.equal(info.threads, 1);
+    assert.match(info.adapter, /^CPU \(simd128, 1 thread\)$/);
+    const res = await must(page, (a) => window.engine.complete({ prompt: a.prompt, max_tokens: a.n, temperature: 0 }), { prompt: SMOL_CASE.prompt, n: N_TOKENS });
+    assertGoldenTokens(res.tokens, SMOL_CASE, 'SmolLM2 raw_3 on the CPU, 1 thread');
+    console.log(`SmolLM2 on the CPU engine in Chromium, 1 thread: prefill ${res.timings.prefill_tok_s.toFixed(1)} tok/s, decode ${res.timings.decode_tok_s.toFixed(1)} tok/s`);
   } finally {
     await page.close();
   }
@@ -130,7 +149,8 @@ test('the chat page says the model runs on the CPU, and why', { timeout: 10 * MI
     await page.click('#chat-load');
     await page.waitForSelector('#chat-model-info:not([hidden])', { timeout: 5 * MINUTE });
     assert.equal(await page.getAttribute('#chat-model-info', 'data-backend'), 'cpu');
-    assert.match(await page.textContent('#chat-model-facts'), /Running on the CPU, 1 thread: this browser offers WebGPU but no adapter/);
+    // Cross-origin isolated: as many threads as cores, at most 4.
+    assert.match(await page.textContent('#chat-model-facts'), /Running on the CPU, \d+ threads?: this browser offers WebGPU but no adapter/);
     assert.deepEqual(errors, []);
   } finally {
     await page.close();

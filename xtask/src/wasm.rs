@@ -1,15 +1,33 @@
 //! `cargo xtask build-wasm`: the crate for wasm32 in release mode, bound with wasm-bindgen
-//! (`--target web`) into www/pkg/quantweb.js + quantweb_bg.wasm.
+//! (`--target web`), twice: single-threaded on the stable toolchain into www/pkg, and with wasm
+//! threads (atomics on shared memory) on the pinned nightly into www/pkg-threads. The page's
+//! worker picks the threaded build only on a cross-origin isolated page that asks for more than
+//! one CPU thread (ARCHITECTURE.md, "The CPU engine").
 
+use std::path::Path;
 use std::process::Command;
 
 use crate::setup::{
-    installed_wasm_bindgen_version, wasm_bindgen_bin, wasm_bindgen_version, WASM_TARGET,
+    installed_wasm_bindgen_version, wasm_bindgen_bin, wasm_bindgen_version, THREADS_TOOLCHAIN,
+    WASM_TARGET,
 };
 use crate::util::{cargo, repo_root, run_cmd, step, target_dir, Result};
 
+/// The threaded build's flags. `atomics` makes std's locks wait on `memory.atomic.wait32`
+/// (hence std rebuilt with it, `-Z build-std`); `bulk-memory` and `mutable-globals` are what
+/// wasm-ld needs for shared memory and per-thread stacks. rustc no longer asks wasm-ld for a
+/// shared, imported memory by itself, so the link arguments do, with the TLS exports that
+/// wasm-bindgen's thread support uses; the maximum is wasm32's 4 GiB (a shared memory must
+/// declare one). RUSTFLAGS replaces .cargo/config.toml's flags, so simd128 is repeated here.
+const THREADS_RUSTFLAGS: &str =
+    "-C target-feature=+atomics,+bulk-memory,+mutable-globals,+simd128 \
+     -C link-arg=--shared-memory -C link-arg=--import-memory \
+     -C link-arg=--max-memory=4294967296 \
+     -C link-arg=--export=__wasm_init_tls -C link-arg=--export=__tls_size \
+     -C link-arg=--export=__tls_align -C link-arg=--export=__tls_base";
+
 pub fn build_wasm() -> Result<()> {
-    step("build-wasm: cargo build (wasm32, release) + wasm-bindgen");
+    step("build-wasm: cargo build (wasm32, release) + wasm-bindgen, single-threaded and threaded");
     let root = repo_root();
     let want = wasm_bindgen_version()?;
     match installed_wasm_bindgen_version() {
@@ -22,33 +40,60 @@ pub fn build_wasm() -> Result<()> {
             .into())
         }
     }
+    let args = [
+        "build",
+        "-p",
+        "quantweb",
+        "--lib",
+        "--release",
+        "--target",
+        WASM_TARGET,
+    ];
     run_cmd(
-        Command::new(cargo())
-            .args([
-                "build",
-                "-p",
-                "quantweb",
-                "--lib",
-                "--release",
-                "--target",
-                WASM_TARGET,
-            ])
-            .current_dir(&root),
+        Command::new(cargo()).args(args).current_dir(&root),
         "the crate does not build for wasm32: fix the compile errors above \
          (or run `cargo xtask setup` if the wasm32 target is missing)",
     )?;
-    let wasm = target_dir()
+    bind(&target_dir(), &root.join("www").join("pkg"))?;
+
+    // Its own target directory: other flags and another compiler would otherwise make the two
+    // builds rebuild each other's dependencies every time.
+    let threads_target = target_dir().join("wasm-threads");
+    run_cmd(
+        Command::new("rustup")
+            .args(["run", THREADS_TOOLCHAIN, "cargo"])
+            .args(args)
+            .args(["-Z", "build-std=panic_abort,std"])
+            .env("RUSTFLAGS", THREADS_RUSTFLAGS)
+            .env("CARGO_TARGET_DIR", &threads_target)
+            // `cargo run` set these for the stable toolchain that runs us.
+            .env_remove("CARGO")
+            .env_remove("RUSTC")
+            .env_remove("RUSTDOC")
+            .current_dir(&root),
+        &format!(
+            "the threaded wasm build failed: run `cargo xtask setup` if toolchain \
+             {THREADS_TOOLCHAIN} (with rust-src and the wasm32 target) is missing"
+        ),
+    )?;
+    bind(&threads_target, &root.join("www").join("pkg-threads"))
+}
+
+/// wasm-bindgen `--target web` of `<target>/wasm32-unknown-unknown/release/quantweb.wasm` into
+/// `out_dir` as quantweb.js + quantweb_bg.wasm.
+fn bind(target: &Path, out_dir: &Path) -> Result<()> {
+    let root = repo_root();
+    let wasm = target
         .join(WASM_TARGET)
         .join("release")
         .join("quantweb.wasm");
     if !wasm.is_file() {
         return Err(format!("cargo succeeded but {} is missing", wasm.display()).into());
     }
-    let out_dir = root.join("www").join("pkg");
     run_cmd(
         Command::new(wasm_bindgen_bin())
             .args(["--target", "web", "--out-dir"])
-            .arg(&out_dir)
+            .arg(out_dir)
             .args(["--out-name", "quantweb"])
             .arg(&wasm)
             .current_dir(&root),

@@ -1,6 +1,9 @@
-//! Where the CPU engine's work runs: natively, the calling thread and `threads − 1` workers
-//! that spin between jobs; in the browser, the calling thread alone (ARCHITECTURE.md, "The CPU
-//! engine").
+//! Where the CPU engine's work runs: the calling thread and `threads − 1` helpers that spin
+//! between jobs. Natively the helpers are threads this pool starts. In the browser's threaded
+//! build (wasm atomics and shared memory, `www/pkg-threads`) they are Web Workers that the
+//! engine's worker started, each running `run_helper` on the same memory; the single-threaded
+//! build (`www/pkg`, for pages that are not cross-origin isolated) runs on the calling thread
+//! alone (ARCHITECTURE.md, "The CPU engine").
 //!
 //! A decode step is a few hundred short parallel loops (one per matmul). A pool whose workers
 //! sleep between jobs (rayon's) pays a wake-up for each: measured on SmolLM2, a quarter of a
@@ -10,12 +13,16 @@
 use crate::error::{Error, Result};
 
 pub struct Pool {
-    #[cfg(not(target_arch = "wasm32"))]
-    inner: Option<native::Workers>,
+    #[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
+    inner: Option<spin::Workers>,
 }
 
+#[cfg(all(target_arch = "wasm32", target_feature = "atomics"))]
+pub use spin::{join_helper, run_helper};
+
 impl Pool {
-    /// `threads` in all, the caller included; 0: one per core.
+    /// `threads` in all, the caller included; 0: one per core (in the browser: one per helper
+    /// worker the page started, plus the caller).
     pub fn new(threads: usize) -> Result<Pool> {
         #[cfg(not(target_arch = "wasm32"))]
         {
@@ -24,7 +31,7 @@ impl Pool {
                 n => n,
             };
             let inner = (threads > 1)
-                .then(|| native::Workers::start(threads - 1))
+                .then(|| spin::Workers::start(threads - 1))
                 .transpose()
                 .map_err(|_| Error::BadOption {
                     name: "threads",
@@ -33,13 +40,34 @@ impl Pool {
                 })?;
             Ok(Pool { inner })
         }
-        #[cfg(target_arch = "wasm32")]
+        #[cfg(all(target_arch = "wasm32", target_feature = "atomics"))]
+        {
+            // wasm cannot start a thread itself: the page's JS starts the helper workers
+            // before it loads a model (www/worker.js), and they announce themselves here.
+            let joined = spin::helpers_joined();
+            let threads = match threads {
+                0 => joined + 1,
+                n => n,
+            };
+            if threads - 1 > joined {
+                return Err(Error::BadOption {
+                    name: "threads",
+                    value: threads.to_string(),
+                    reason: "fewer helper workers were started than that",
+                });
+            }
+            Ok(Pool {
+                inner: (threads > 1).then(|| spin::Workers::helpers(threads - 1)),
+            })
+        }
+        #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
         {
             if threads > 1 {
                 return Err(Error::BadOption {
                     name: "threads",
                     value: threads.to_string(),
-                    reason: "the browser build of the CPU engine runs on one thread",
+                    reason: "this browser build of the CPU engine runs on one thread (the \
+                             threaded one needs a cross-origin isolated page)",
                 });
             }
             Ok(Pool {})
@@ -47,9 +75,9 @@ impl Pool {
     }
 
     pub fn threads(&self) -> usize {
-        #[cfg(not(target_arch = "wasm32"))]
+        #[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
         return self.inner.as_ref().map_or(1, |w| w.count() + 1);
-        #[cfg(target_arch = "wasm32")]
+        #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
         1
     }
 
@@ -63,9 +91,9 @@ impl Pool {
     ) {
         let chunk = chunk.max(1);
         let pieces = data.len().div_ceil(chunk);
-        #[cfg(not(target_arch = "wasm32"))]
+        #[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
         if let Some(w) = self.inner.as_ref().filter(|_| pieces > 1) {
-            let base = native::SendPtr(data.as_mut_ptr());
+            let base = spin::SendPtr(data.as_mut_ptr());
             let len = data.len();
             w.run(pieces, &|i| {
                 let start = i * chunk;
@@ -90,12 +118,14 @@ impl Pool {
     }
 }
 
-#[cfg(not(target_arch = "wasm32"))]
-mod native {
+/// The spinning workers, shared by the native threads and the browser's helper workers: std's
+/// `Mutex` and `Condvar` park on `memory.atomic.wait32` in wasm with atomics, which a Web
+/// Worker may do (the page's main thread may not, and never runs this).
+#[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
+mod spin {
     use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
     use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
-    use std::sync::{Arc, Condvar, Mutex};
-    use std::thread::JoinHandle;
+    use std::sync::{Condvar, Mutex};
 
     /// Spins before a worker parks (a few milliseconds): longer than the gap between two
     /// matmuls of a decode step, or between two decode steps.
@@ -129,43 +159,97 @@ mod native {
         job: AtomicPtr<()>,
         pieces: AtomicUsize,
         done: AtomicUsize,
+        /// Workers with an index below this take part in the current job (in the browser,
+        /// more helpers may be running than the current pool asked for).
+        helpers: AtomicUsize,
         panicked: AtomicBool,
         stop: AtomicBool,
         parked: Mutex<usize>,
         wake: Condvar,
     }
 
-    pub struct Workers {
-        shared: Arc<Shared>,
-        handles: Vec<JoinHandle<()>>,
-    }
-
-    impl Workers {
-        pub fn start(n: usize) -> std::io::Result<Workers> {
-            let shared = Arc::new(Shared {
+    impl Shared {
+        const fn new() -> Shared {
+            Shared {
                 state: AtomicU64::new(0),
                 job: AtomicPtr::new(std::ptr::null_mut()),
                 pieces: AtomicUsize::new(0),
                 done: AtomicUsize::new(0),
+                helpers: AtomicUsize::new(0),
                 panicked: AtomicBool::new(false),
                 stop: AtomicBool::new(false),
                 parked: Mutex::new(0),
                 wake: Condvar::new(),
-            });
+            }
+        }
+    }
+
+    /// The browser's helper workers all serve this one: they outlive any model (a page may
+    /// load several in turn), and only one engine thread hands out jobs.
+    #[cfg(target_arch = "wasm32")]
+    static HELPERS: Shared = Shared::new();
+    #[cfg(target_arch = "wasm32")]
+    static JOINED: AtomicUsize = AtomicUsize::new(0);
+
+    /// Called first by each helper worker (from JS, before it reports itself ready): its index.
+    #[cfg(target_arch = "wasm32")]
+    pub fn join_helper() -> usize {
+        JOINED.fetch_add(1, AcqRel)
+    }
+
+    /// The helper worker's loop; never returns (the worker exists for it).
+    #[cfg(target_arch = "wasm32")]
+    pub fn run_helper(index: usize) {
+        worker(&HELPERS, index)
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    pub fn helpers_joined() -> usize {
+        JOINED.load(Acquire)
+    }
+
+    pub struct Workers {
+        #[cfg(not(target_arch = "wasm32"))]
+        shared: std::sync::Arc<Shared>,
+        #[cfg(target_arch = "wasm32")]
+        shared: &'static Shared,
+        count: usize,
+        #[cfg(not(target_arch = "wasm32"))]
+        handles: Vec<std::thread::JoinHandle<()>>,
+    }
+
+    impl Workers {
+        #[cfg(not(target_arch = "wasm32"))]
+        pub fn start(n: usize) -> std::io::Result<Workers> {
+            let shared = std::sync::Arc::new(Shared::new());
             let mut handles = Vec::with_capacity(n);
             for i in 0..n {
                 let s = shared.clone();
                 handles.push(
                     std::thread::Builder::new()
                         .name(format!("quantweb-cpu-{i}"))
-                        .spawn(move || worker(&s))?,
+                        .spawn(move || worker(&s, i))?,
                 );
             }
-            Ok(Workers { shared, handles })
+            Ok(Workers {
+                shared,
+                count: n,
+                handles,
+            })
+        }
+
+        /// The first `n` of the helper workers the page started (`Pool::new` checked that
+        /// there are that many).
+        #[cfg(target_arch = "wasm32")]
+        pub fn helpers(n: usize) -> Workers {
+            Workers {
+                shared: &HELPERS,
+                count: n,
+            }
         }
 
         pub fn count(&self) -> usize {
-            self.handles.len()
+            self.count
         }
 
         /// `f(i)` for every i < pieces, on the workers and the calling thread; returns when all
@@ -175,6 +259,7 @@ mod native {
             let job_no = (s.state.load(Acquire) >> 32) + 1;
             s.pieces.store(pieces, Relaxed);
             s.done.store(0, Relaxed);
+            s.helpers.store(self.count, Relaxed);
             s.job.store(
                 &f as *const &'a (dyn Fn(usize) + Sync + 'a) as *mut (),
                 Relaxed,
@@ -199,6 +284,9 @@ mod native {
         }
     }
 
+    /// Natively the pool owns its threads and stops them; the browser's helpers stay for the
+    /// next pool (parked after their spin).
+    #[cfg(not(target_arch = "wasm32"))]
     impl Drop for Workers {
         fn drop(&mut self) {
             self.shared.stop.store(true, Release);
@@ -237,7 +325,9 @@ mod native {
         }
     }
 
-    fn worker(s: &Shared) {
+    /// Worker `index`'s loop: spin, then park, until a job comes; take part if the job wants
+    /// this many workers.
+    fn worker(s: &Shared, index: usize) {
         let mut seen = 0u64;
         loop {
             let mut spins = 0u32;
@@ -263,7 +353,9 @@ mod native {
                 spins = 0;
             };
             seen = job_no;
-            take_pieces(s, job_no);
+            if index < s.helpers.load(Relaxed) {
+                take_pieces(s, job_no);
+            }
         }
     }
 }

@@ -34,6 +34,24 @@ fn start() {
     }));
 }
 
+/// Threaded build only: a helper Web Worker (www/cpu-helper.js) that instantiated this module
+/// on the engine worker's memory registers itself and gets its index; it then reports itself
+/// ready and calls [`cpu_helper_run`]. Two calls, so that the engine worker can wait for the
+/// helpers before a model load counts them.
+#[cfg(target_feature = "atomics")]
+#[wasm_bindgen(js_name = cpuHelperJoin)]
+pub fn cpu_helper_join() -> u32 {
+    crate::cpu::pool::join_helper() as u32
+}
+
+/// Threaded build only: the helper's share of the CPU engine's work, forever (it spins, then
+/// parks on `memory.atomic.wait32`, between jobs).
+#[cfg(target_feature = "atomics")]
+#[wasm_bindgen(js_name = cpuHelperRun)]
+pub fn cpu_helper_run(index: u32) {
+    crate::cpu::pool::run_helper(index as usize)
+}
+
 /// A failure as JS sees it: an `Error` with a `name`.
 type JsResult<T> = std::result::Result<T, JsValue>;
 
@@ -624,7 +642,8 @@ enum BackendChoice {
 struct LoadOptions {
     context_length: Option<u32>,
     backend: BackendChoice,
-    /// CPU engine threads; the browser build runs on one.
+    /// CPU engine threads; more than one only in the threaded build (www/pkg-threads), with
+    /// that many helper workers started.
     threads: Option<u32>,
     /// `() => Promise`: resolves after the worker's event loop had a turn (the CPU engine
     /// awaits it between forward passes, so that aborts get through).
@@ -760,7 +779,12 @@ impl WasmEngine {
                     })
                 })
             });
-            let adapter = format!("CPU ({}, {} thread)", cpu.simd.name(), cpu.threads());
+            let n = cpu.threads();
+            let adapter = format!(
+                "CPU ({}, {n} thread{})",
+                cpu.simd.name(),
+                if n == 1 { "" } else { "s" }
+            );
             let model = Model::load_with_progress(cpu, gguf_ref, n_ctx, upload)
                 .await
                 .map_err(js_err)?;
