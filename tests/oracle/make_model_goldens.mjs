@@ -446,9 +446,8 @@ async function* teacherForce(sequence, prompt, tokens) {
 
 // The k likeliest ids of a sorted probability map with their probabilities, and the mass of
 // everything else, summed over the tail rather than taken as 1 - sum(top). All are divided by the
-// map's own total (in f64): llama.cpp's f32 softmax divides by a sum accumulated in f32 over the
-// vocabulary, and its probabilities add up to 1 + 3e-4 at worst on SmolLM2, a common factor that
-// would shift every logprob by as much.
+// map's own total (in f64): the f32 probabilities add up to as much as 1 + 3e-4 on SmolLM2, a
+// common factor that would shift every logprob by as much.
 function topK(probabilities, k) {
   const ids = [], probs = [];
   let rest = 0, total = 0;
