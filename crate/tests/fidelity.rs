@@ -6,7 +6,9 @@
 //!   agrees with its (rates and near-tie rules in [`Tolerances`]), and our logprobs of its best
 //!   first tokens are close;
 //! - greedy generation through the engine gives its first 16 tokens exactly, or up to a step
-//!   where llama.cpp's own top two are within a near-tie.
+//!   where llama.cpp's own top two are within a near-tie;
+//! - for the real models, the mean KL divergence of our teacher-forced next-token distributions
+//!   from llama.cpp's (tests/golden/topk-*.json) stays under a pinned bound ([`KlPin`]).
 //!
 //! Every check runs on both engines with the same tolerances: the GPU wgpu finds (Mesa
 //! llvmpipe in CI) and the CPU engine (tests named `…_on_cpu`). `QUANTWEB_FIDELITY_ALL=1`
@@ -18,7 +20,7 @@ use quantweb::cpu::Cpu;
 use quantweb::engine::{CompleteOptions, Engine};
 use quantweb::gguf::GgufModel;
 use quantweb::model::{Model, Output, Want};
-use quantweb::sample::{argmax, log_prob};
+use quantweb::sample::{argmax, log_prob, log_sum_exp};
 use quantweb::source::open_args;
 use serde::Deserialize;
 
@@ -53,6 +55,29 @@ struct Message {
     content: String,
 }
 
+/// llama.cpp's top-K next-token distributions teacher-forced over the continuations of a
+/// generate-*.json golden (tests/golden/topk-*.json, `make_model_goldens.mjs --topk`).
+#[derive(Deserialize)]
+struct TopkGolden {
+    cases: Vec<TopkCase>,
+}
+
+#[derive(Deserialize)]
+struct TopkCase {
+    name: String,
+    /// `positions[j]` predicts the golden's `tokens[j]`.
+    positions: Vec<TopkPosition>,
+}
+
+#[derive(Deserialize)]
+struct TopkPosition {
+    /// llama.cpp's likeliest ids, likeliest first, and their ln softmax.
+    ids: Vec<u32>,
+    logprobs: Vec<f64>,
+    /// ln of llama.cpp's probability mass outside `ids`; `None` when it underflowed to 0.
+    rest: Option<f64>,
+}
+
 /// Which engine a check runs on.
 #[derive(Clone, Copy)]
 enum On {
@@ -70,11 +95,7 @@ fn setup(files: &[&str], golden: &str, on: On) -> Option<(GgufModel, Model, Gold
         On::Cpu => pollster::block_on(Model::load(Cpu::new(0).unwrap(), &gguf, 512)),
     }
     .unwrap();
-    let golden: Golden = serde_json::from_str(
-        &std::fs::read_to_string(common::root().join("tests/golden").join(golden)).unwrap(),
-    )
-    .unwrap();
-    Some((gguf, model, golden))
+    Some((gguf, model, read_golden(golden)))
 }
 
 /// What counts as agreeing with llama.cpp for one family of goldens.
@@ -148,12 +169,159 @@ const CHECKED: [&str; 2] = ["raw_0", "chat_4"];
 /// llama.cpp's decode steps, which produced the goldens.
 const SCORE_BATCH: u32 = 32;
 
+/// The ceiling on the mean KL(llama.cpp ‖ quantweb) of one model on one engine, over the
+/// teacher-forced positions of the cases checked.
+struct KlPin {
+    /// The top-K golden (tests/golden/topk-*.json) of the generate-*.json being checked.
+    topk: &'static str,
+    max_mean_kl: f64,
+}
+
+/// KL(P ‖ Q) at one position, P being llama.cpp's next-token distribution and Q ours, restricted
+/// to P's K likeliest ids T plus one bucket for every other id:
+///
+///   Σ_{t∈T} p_t ln(p_t / q_t)  +  p_rest ln(p_rest / q_rest),
+///
+/// with p_rest llama.cpp's mass outside T (the golden's `rest`) and q_rest = Σ_{i∉T} q_i, ours,
+/// summed over the tail rather than taken as 1 − Σ_T q_t so that a small remainder keeps its
+/// digits. Merging ids into one bucket never raises a KL (log-sum inequality), so this is a lower
+/// bound of the full KL that misses only how differently the two spread the tail among
+/// themselves (llama.cpp's SmolLM2 Q8_0 against Q4_K: 0.062 here, 0.075 over the whole
+/// vocabulary). `make_model_goldens.mjs --kl` computes the same figure between two llama.cpp
+/// files.
+fn kl_top_k(p: &TopkPosition, logits: &[f32]) -> f64 {
+    let lse = log_sum_exp(logits);
+    let mut in_top = vec![false; logits.len()];
+    let mut kl = 0.0;
+    for (&id, &lp) in p.ids.iter().zip(&p.logprobs) {
+        in_top[id as usize] = true;
+        kl += lp.exp() * (lp - (logits[id as usize] as f64 - lse));
+    }
+    if let Some(rest) = p.rest {
+        let q_rest: f64 = logits
+            .iter()
+            .zip(&in_top)
+            .filter(|(_, &top)| !top)
+            .map(|(&l, _)| (l as f64 - lse).exp())
+            .sum();
+        kl += rest.exp() * (rest - q_rest.ln());
+    }
+    kl
+}
+
+/// Per-position KLs and top-1 agreement with llama.cpp's top-K distributions, over cases.
+#[derive(Default)]
+struct KlStats {
+    kls: Vec<f64>,
+    /// The largest KL and where it is.
+    worst: (f64, String),
+    agree: usize,
+    /// Where our argmax is not llama.cpp's, with llama.cpp's margin ln p1 − ln p2 there.
+    misses: Vec<String>,
+    /// Each case's mean KL.
+    per_case: Vec<String>,
+}
+
+impl KlStats {
+    /// `rows[j]`: our logits at the position that predicts the golden's `tokens[j]`.
+    fn add(&mut self, case: &TopkCase, rows: &[&[f32]]) {
+        let first = self.kls.len();
+        for (j, (p, row)) in case.positions.iter().zip(rows).enumerate() {
+            let kl = kl_top_k(p, row);
+            if kl > self.worst.0 {
+                self.worst = (kl, format!("{} position {j}", case.name));
+            }
+            self.kls.push(kl);
+            if argmax(row) == p.ids[0] {
+                self.agree += 1;
+            } else {
+                self.misses.push(format!(
+                    "{} {j} (margin {:.3})",
+                    case.name,
+                    p.logprobs[0] - p.logprobs[1]
+                ));
+            }
+        }
+        let case_kls = &self.kls[first..];
+        self.per_case.push(format!(
+            "{} {:.5}",
+            case.name,
+            case_kls.iter().sum::<f64>() / case_kls.len() as f64
+        ));
+    }
+
+    /// Prints the figures and returns the failure, if the mean is over the pin.
+    fn finish(&self, pin: &KlPin) -> Vec<String> {
+        let n = self.kls.len();
+        let mean = self.kls.iter().sum::<f64>() / n as f64;
+        eprintln!(
+            "{}: mean KL(llama.cpp ‖ quantweb) over top-K + rest {mean:.5} over {n} positions (pinned below {}; per case {:?}), largest {:.4} at {}; top-1 agreement {}/{n} = {:.1} %, misses at {:?}",
+            pin.topk,
+            pin.max_mean_kl,
+            self.per_case,
+            self.worst.0,
+            self.worst.1,
+            self.agree,
+            100.0 * self.agree as f64 / n as f64,
+            self.misses
+        );
+        if mean < pin.max_mean_kl {
+            vec![]
+        } else {
+            vec![format!(
+                "{}: mean KL(llama.cpp ‖ quantweb) {mean:.5} is not below {}",
+                pin.topk, pin.max_mean_kl
+            )]
+        }
+    }
+}
+
+fn read_golden<T: serde::de::DeserializeOwned>(name: &str) -> T {
+    serde_json::from_str(
+        &std::fs::read_to_string(common::root().join("tests/golden").join(name)).unwrap(),
+    )
+    .unwrap()
+}
+
+/// Our logits, `n_vocab` per row, teacher-forced over the golden's prompt and the first `n` of
+/// its tokens: row j is the position that predicts `tokens[j]`.
+fn teacher_forced(engine: &mut Engine, case: &Case, n: usize) -> Vec<f32> {
+    let n0 = case.prompt_tokens.len();
+    let seq: Vec<u32> = case
+        .prompt_tokens
+        .iter()
+        .chain(&case.tokens[..n - 1])
+        .copied()
+        .collect();
+    engine.reset();
+    let Output::AllLogits(rows) = pollster::block_on(engine.model.eval_in_batches(
+        &seq,
+        Want::AllLogits,
+        SCORE_BATCH,
+    ))
+    .unwrap() else {
+        unreachable!()
+    };
+    let n_vocab = engine.model.config.n_vocab as usize;
+    rows[(n0 - 1) * n_vocab..].to_vec()
+}
+
 /// Checks the golden cases named in `checked` (every case with QUANTWEB_FIDELITY_ALL=1) and
-/// returns what failed (nothing when the model or GPU is missing and not required).
-fn check(files: &[&str], golden: &str, checked: &[&str], tol: &Tolerances, on: On) -> Vec<String> {
+/// returns what failed (nothing when the model or GPU is missing and not required). With `kl`,
+/// also the KL divergence from llama.cpp over the same teacher-forced positions.
+fn check(
+    files: &[&str],
+    golden: &str,
+    checked: &[&str],
+    tol: &Tolerances,
+    kl: Option<&KlPin>,
+    on: On,
+) -> Vec<String> {
     let Some((gguf, model, golden)) = setup(files, golden, on) else {
         return vec![];
     };
+    let topk: Option<TopkGolden> = kl.map(|pin| read_golden(pin.topk));
+    let mut kl_stats = KlStats::default();
     let mut engine = Engine::new(&gguf, model).unwrap();
     let all = std::env::var("QUANTWEB_FIDELITY_ALL").as_deref() == Ok("1");
     let (mut agree, mut total) = (0usize, 0usize);
@@ -179,25 +347,16 @@ fn check(files: &[&str], golden: &str, checked: &[&str], tol: &Tolerances, on: O
         }
 
         // Teacher-forced over llama.cpp's continuation.
-        let n0 = case.prompt_tokens.len();
         let forced = &case.tokens[..case.tokens.len().min(tol.teacher_forced)];
-        let seq: Vec<u32> = case
-            .prompt_tokens
-            .iter()
-            .chain(&forced[..forced.len() - 1])
-            .copied()
+        let logits = teacher_forced(&mut engine, case, forced.len());
+        let rows: Vec<&[f32]> = logits
+            .chunks(engine.model.config.n_vocab as usize)
             .collect();
-        engine.reset();
-        let Output::AllLogits(rows) = pollster::block_on(engine.model.eval_in_batches(
-            &seq,
-            Want::AllLogits,
-            SCORE_BATCH,
-        ))
-        .unwrap() else {
-            unreachable!()
-        };
-        let n_vocab = engine.model.config.n_vocab as usize;
-        let rows: Vec<&[f32]> = rows.chunks(n_vocab).skip(n0 - 1).collect();
+        if let Some(topk) = &topk {
+            let t = topk.cases.iter().find(|t| t.name == case.name).unwrap();
+            assert_eq!(t.positions.len(), case.tokens.len(), "{}", case.name);
+            kl_stats.add(t, &rows);
+        }
         let mut missed = vec![];
         for (j, (row, &want)) in rows.iter().zip(forced).enumerate() {
             total += 1;
@@ -283,6 +442,9 @@ fn check(files: &[&str], golden: &str, checked: &[&str], tol: &Tolerances, on: O
             tol.min_agreement
         ));
     }
+    if let Some(pin) = kl {
+        failures.extend(kl_stats.finish(pin));
+    }
     failures
 }
 
@@ -308,9 +470,28 @@ macro_rules! on_both {
     };
 }
 
+/// The KL pins of the real models are this × the mean measured on the checked cases, per
+/// engine (ARCHITECTURE.md, "Matching llama.cpp", has the figures over every case). The goldens
+/// are fixed, so only our arithmetic moves the mean: the margin leaves room for another
+/// machine's rounding (llvmpipe's LLVM and CPU features) and for kernels rewritten in another
+/// order, while a regression that adds 1/50 of the KL between SmolLM2's Q8_0 and Q4_K files
+/// (0.062), or 1/19 of gemma's (0.018), takes the mean past it.
+const PIN_MARGIN: f64 = 1.5;
+
+fn kl_pin(topk: &'static str, measured: f64) -> KlPin {
+    KlPin {
+        topk,
+        max_mean_kl: PIN_MARGIN * measured,
+    }
+}
+
 on_both! {
     fn smollm2_matches_llama_cpp / smollm2_matches_llama_cpp_on_cpu (on) {
-        assert_none(check(&[common::SMOLLM2], "generate-smollm2.json", &CHECKED, &REAL, on));
+        let kl = kl_pin("topk-smollm2.json", match on {
+            On::Gpu => 0.00248,
+            On::Cpu => 0.00149,
+        });
+        assert_none(check(&[common::SMOLLM2], "generate-smollm2.json", &CHECKED, &REAL, Some(&kl), on));
     }
 }
 
@@ -321,7 +502,44 @@ fn gemma3_matches_llama_cpp() {
         "generate-gemma3.json",
         &CHECKED,
         &REAL,
+        Some(&kl_pin("topk-gemma3.json", 0.00192)),
         On::Gpu,
+    ));
+}
+
+/// Only the KL part of [`check`]: teacher forcing over the same cases, no greedy generation.
+fn check_kl(files: &[&str], golden: &str, pin: &KlPin, on: On) -> Vec<String> {
+    let Some((gguf, model, golden)) = setup(files, golden, on) else {
+        return vec![];
+    };
+    let topk: TopkGolden = read_golden(pin.topk);
+    let mut engine = Engine::new(&gguf, model).unwrap();
+    let all = std::env::var("QUANTWEB_FIDELITY_ALL").as_deref() == Ok("1");
+    let mut stats = KlStats::default();
+    for (case, t) in golden.cases.iter().zip(&topk.cases) {
+        assert_eq!(case.name, t.name);
+        if !all && !CHECKED.contains(&case.name.as_str()) {
+            continue;
+        }
+        let n = case.tokens.len().min(REAL.teacher_forced);
+        let logits = teacher_forced(&mut engine, case, n);
+        let rows: Vec<&[f32]> = logits
+            .chunks(engine.model.config.n_vocab as usize)
+            .collect();
+        stats.add(t, &rows);
+    }
+    stats.finish(pin)
+}
+
+/// The KL pin of gemma3 on the CPU engine, which `gemma3_matches_llama_cpp_on_cpu` (ignored, a
+/// known logprob miss) does not run.
+#[test]
+fn gemma3_kl_from_llama_cpp_on_cpu() {
+    assert_none(check_kl(
+        &common::GEMMA_PARTS,
+        "generate-gemma3.json",
+        &kl_pin("topk-gemma3.json", 0.00161),
+        On::Cpu,
     ));
 }
 
@@ -339,6 +557,7 @@ fn gemma3_matches_llama_cpp_on_cpu() {
         "generate-gemma3.json",
         &CHECKED,
         &REAL,
+        None,
         On::Cpu,
     ));
 }
@@ -376,6 +595,7 @@ fn check_tiny(arch: &str, on: On) {
         &format!("tiny-{arch}.json"),
         &["raw_0", "chat_1"],
         &TINY,
+        None,
         on,
     ));
 }
@@ -422,6 +642,7 @@ fn check_quantized(model: &str, types: &[&str], tol: &Tolerances, on: On) {
                 &format!("quant-{name}.json"),
                 &["raw_0"],
                 tol,
+                None,
                 on,
             )
             .into_iter()

@@ -10,6 +10,10 @@
 //   node tests/oracle/make_model_goldens.mjs --tiny --only tiny-phi3
 //   node tests/oracle/make_model_goldens.mjs --quantized target/quantized  # quant-<model>-<TYPE>.json
 //   node tests/oracle/make_model_goldens.mjs --bench         # prefill/decode tok/s, writes nothing
+//   node tests/oracle/make_model_goldens.mjs --topk          # tests/golden/topk-*.json: top 20 per position,
+//                                                            # teacher-forced over generate-*.json
+//   node tests/oracle/make_model_goldens.mjs --kl BASE.gguf CANDIDATE.gguf [--only smollm2]
+//                                                            # KL(BASE || CANDIDATE) on those continuations, writes nothing
 //   ... --threads N   # llama.cpp threads (default 2); the generated ids do not depend on it
 //   ... --context N   # context size (default 512; tiny-phi3 switches to rope_factors_long above 4096)
 //   ... --runs N      # --bench: timed runs per model after the warm-up (default 3)
@@ -30,6 +34,9 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, "..", "..");
 
 const TOP_K_DEBUG = 5;
+// --topk: ids kept per position. With the rest of the distribution as one bucket, this is enough
+// for a KL figure against another engine (README: "Top-K goldens") at ~140 KB per model.
+const TOP_K = 20;
 
 // What each set of models is asked: raw prompts, chat messages (one user turn each, rendered with
 // the model's template plus the generation prompt) and the number of greedy tokens.
@@ -125,6 +132,8 @@ function parseArgs(argv) {
     if (a === "--out") args.out = path.resolve(argv[++i]);
     else if (a === "--only") args.only = argv[++i];
     else if (a === "--bench") args.bench = true;
+    else if (a === "--topk") args.topk = true;
+    else if (a === "--kl") args.kl = [path.resolve(argv[++i]), path.resolve(argv[++i])];
     else if (a === "--tiny") args.tiny = true;
     else if (a === "--quantized") args.quantized = path.resolve(argv[++i]);
     else if (a === "--threads") args.threads = Number(argv[++i]);
@@ -137,6 +146,8 @@ function parseArgs(argv) {
   args.models = args.tiny ? tinyModels() : MODELS;
   args.cases = args.tiny ? TINY_CASES : REAL_CASES;
   if (args.quantized) [args.models, args.cases] = [quantizedModels(args.quantized), QUANT_CASES];
+  if (args.kl && (args.tiny || args.quantized || args.topk || args.bench))
+    throw new Error("--kl: only with the real models' continuations (--only smollm2 | gemma3)");
   if (args.only && !args.models[args.only]) throw new Error(`--only: one of ${Object.keys(args.models).join(", ")}`);
   return args;
 }
@@ -375,6 +386,177 @@ async function makeGolden(llama, key, spec, outDir, threads, CASES, contextSize)
   }
 }
 
+// Teacher forcing: the prompt as one batch, then each golden id one at a time (passed back to the
+// generator as the next input, whatever the sampler picked), exactly the decode calls that made
+// the goldens. Yields, for j = 0 .. tokens.length - 1, the distribution that predicts tokens[j],
+// with the greedy pick at that position.
+async function* teacherForce(sequence, prompt, tokens) {
+  await sequence.clearHistory();
+  const it = sequence.evaluateWithMetadata(prompt, { probabilities: true }, { temperature: 0, yieldEogToken: true });
+  try {
+    for (let j = 0; j < tokens.length; j++) {
+      const { value, done } = await it.next(j === 0 ? undefined : tokens[j - 1]);
+      if (done) throw new Error(`teacher forcing ended after ${j} positions, expected ${tokens.length}`);
+      yield value;
+    }
+  } finally {
+    await it.return();
+  }
+}
+
+// The k likeliest ids of a sorted probability map with their probabilities, and the mass of
+// everything else, summed over the tail rather than taken as 1 - sum(top). All are divided by the
+// map's own total (in f64): the f32 probabilities add up to as much as 1 + 3e-4 on SmolLM2, a
+// common factor that would shift every logprob by as much.
+function topK(probabilities, k) {
+  const ids = [], probs = [];
+  let rest = 0, total = 0;
+  for (const [id, p] of probabilities) {
+    total += p;
+    if (ids.length < k) { ids.push(id); probs.push(p); } else rest += p;
+  }
+  return { ids, probs: probs.map((p) => p / total), rest: rest / total };
+}
+
+function generateGolden(key, spec) {
+  const p = path.join(ROOT, "tests", "golden", spec.out);
+  if (!fs.existsSync(p)) throw new Error(`missing ${p}: the continuations to teacher-force`);
+  return { path: path.relative(ROOT, p), golden: JSON.parse(fs.readFileSync(p, "utf8")) };
+}
+
+// --topk: tests/golden/topk-<model>.json. Per case of generate-<model>.json and per generated
+// position, llama.cpp's TOP_K likeliest next ids with their logprobs and the log of the remaining
+// mass, teacher-forced over the golden continuation. Its own greedy pick must be the golden id at
+// every position (same calls, same numerics as when the goldens were made); it throws otherwise.
+async function makeTopkGolden(llama, key, spec, outDir, threads, contextSize) {
+  const t0 = performance.now();
+  const src = generateGolden(key, spec);
+  const file = materializeModel(spec);
+  try {
+    if (src.golden.model.sha256 !== file.sha256) throw new Error(`${src.path} was made from another file`);
+    const model = await llama.loadModel({ modelPath: file.path });
+    const context = await model.createContext({ contextSize, threads });
+    const sequence = context.getSequence();
+    const nVocab = llamaVocabSize(model);
+    const cases = [];
+    for (const c of src.golden.cases) {
+      const positions = [];
+      let j = 0;
+      for await (const value of teacherForce(sequence, c.prompt_tokens, c.tokens)) {
+        if (value.token !== c.tokens[j])
+          throw new Error(`${c.name}: llama.cpp picks ${value.token} at position ${j}, the golden has ${c.tokens[j]}`);
+        if (value.probabilities.size !== nVocab) throw new Error(`${c.name}: ${value.probabilities.size} probabilities for ${nVocab} ids`);
+        const top = topK(value.probabilities, TOP_K);
+        if (top.probs.some((p) => !(p > 0))) throw new Error(`${c.name} position ${j}: a top-${TOP_K} probability is 0`);
+        positions.push({
+          ids: top.ids,
+          logprobs: top.probs.map((p) => round(Math.log(p), 6)),
+          rest: top.rest > 0 ? round(Math.log(top.rest), 6) : null,
+        });
+        j++;
+      }
+      cases.push({ name: c.name, positions });
+      console.log(`${key} ${c.name}: ${positions.length} positions`);
+    }
+    const golden = {
+      about: `Top-${TOP_K} next-token distributions from the llama.cpp oracle, teacher-forced over the continuations of ${src.path}; made by tests/oracle/make_model_goldens.mjs --topk (see tests/oracle/README.md)`,
+      oracle: oracleInfo(llama),
+      settings: {
+        context_size: contextSize,
+        threads,
+        from: src.path,
+        top_k: TOP_K,
+        teacher_forcing: "prompt_tokens evaluated as one batch, then each golden token one at a time (the golden id passed back as the next input), the calls that made the goldens; llama.cpp's greedy pick equals the golden id at every position",
+        positions: "per case, one entry per golden token: positions[j] is the distribution that predicts tokens[j]",
+        ids: `the ${TOP_K} likeliest ids, likeliest first`,
+        logprobs: "their ln softmax of the raw logits (6 decimals): llama.cpp's f32 probabilities divided by their total in f64, which removes the up to 3e-4 by which they miss summing to 1",
+        rest: "ln of the probability mass of every other id, summed over the vocabulary's tail in f64 and divided by the same total (6 decimals; null if it underflowed to 0)",
+      },
+      model: { file: spec.file, sha256: file.sha256, size: file.size },
+      cases,
+    };
+    await context.dispose();
+    await model.dispose();
+    fs.mkdirSync(outDir, { recursive: true });
+    const outPath = path.join(outDir, `topk-${key}.json`);
+    fs.writeFileSync(outPath, formatJson(golden));
+    console.log(`${key}: wrote ${outPath} (${fs.statSync(outPath).size} B) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  } finally {
+    file.cleanup();
+  }
+}
+
+// KL(P || Q) restricted to P's k likeliest ids plus one bucket for everything else:
+//   sum over t in top_k(P) of p_t ln(p_t / q_t)  +  p_rest ln(p_rest / q_rest),
+// p_rest and q_rest being each side's mass outside those ids. Merging ids into a bucket never
+// raises a KL (log-sum inequality), so this is a lower bound of the full KL that misses only how
+// differently the two spread their tail. crate/tests/fidelity.rs computes the same figure.
+function klTopK(pIds, pProbs, pRest, qProb, qRest) {
+  let kl = 0;
+  for (let i = 0; i < pIds.length; i++) kl += pProbs[i] * Math.log(pProbs[i] / qProb(pIds[i]));
+  if (pRest > 0) kl += pRest * Math.log(pRest / qRest);
+  return kl;
+}
+
+// A probability map as an array indexed by id, divided by its total (see topK).
+function normalizedRow(probabilities, nVocab) {
+  const row = new Float64Array(nVocab);
+  let total = 0;
+  for (const [id, p] of probabilities) { row[id] = p; total += p; }
+  for (let id = 0; id < nVocab; id++) row[id] /= total;
+  return row;
+}
+
+// --kl BASE CANDIDATE: both files teacher-forced over the golden continuations of --only's model
+// (default smollm2), the top-K-plus-rest KL and the full-vocabulary KL of the candidate from the
+// base at every position, and how often their argmaxes agree. A figure for ARCHITECTURE.md:
+// prints, writes nothing.
+async function klBetween(llama, [basePath, candPath], key, spec, threads, contextSize) {
+  const src = generateGolden(key, spec);
+  const open = async (p) => {
+    const model = await llama.loadModel({ modelPath: p });
+    const context = await model.createContext({ contextSize, threads });
+    const sha256 = createHash("sha256").update(fs.readFileSync(p)).digest("hex");
+    console.log(`${path.basename(p)}: sha256 ${sha256}`);
+    return { model, context, sequence: context.getSequence(), nVocab: llamaVocabSize(model) };
+  };
+  const base = await open(basePath), cand = await open(candPath);
+  if (base.nVocab !== cand.nVocab) throw new Error(`vocabularies differ: ${base.nVocab} and ${cand.nVocab} ids`);
+  const all = { kl: [], full: [], agree: 0 };
+  for (const c of src.golden.cases) {
+    // The base's whole distribution at every position of this case, indexed by id.
+    const baseRows = [];
+    for await (const value of teacherForce(base.sequence, c.prompt_tokens, c.tokens)) {
+      baseRows.push({ row: normalizedRow(value.probabilities, base.nVocab), top: topK(value.probabilities, TOP_K) });
+    }
+    let j = 0, caseKl = 0;
+    for await (const value of teacherForce(cand.sequence, c.prompt_tokens, c.tokens)) {
+      const { row, top } = baseRows[j++];
+      const q = normalizedRow(value.probabilities, cand.nVocab);
+      const inTop = new Set(top.ids);
+      let qRest = 0;
+      for (let id = 0; id < q.length; id++) if (!inTop.has(id)) qRest += q[id];
+      const kl = klTopK(top.ids, top.probs, top.rest, (id) => q[id], qRest);
+      let full = 0;
+      for (let id = 0; id < row.length; id++) if (row[id] > 0) full += row[id] * Math.log(row[id] / q[id]);
+      all.kl.push(kl);
+      all.full.push(full);
+      caseKl += kl;
+      if (value.probabilities.keys().next().value === top.ids[0]) all.agree++;
+    }
+    console.log(`${c.name}: mean KL (top-${TOP_K} + rest) ${(caseKl / j).toFixed(5)} over ${j} positions`);
+  }
+  const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  const n = all.kl.length;
+  console.log(`KL(${path.basename(basePath)} || ${path.basename(candPath)}) over ${n} positions of ${src.path}: ` +
+    `mean ${mean(all.kl).toFixed(5)} (top-${TOP_K} + rest), ${mean(all.full).toFixed(5)} (full vocabulary), ` +
+    `max ${Math.max(...all.kl).toFixed(4)}; top-1 agreement ${all.agree}/${n} = ${(100 * all.agree / n).toFixed(1)} %`);
+  for (const m of [base, cand]) {
+    await m.context.dispose();
+    await m.model.dispose();
+  }
+}
+
 // Every id llama.cpp treats as end of generation (llama_vocab_is_eog).
 function eogIds(model) {
   const ids = [];
@@ -441,8 +623,12 @@ const args = parseArgs(process.argv.slice(2));
 // build: "never": use the prebuilt binary only; never try to download or compile llama.cpp.
 const llama = await getLlama({ gpu: false, build: "never" });
 const keys = args.only ? [args.only] : Object.keys(args.models);
-for (const key of keys) {
+if (args.kl) {
+  const key = args.only ?? "smollm2";
+  await klBetween(llama, args.kl, key, args.models[key], args.threads, args.context);
+} else for (const key of keys) {
   if (args.bench) await bench(llama, key, args.models[key], args.threads, args.runs, args.context);
+  else if (args.topk) await makeTopkGolden(llama, key, args.models[key], args.out, args.threads, args.context);
   else await makeGolden(llama, key, args.models[key], args.out, args.threads, args.cases, args.context);
 }
 await llama.dispose();
