@@ -24,12 +24,11 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { createRequire } from "node:module";
 import { getLlama } from "node-llama-cpp";
+import { packageDir } from "./oracle_info.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, "..", "..");
-const require = createRequire(import.meta.url);
 
 const SMOLLM2 = ["models/SmolLM2-135M-Instruct.Q4_1.gguf"];
 const GEMMA = [0, 1, 2, 3].map((i) => `models/gemma-3-270m-q4_k_m.gguf.part0${i}`);
@@ -58,17 +57,6 @@ function parseArgs(argv) {
     else throw new Error(`unknown argument ${a}`);
   }
   return args;
-}
-
-function packageDir(name) {
-  let dir = path.dirname(require.resolve(name));
-  while (!fs.existsSync(path.join(dir, "package.json")) ||
-         JSON.parse(fs.readFileSync(path.join(dir, "package.json"), "utf8")).name !== name) {
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error(`no package.json for ${name}`);
-    dir = up;
-  }
-  return dir;
 }
 
 function run(cmd, args, opts = {}) {

@@ -9,7 +9,7 @@ import { createRequire } from "node:module";
 const require = createRequire(import.meta.url);
 
 // The folder of an installed package (their exports maps hide package.json).
-function packageDir(name) {
+export function packageDir(name) {
   let dir = path.dirname(require.resolve(name));
   while (!fs.existsSync(path.join(dir, "package.json")) ||
          JSON.parse(fs.readFileSync(path.join(dir, "package.json"), "utf8")).name !== name) {

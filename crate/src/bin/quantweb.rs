@@ -651,22 +651,14 @@ fn compare_models(
             human(size.total_bytes)
         );
         println!("  positions              {}", r.positions);
-        println!(
-            "  PPL(Q)                 {:.6} ± {:.6}",
-            r.ppl.value, r.ppl.err
-        );
-        println!(
-            "  PPL(base)              {:.6} ± {:.6}",
-            r.ppl_base.value, r.ppl_base.err
-        );
-        println!(
-            "  PPL(Q)/PPL(base)       {:.6} ± {:.6}",
-            r.ppl_ratio.value, r.ppl_ratio.err
-        );
-        println!(
-            "  Mean KLD               {:.6} ± {:.6}",
-            r.kld.value, r.kld.err
-        );
+        for (label, e) in [
+            ("PPL(Q)", r.ppl),
+            ("PPL(base)", r.ppl_base),
+            ("PPL(Q)/PPL(base)", r.ppl_ratio),
+            ("Mean KLD", r.kld),
+        ] {
+            println!("  {label:<22} {:.6} ± {:.6}", e.value, e.err);
+        }
         println!(
             "  KLD median/90/99/99.9% {:.6} / {:.6} / {:.6} / {:.6}",
             r.kld_median, r.kld_p90, r.kld_p99, r.kld_p999
