@@ -2,7 +2,7 @@
 // compare" quantizes SmolLM2 three times in the page (into OPFS), compares the three files with
 // the base on the CPU engine, and shows a table and a chart whose values are the CLI's
 // `quantweb compare --json` on the same files (made natively, byte-identical). Also, through the
-// JS API: abort, and a candidate with another vocabulary.
+// JS API: abort, a candidate with another vocabulary, and one that cannot load.
 //
 // Run: `cargo xtask test --browser-only`, or with a server already running:
 //   QUANTWEB_BASE_URL=http://127.0.0.1:8080 node --test tests/browser/compare.test.mjs
@@ -90,7 +90,7 @@ test('the Compare view: quantize in the page, compare, table and chart equal the
   }
 });
 
-test('compare(): abort, and a candidate with another vocabulary', { timeout: 5 * MINUTE }, async () => {
+test('compare(): abort, a candidate with another vocabulary, one that cannot load', { timeout: 5 * MINUTE }, async () => {
   const context = await browser.newContext();
   const page = await context.newPage();
   try {
@@ -113,13 +113,20 @@ test('compare(): abort, and a candidate with another vocabulary', { timeout: 5 *
       );
       const mismatch = await settle(qw.compare(base, [other], { ctx: 64, backend: 'cpu' }));
       const short = await settle(qw.compare(base, [base], { ctx: 64, text: 'Too short.', backend: 'cpu' }));
-      return { aborted, events: [...new Set(events)], mismatch, short };
+      // A candidate that cannot load is marked with its error; the others are compared.
+      const c = await qw.compare(base, ['/models/missing-Q4_K.gguf', base], { ctx: 64, chunks: 1, backend: 'cpu' });
+      const marked = c.candidates.map((x) => ({ name: x.name, error: x.error?.name, zero: x.report ? Math.abs(x.report.kld.value) < 1e-6 : undefined }));
+      return { aborted, events: [...new Set(events)], mismatch, short, marked };
     }, { base: `${baseUrl}/models/${BASE}`, other: `${baseUrl}/models/tiny-phi3.gguf` });
     assert.equal(r.aborted.error?.name, 'AbortError', JSON.stringify(r.aborted));
     assert.ok(r.events.includes('compare') && r.events.includes('upload'), r.events.join());
     assert.equal(r.mismatch.error?.name, 'VocabMismatchError', JSON.stringify(r.mismatch));
     assert.match(r.mismatch.error.message, /32064 tokens against the base's 49152/);
     assert.equal(r.short.error?.name, 'InvalidRequestError', JSON.stringify(r.short));
+    assert.deepEqual(r.marked, [
+      { name: 'missing-Q4_K', error: 'HttpError', zero: undefined },
+      { name: BASE.replace(/\.gguf$/, ''), error: undefined, zero: true },
+    ]);
   } finally {
     await context.close();
   }
