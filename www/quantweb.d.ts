@@ -303,6 +303,25 @@ export function storageEstimate(): Promise<StorageInfo>;
 /** Builds the `device` of a FitQuery from a GPU memory size and what the browser reported. */
 export function deviceBudget(gpuMemoryBytes: number, device?: DeviceInfo | null, storage?: StorageInfo | null): DeviceBudget;
 
+/** Whether an adapter is a software one (SwiftShader, llvmpipe, WARP), where 'auto' picks the CPU. */
+export function isSoftwareAdapter(device: DeviceInfo & { available: true }): boolean;
+
+/** The calculator's verdict for this browser, from a header alone (`fitForThisDevice`). */
+export interface DeviceFit {
+  /** The engine `Engine.load` with backend 'auto' would pick here. */
+  engine: 'webgpu' | 'cpu';
+  level: FitLevel;
+  /** Why, in words (for the GPU: also the GPU memory assumed, which browsers do not report). */
+  reasons: string[];
+  /** Memory the model needs at `contextLength`. */
+  totalBytes: number;
+  downloadBytes: number;
+  contextLength: number;
+}
+
+/** fits / tight / does_not_fit on this browser's engine for a model whose header `inspect` read. */
+export function fitForThisDevice(info: ModelInfo, options?: { contextLength?: number }): Promise<DeviceFit>;
+
 // ============================================================== the engine (Engine, in a worker)
 
 /**
@@ -863,6 +882,8 @@ export class Engine {
   static cached(): Promise<CachedModel[]>;
   /** Deletes a cached model; true if it existed. */
   static deleteCached(key: string): Promise<boolean>;
+  /** The complete cached entry of a model URL (a first shard stands for all), or null; no network. */
+  static cachedEntry(url: string | URL): Promise<CachedModel | null>;
 
   /** As at load; `refreshInfo()` updates it. */
   info: EngineInfo;

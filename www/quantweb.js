@@ -182,6 +182,39 @@ export function deviceBudget(gpuMemoryBytes, device, storage) {
   };
 }
 
+/** Whether an adapter is a software one (SwiftShader, llvmpipe, WARP): `auto` then runs on the CPU. */
+export function isSoftwareAdapter(device) {
+  return Boolean(device.isFallbackAdapter) || /swiftshader|llvmpipe|lavapipe|warp|software/i.test(`${device.architecture} ${device.description} ${device.device}`);
+}
+
+/** GPU memory assumed when nothing better is known: browsers do not expose it. */
+const ASSUMED_GPU_BYTES = 4 * 2 ** 30;
+
+/**
+ * The calculator's verdict for this browser, from a model's header alone (what `inspect`
+ * returned): the engine `Engine.load` with backend 'auto' would pick, the memory the model
+ * needs at `contextLength`, and fits / tight / does_not_fit with the reasons. The GPU's memory
+ * is not exposed to pages, so the GPU verdict assumes the device memory the browser reports
+ * (`navigator.deviceMemory`, shared on integrated GPUs) or 4 GiB, and says so.
+ */
+export async function fitForThisDevice(info, { contextLength } = {}) {
+  const qw = await ready();
+  const [device, storage] = await Promise.all([deviceInfo(), storageEstimate()]);
+  const est = qw.estimateMemory(info, contextLength ? { contextLength } : {});
+  const ram = typeof navigator !== 'undefined' && navigator.deviceMemory ? navigator.deviceMemory * 2 ** 30 : undefined;
+  const engine = device.available && !isSoftwareAdapter(device) ? 'webgpu' : 'cpu';
+  const query = { totalBytes: est.total_bytes, largestTensor: est.largest_tensor, downloadBytes: info.file_bytes };
+  let verdict;
+  if (engine === 'webgpu') {
+    const gpu = ram ?? ASSUMED_GPU_BYTES;
+    verdict = qw.judgeFit({ ...query, device: deviceBudget(gpu, device, storage) });
+    verdict.reasons.push(`GPU memory assumed to be ${(gpu / 2 ** 30).toFixed(0)} GiB: browsers do not report it`);
+  } else {
+    verdict = qw.judgeFit({ ...query, device: deviceBudget(0, device, storage), engine: 'cpu', deviceMemoryBytes: ram });
+  }
+  return { engine, level: verdict.level, reasons: verdict.reasons, totalBytes: est.total_bytes, downloadBytes: info.file_bytes, contextLength: est.context_length };
+}
+
 // ================================================================ the engine (in a worker)
 //
 //   import { Engine } from './quantweb.js';
@@ -608,6 +641,17 @@ export class Engine {
   /** Cached models (no network): `[{key, name, urls, size, storedBytes, complete, …}]`. */
   static cached() {
     return modelCache.list();
+  }
+
+  /**
+   * The complete cached entry of a model URL (a lone first shard stands for all its shards), or
+   * null. Makes no network request: a page can tell whether loading will download.
+   */
+  static async cachedEntry(url) {
+    const abs = normalizeSource(String(url));
+    const urls = modelCache.shardUrls(abs) || [abs];
+    const entries = await modelCache.list();
+    return entries.find((c) => c.complete && c.urls.length === urls.length && c.urls.every((u, i) => u === urls[i])) || null;
   }
 
   /** Deletes a cached model by its `key` (from `Engine.cached()`); true if it existed. */

@@ -479,9 +479,7 @@ pub fn verdict(
             ));
         }
     }
-    if let Some(free) = dev.storage_available_bytes.filter(|&f| download_bytes > f) {
-        tight.push(format!("the {} download does not fit the {} of browser storage left: it cannot be cached and will download on every visit", gib(download_bytes), gib(free)));
-    }
+    tight.extend(storage_note(download_bytes, dev.storage_available_bytes));
     let level = if !no.is_empty() {
         FitLevel::DoesNotFit
     } else if !tight.is_empty() {
@@ -491,6 +489,32 @@ pub fn verdict(
     };
     no.extend(tight);
     Verdict { level, reasons: no }
+}
+
+/// Why a download that the browser's storage cannot hold makes a model "tight" (it still runs,
+/// but downloads on every visit), or None.
+fn storage_note(download_bytes: u64, storage_available: Option<u64>) -> Option<String> {
+    let gib = |b: u64| format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64);
+    storage_available.filter(|&f| download_bytes > f).map(|free| {
+        format!("the {} download does not fit the {} of browser storage left: it cannot be cached and will download on every visit", gib(download_bytes), gib(free))
+    })
+}
+
+/// A CPU verdict with the storage check that `verdict` makes for the GPU.
+pub fn cpu_verdict_with_storage(
+    total_bytes: u64,
+    device_memory_bytes: Option<u64>,
+    download_bytes: u64,
+    storage_available: Option<u64>,
+) -> Verdict {
+    let mut v = cpu_verdict(total_bytes, device_memory_bytes);
+    if let Some(note) = storage_note(download_bytes, storage_available) {
+        v.reasons.push(note);
+        if v.level == FitLevel::Fits {
+            v.level = FitLevel::Tight;
+        }
+    }
+    v
 }
 
 /// What a wasm32 instance can address: the CPU engine in a browser holds weights, KV cache and
@@ -593,5 +617,17 @@ mod tests {
             FitLevel::Tight
         );
         assert_eq!(cpu_verdict(gib, Some(8 * gib)).level, FitLevel::Fits);
+    }
+
+    #[test]
+    fn a_download_the_storage_cannot_hold_makes_the_cpu_verdict_tight() {
+        let gib = 1u64 << 30;
+        let v = cpu_verdict_with_storage(gib, None, gib, Some(gib / 2));
+        assert_eq!(v.level, FitLevel::Tight);
+        assert!(v.reasons[0].contains("browser storage"), "{:?}", v.reasons);
+        let v = cpu_verdict_with_storage(gib, None, gib, Some(2 * gib));
+        assert_eq!(v, cpu_verdict(gib, None));
+        let v = cpu_verdict_with_storage(5 * gib, None, gib, Some(0));
+        assert_eq!((v.level, v.reasons.len()), (FitLevel::DoesNotFit, 2));
     }
 }

@@ -6,6 +6,7 @@
 
 mod bench;
 mod models;
+mod pyenv;
 mod serve;
 mod setup;
 mod testcmd;

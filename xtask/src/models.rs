@@ -27,6 +27,7 @@ use std::time::{Instant, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
+use crate::pyenv;
 use crate::util::{repo_root, run_cmd, step, target_dir, Result};
 
 pub struct Model {
@@ -332,7 +333,11 @@ fn ensure_tiny_models(dir: &Path) -> Result<()> {
     }
     let names: Vec<&str> = todo.iter().map(|(f, _)| *f).collect();
     println!("tiny models: generating {}", names.join(", "));
-    let python = tiny_pyenv()?;
+    let python = pyenv::python(
+        "pyenv",
+        TINY_PY_PACKAGES,
+        "the tiny-model generator's packages",
+    )?;
     let tmp = dir.join(format!(".tiny-{}", std::process::id()));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp)?;
@@ -377,43 +382,6 @@ fn generate_tiny(python: &Path, dir: &Path, tmp: &Path, todo: &[(&str, &str)]) -
     }
     println!("  ({:.1} s)", t.elapsed().as_secs_f64());
     Ok(())
-}
-
-/// The python of `target/pyenv`, created (`python3 -m venv`) and filled with TINY_PY_PACKAGES
-/// from PyPI on first use. A marker file lists the installed pins, so a venv with other
-/// versions is refilled.
-fn tiny_pyenv() -> Result<PathBuf> {
-    let venv = target_dir().join("pyenv");
-    let python = venv.join("bin").join("python");
-    let marker = venv.join("quantweb-packages.txt");
-    let want = TINY_PY_PACKAGES.join("\n") + "\n";
-    if python.is_file() && fs::read_to_string(&marker).ok().as_deref() == Some(want.as_str()) {
-        return Ok(python);
-    }
-    if !python.is_file() {
-        let _ = fs::remove_dir_all(&venv);
-        run_cmd(
-            Command::new("python3").args(["-m", "venv"]).arg(&venv),
-            "could not create a python venv: on Debian `apt-get install python3-venv`",
-        )?;
-    }
-    run_cmd(
-        Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "--no-input",
-                "--progress-bar",
-                "off",
-                "--no-deps",
-            ])
-            .args(TINY_PY_PACKAGES),
-        "pip could not install the tiny-model generator's packages: check network access to PyPI",
-    )?;
-    fs::write(&marker, want)?;
-    Ok(python)
 }
 
 /// The requantized models the tests check against llama.cpp (`tests/golden/quant-<name>.json`):

@@ -5,15 +5,17 @@
 //! (QUANTWEB_REQUIRE_MODELS=1 and QUANTWEB_REQUIRE_GPU=1: model and GPU tests fail instead of
 //! skipping); build-wasm; a local server on an ephemeral port; node --test on
 //! tests/browser/*.test.mjs in headless Chromium (QUANTWEB_BASE_URL, QUANTWEB_ALT_BASE_URL,
-//! CHROMIUM set for the tests).
+//! CHROMIUM set for the tests, and for the docs-site test the programs it drives:
+//! QUANTWEB_XTASK (this binary: `dist`, `serve`), QUANTWEB_CLI (`quantweb index`) and
+//! QUANTWEB_MKDOCS, pinned in its venv).
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use crate::util::{cargo, repo_root, run_cmd, step, Reported, Result};
-use crate::{models, serve, setup, wasm};
+use crate::util::{cargo, repo_root, run_cmd, step, target_dir, Reported, Result};
+use crate::{models, pyenv, serve, setup, wasm};
 
 const DEFAULT_CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -69,6 +71,16 @@ fn run_all(browser_only: bool, node_args: &[String], done: &mut Vec<String>) -> 
     wasm::build_wasm()?;
     done.push("build-wasm".into());
 
+    step("tools of the docs-site test: quantweb CLI, MkDocs");
+    run_cmd(
+        Command::new(cargo())
+            .args(["build", "-p", "quantweb", "--bin", "quantweb"])
+            .current_dir(&root),
+        "building the quantweb CLI failed: see the output above",
+    )?;
+    let cli = target_dir().join("debug").join("quantweb");
+    let mkdocs = pyenv::mkdocs()?;
+
     step("browser tests");
     let addr = serve::start("127.0.0.1", 0, serve::Config::repo(false))?;
     let base = format!("http://127.0.0.1:{}", addr.port());
@@ -81,6 +93,9 @@ fn run_all(browser_only: bool, node_args: &[String], done: &mut Vec<String>) -> 
         .env("QUANTWEB_BASE_URL", &base)
         .env("QUANTWEB_ALT_BASE_URL", &alt)
         .env("CHROMIUM", &chromium)
+        .env("QUANTWEB_XTASK", std::env::current_exe()?)
+        .env("QUANTWEB_CLI", &cli)
+        .env("QUANTWEB_MKDOCS", &mkdocs)
         .current_dir(&root);
     run_cmd(
         &mut cmd,

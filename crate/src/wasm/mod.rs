@@ -429,7 +429,12 @@ pub fn judge_fit(query: JsValue) -> JsResult<JsValue> {
     let q: FitQuery =
         serde_wasm_bindgen::from_value(query).map_err(|e| bad_arg("bad fit query", e))?;
     if q.engine.as_deref() == Some("cpu") {
-        return to_js(&memory::cpu_verdict(q.total_bytes, q.device_memory_bytes));
+        return to_js(&memory::cpu_verdict_with_storage(
+            q.total_bytes,
+            q.device_memory_bytes,
+            q.download_bytes,
+            q.device.storage_available_bytes,
+        ));
     }
     to_js(&memory::verdict(
         q.total_bytes,
