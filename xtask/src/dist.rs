@@ -6,9 +6,10 @@
 //!
 //! Layout, so that almost everything can be cached forever:
 //! ```text
-//! q-<hash>/          www/'s files; <hash>: the first 12 hex digits of a SHA-256 over their
-//!                    relative paths and bytes. They refer to each other relatively, so none is
-//!                    rewritten, and a changed byte anywhere means a new directory.
+//! q-<hash>/          www/'s scripts, styles, element and wasm builds; <hash>: the first 12 hex
+//!                    digits of a SHA-256 over their relative paths and bytes. They refer to
+//!                    each other relatively, so none is rewritten, and a changed byte anywhere
+//!                    means a new directory.
 //! quantweb-chat.js   the loader (www/widget/loader.js, its BASE pointed into q-<hash>/)
 //! index.html         the page, its src/href pointed into q-<hash>/
 //! manifest.json      version, directory, every file's size, gzip size and SHA-256
