@@ -1,10 +1,12 @@
 //! `cargo xtask <command>`: developer tasks for quantweb.
 //!
 //! Commands: `setup`, `build-wasm`, `fetch-models [--all]`, `serve [--port N] [--host H]`, `test`,
-//! `bench`.
-//! std plus `sha2` (model hashes) and `serde_json` (the bench's JSON); see each module.
+//! `bench`, `dist [--out DIR] [--index FILE] [--no-build]`.
+//! std plus `sha2` (model and content hashes), `serde_json` (the bench's JSON, dist's manifest)
+//! and `flate2` (dist's gzip sizes); see each module.
 
 mod bench;
+mod dist;
 mod models;
 mod pyenv;
 mod serve;
@@ -48,9 +50,19 @@ commands:
                           Vulkan flags; one table per model into target/bench/gpu.md
                           (--adapter cpu: llvmpipe and SwiftShader, to test it without a GPU)
 
+  dist [--out DIR] [--index FILE] [--no-build]
+                          build-wasm (skipped with --no-build), then a static bundle that any
+                          static host serves as it is, under any path and without special
+                          headers: the page, the JS API, the wasm and the <quantweb-chat>
+                          element under a content-hashed q-<hash>/ (cache it forever), and at the
+                          top the loader quantweb-chat.js, index.html, manifest.json (sizes,
+                          gzip sizes, SHA-256) and README.txt (default out:
+                          target/dist/quantweb; --index: the chat's retrieval index, copied to
+                          the top under its own name)
+
 environment:
   QUANTWEB_MODELS_DIR     models directory (default: <repo>/models)
-  QUANTWEB_WWW_DIR        directory served at / (default: <repo>/www)
+  QUANTWEB_WWW_DIR        directory served at / and bundled by dist (default: <repo>/www)
   QUANTWEB_BROWSER_TESTS  directory with *.test.mjs browser tests (default: <repo>/tests/browser)
   CHROMIUM                chromium binary for browser tests (default: /usr/bin/chromium)
   QUANTWEB_BENCH_TIMEOUT_S  bench: seconds per browser engine (default 1200)
@@ -153,6 +165,17 @@ fn run(args: &[String]) -> Result<()> {
                 gen_tokens,
                 skip_browser,
                 skip_native,
+            })
+        }
+        "dist" => {
+            let out = opts.value("--out")?.map(std::path::PathBuf::from);
+            let index = opts.value("--index")?.map(std::path::PathBuf::from);
+            let no_build = opts.flag("--no-build");
+            opts.finish()?;
+            dist::dist(&dist::Options {
+                out,
+                index,
+                no_build,
             })
         }
         "help" | "-h" | "--help" => {

@@ -42,16 +42,12 @@ pub struct Config {
 impl Config {
     /// `$QUANTWEB_WWW_DIR` or www/, and the models directory of this repository.
     pub fn repo(log_all: bool) -> Self {
-        let www = match std::env::var_os("QUANTWEB_WWW_DIR") {
-            Some(d) if !d.is_empty() => repo_root().join(d),
-            _ => repo_root().join("www"),
-        };
         let fixtures = match std::env::var_os("QUANTWEB_FIXTURES_DIR") {
             Some(d) if !d.is_empty() => repo_root().join(d),
             _ => repo_root().join("target").join("browser-fixtures"),
         };
         Config {
-            www,
+            www: crate::util::www_dir(),
             models: crate::models::models_dir(),
             fixtures,
             log_all,

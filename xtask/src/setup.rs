@@ -96,7 +96,7 @@ pub fn wasm_bindgen_version() -> Result<String> {
 }
 
 /// Versions of package `name` in a Cargo.lock.
-fn lock_versions(lock: &str, name: &str) -> Vec<String> {
+pub fn lock_versions(lock: &str, name: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut lines = lock.lines();
     let want = format!("name = \"{name}\"");

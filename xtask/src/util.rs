@@ -38,6 +38,14 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
+/// The page's source: `$QUANTWEB_WWW_DIR` (relative to the root) or `<root>/www`.
+pub fn www_dir() -> PathBuf {
+    match std::env::var_os("QUANTWEB_WWW_DIR") {
+        Some(d) if !d.is_empty() => repo_root().join(d),
+        _ => repo_root().join("www"),
+    }
+}
+
 /// Prints a step header so long runs are easy to follow.
 pub fn step(msg: &str) {
     println!("\n==> {msg}");
