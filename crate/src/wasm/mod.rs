@@ -26,12 +26,10 @@ extern "C" {
 }
 
 /// A panic is a bug, but its message must not be lost: wasm reports a panic only as
-/// "unreachable", so the message goes to the console first.
+/// "unreachable", so the message and its stack go to the console first.
 #[wasm_bindgen(start)]
 fn start() {
-    std::panic::set_hook(Box::new(|info| {
-        web_sys::console::error_1(&format!("quantweb panicked: {info}").into());
-    }));
+    console_error_panic_hook::set_once();
 }
 
 /// Threaded build only: a helper Web Worker (www/cpu-helper.js) that instantiated this module
