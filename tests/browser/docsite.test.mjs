@@ -196,6 +196,11 @@ test('the assistant: shortcut, verdict before download, grounded answer with lin
   assert.ok(shown.live, 'the answer streams into an aria-live log');
   assert.ok(modelRequests().some((l) => / -> 20[06]$/.test(l)), 'the model was downloaded from its server');
 
+  // Typing in the widget does not reach the host's one-key shortcuts (MkDocs: n = next page).
+  await page.keyboard.type('n p s');
+  assert.equal(await widget(page, (el) => el.shadowRoot.querySelector('textarea').value), 'n p s');
+  assert.equal(new URL(page.url()).pathname, '/');
+
   // The host page's own styles are what they were without the widget.
   assert.deepEqual(await hostStyles(page), bare);
 

@@ -293,6 +293,10 @@ export class QuantwebChat extends HTMLElement {
     ui.foot = h('div', { class: 'foot', hidden: true }, ui.form, h('div', { class: 'actions' }, ui.scope, ui.manage));
     ui.panel = h('section', { class: 'panel', part: 'panel', 'aria-labelledby': 'qw-title' }, h('div', { class: 'head' }, ui.title, ui.closeBtn), ui.body, ui.foot);
     ui.panel.addEventListener('keydown', (e) => this._panelKey(e));
+    // Keys typed in the widget are not the host's: the shadow root retargets them to this
+    // element, and docs themes' one-key shortcuts (MkDocs: n, p, s) would fire on them. The
+    // widget's own shortcut listens in the capture phase, before this.
+    for (const type of ['keydown', 'keyup', 'keypress']) ui.panel.addEventListener(type, (e) => e.stopPropagation());
     ui.root = h('div', { class: 'root' }, ui.launcher, ui.panel);
     this.shadowRoot.append(ui.root);
     this._ui = ui;
