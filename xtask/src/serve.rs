@@ -13,6 +13,18 @@
 //! - `/flaky/TAG/N/…` → the models directory with CORS, but the first GET of each such path
 //!   whose body reaches byte N sends only the bytes before N and then drops the connection (a
 //!   download interrupted once); later requests are served whole. TAG makes fresh paths.
+//! - `/fault/TAG/KIND@N/…` → the same, with other faults. The first GET of the path whose bytes
+//!   (the range served, or the whole file) include byte N suffers the fault; the others are
+//!   served as usual. KIND:
+//!   - `reset`: send the bytes before N, then drop the connection (as `/flaky/`);
+//!   - `stall`: send the bytes before N, then nothing, holding the connection open;
+//!   - `status500`, `status503`, `status429`: answer with that status instead (503 and 429 with
+//!     `Retry-After: 1`);
+//!   - `ignore-range`: answer the first such Range request with 200 and the whole file;
+//!   - `bad-content-range`: answer the first such Range request with its bytes but a
+//!     Content-Range one byte further on;
+//!   - `etag-change`: serve it, but give every later response another ETag (`…-changed"`), as
+//!     if the file had changed; only that ETag keeps a range under `If-Range`.
 //!
 //! Every response carries CORP `cross-origin` and `Cache-Control: no-cache`, and all but
 //! `/open/`'s carry COOP `same-origin` and COEP `require-corp` (so the page is cross-origin
@@ -159,6 +171,7 @@ fn app(config: &Config) -> Router {
         .nest_service("/models", file_service(files(&config.models)))
         .nest_service("/fixtures", file_service(files(&config.fixtures)))
         .route("/flaky/{*rest}", any(fault))
+        .route("/fault/{*rest}", any(fault))
         .with_state(faults)
         .layer(cors);
     Router::new()
@@ -258,26 +271,71 @@ struct Faults {
 impl Faults {
     /// True the first time it is asked for `path`.
     fn first(&self, path: &str) -> bool {
-        let mut fired = self.fired.lock().unwrap_or_else(|e| e.into_inner());
-        fired.insert(path.to_string())
+        self.lock().insert(path.to_string())
+    }
+
+    fn has_fired(&self, path: &str) -> bool {
+        self.lock().contains(path)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.fired.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
+/// What befalls the first GET of a fault path whose served bytes include file offset `at`.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Fault {
-    /// Send the bytes before file offset N, then drop the connection.
-    Reset(u64),
+struct Fault {
+    kind: FaultKind,
+    at: u64,
 }
 
-/// `/flaky/TAG/N/rest` → (the fault, "/rest").
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum FaultKind {
+    /// Send the bytes before the offset, then drop the connection.
+    Reset,
+    /// Send the bytes before the offset, then nothing more, holding the connection open.
+    Stall,
+    /// Answer with this status instead (503 and 429 with `Retry-After: 1`).
+    Status(StatusCode),
+    /// Answer a Range request with 200 and the whole file.
+    IgnoreRange,
+    /// Answer a Range request with a 206 whose Content-Range is one byte off.
+    BadContentRange,
+    /// Serve it as usual, but every later response carries another ETag: the file changed.
+    EtagChange,
+}
+
+/// `/flaky/TAG/N/rest` or `/fault/TAG/KIND@N/rest` → (the fault, "/rest").
 fn parse_fault(path: &str) -> Option<(Fault, &str)> {
-    let rest = strip_route(path, "/flaky")?.strip_prefix('/')?;
-    let (_tag, rest) = rest.split_once('/')?;
-    let (n, rest) = rest.split_once('/')?;
-    Some((
-        Fault::Reset(n.parse().ok()?),
-        &path[path.len() - rest.len() - 1..],
-    ))
+    let (flaky, rest) = match strip_route(path, "/flaky") {
+        Some(rest) => (true, rest),
+        None => (false, strip_route(path, "/fault")?),
+    };
+    let (_tag, rest) = rest.strip_prefix('/')?.split_once('/')?;
+    let (spec, rest) = rest.split_once('/')?;
+    let (kind, at) = if flaky {
+        (FaultKind::Reset, spec)
+    } else {
+        let (kind, at) = spec.split_once('@')?;
+        let kind = match kind {
+            "reset" => FaultKind::Reset,
+            "stall" => FaultKind::Stall,
+            "status500" => FaultKind::Status(StatusCode::INTERNAL_SERVER_ERROR),
+            "status503" => FaultKind::Status(StatusCode::SERVICE_UNAVAILABLE),
+            "status429" => FaultKind::Status(StatusCode::TOO_MANY_REQUESTS),
+            "ignore-range" => FaultKind::IgnoreRange,
+            "bad-content-range" => FaultKind::BadContentRange,
+            "etag-change" => FaultKind::EtagChange,
+            _ => return None,
+        };
+        (kind, at)
+    };
+    let fault = Fault {
+        kind,
+        at: at.parse().ok()?,
+    };
+    Some((fault, &path[path.len() - rest.len() - 1..]))
 }
 
 /// The fault routes: the models directory, but the first GET of a path whose served bytes
@@ -289,17 +347,90 @@ async fn fault(State(faults): State<Faults>, req: Request) -> Response {
     };
     let (mut parts, body) = req.into_parts();
     parts.uri = rest.parse().expect("a suffix of a request path is a path");
+    let changed = fault.kind == FaultKind::EtagChange && faults.has_fired(&path);
+    if changed {
+        // Only the changed ETag keeps a range: a client resuming with the old one gets the whole
+        // file, as from a server whose file changed.
+        let validator = parts.headers.remove(header::IF_RANGE);
+        match validator.as_ref().and_then(|v| v.to_str().ok()) {
+            Some(v) if v.ends_with(CHANGED) => {
+                let real = format!("{}\"", &v[..v.len() - CHANGED.len()]);
+                parts
+                    .headers
+                    .insert(header::IF_RANGE, real.parse().expect("an ETag"));
+            }
+            Some(_) => {
+                parts.headers.remove(header::RANGE);
+            }
+            None => {}
+        }
+    }
     let get = parts.method == Method::GET;
-    let resp = serve_file(faults.models.clone(), Request::from_parts(parts, body)).await;
+    let ranged = parts.headers.contains_key(header::RANGE);
+    let retry = Request::from_parts(parts.clone(), Body::empty());
+    let mut resp = serve_file(faults.models.clone(), Request::from_parts(parts, body)).await;
+    if changed {
+        mark_changed(&mut resp);
+    }
     let Some((start, end)) = served_range(&resp).filter(|_| get) else {
         return resp;
     };
-    match fault {
-        Fault::Reset(n) if (start..=end).contains(&n) && faults.first(&path) => {
-            resp.map(|body| Cut::body(body, n - start))
-        }
-        _ => resp,
+    let partial = resp.status() == StatusCode::PARTIAL_CONTENT;
+    let applies = match fault.kind {
+        FaultKind::IgnoreRange | FaultKind::BadContentRange => ranged && partial,
+        _ => true,
+    };
+    if !(applies && (start..=end).contains(&fault.at) && faults.first(&path)) {
+        return resp;
     }
+    let left = fault.at - start;
+    match fault.kind {
+        FaultKind::Reset => resp.map(|body| Cut::body(body, left, false)),
+        FaultKind::Stall => resp.map(|body| Cut::body(body, left, true)),
+        FaultKind::Status(status) => {
+            let text = format!("{status} (a fault of the test server)\n");
+            match status {
+                StatusCode::INTERNAL_SERVER_ERROR => (status, text).into_response(),
+                _ => (status, [(header::RETRY_AFTER, "1")], text).into_response(),
+            }
+        }
+        FaultKind::IgnoreRange => {
+            let (mut parts, body) = retry.into_parts();
+            parts.headers.remove(header::RANGE);
+            serve_file(faults.models.clone(), Request::from_parts(parts, body)).await
+        }
+        FaultKind::BadContentRange => {
+            let total = resp.headers()[header::CONTENT_RANGE]
+                .to_str()
+                .ok()
+                .and_then(|v| v.rsplit_once('/'))
+                .map(|(_, total)| total.to_string())
+                .unwrap_or_default();
+            let wrong = format!("bytes {}-{}/{total}", start + 1, end + 1);
+            resp.headers_mut().insert(
+                header::CONTENT_RANGE,
+                wrong.parse().expect("a header value"),
+            );
+            resp
+        }
+        FaultKind::EtagChange => resp,
+    }
+}
+
+/// Appended inside the quotes of an ETag that `etag-change` changed.
+const CHANGED: &str = "-changed\"";
+
+fn mark_changed(resp: &mut Response) {
+    let Some(etag) = resp
+        .headers()
+        .get(header::ETAG)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return;
+    };
+    let changed = format!("{}{CHANGED}", etag.trim_end_matches('"'));
+    resp.headers_mut()
+        .insert(header::ETAG, changed.parse().expect("an ETag"));
 }
 
 /// The file offsets of the first and last byte a 200 or 206 response carries.
@@ -320,20 +451,23 @@ fn served_range(resp: &Response) -> Option<(u64, u64)> {
     }
 }
 
-/// A response body cut after `left` bytes: it then fails, so hyper drops the connection.
+/// A response body cut after `left` bytes: it then fails, so hyper drops the connection, or
+/// (`stall`) sends nothing more.
 struct Cut {
     inner: Body,
     left: u64,
+    stall: bool,
     /// Set once `left` reaches 0: the failure waits for it, as hyper would otherwise drop the
     /// connection before the last bytes are flushed.
     drop_at: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Cut {
-    fn body(inner: Body, left: u64) -> Body {
+    fn body(inner: Body, left: u64, stall: bool) -> Body {
         Body::new(Cut {
             inner,
             left,
+            stall,
             drop_at: None,
         })
     }
@@ -347,6 +481,10 @@ impl http_body::Body for Cut {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<std::result::Result<Frame<Bytes>, axum::Error>>> {
+        if self.left == 0 && self.stall {
+            // Never woken: the connection stays open until the client gives up.
+            return Poll::Pending;
+        }
         if self.left == 0 {
             let drop_at = self
                 .drop_at
@@ -652,5 +790,90 @@ mod tests {
         for t in handles {
             assert_eq!(t.join().unwrap(), 206);
         }
+    }
+    #[test]
+    fn faults_happen_once_where_asked() {
+        let f = fixture();
+        let data = data();
+        let a = f.addr;
+
+        let (s, _, body) = get_cut(a, "/fault/t/reset@300/m.gguf", "Range: bytes=100-\r\n");
+        assert_eq!((s, &body[..]), (206, &data[100..300]));
+        let (s, _, body) = get(a, "/fault/t/reset@300/m.gguf", "Range: bytes=200-\r\n");
+        assert_eq!((s, &body[..]), (206, &data[200..]));
+
+        // A stall sends the bytes before N, then nothing while the connection stays open.
+        let mut stalled = TcpStream::connect(a).unwrap();
+        stalled
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        write!(
+            stalled,
+            "GET /fault/t/stall@40/m.gguf HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        .unwrap();
+        let mut r = BufReader::new(stalled);
+        let (s, hd) = read_head(&mut r);
+        assert_eq!((s, h(&hd, "content-length")), (200, Some("1000")));
+        let mut body = vec![0; 40];
+        r.read_exact(&mut body).unwrap();
+        assert_eq!(body, &data[..40]);
+        let err = r.read(&mut [0; 1]).unwrap_err();
+        assert!(
+            matches!(
+                err.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "{err}"
+        );
+        let (s, _, body) = get(a, "/fault/t/stall@40/m.gguf", "Range: bytes=40-\r\n");
+        assert_eq!((s, &body[..]), (206, &data[40..]));
+
+        for (kind, status, retry_after) in [
+            ("status500", 500, None),
+            ("status503", 503, Some("1")),
+            ("status429", 429, Some("1")),
+        ] {
+            let path = format!("/fault/t/{kind}@500/m.gguf");
+            let (s, _, _) = get(a, &path, "Range: bytes=0-0\r\n");
+            assert_eq!(s, 206, "{kind}: the probe does not reach byte 500");
+            let (s, hd, _) = get(a, &path, "Range: bytes=400-\r\n");
+            assert_eq!((s, h(&hd, "retry-after")), (status, retry_after), "{kind}");
+            assert_eq!(h(&hd, "access-control-allow-origin"), Some("*"));
+            let (s, _, body) = get(a, &path, "Range: bytes=400-\r\n");
+            assert_eq!((s, &body[..]), (206, &data[400..]), "{kind}");
+        }
+
+        // Range faults wait for a Range request: a whole-file GET does not count.
+        let path = "/fault/t/ignore-range@500/m.gguf";
+        assert_eq!(get(a, path, "").0, 200);
+        let (s, hd, body) = get(a, path, "Range: bytes=400-\r\n");
+        assert_eq!(
+            (s, h(&hd, "content-range"), &body[..]),
+            (200, None, &data[..])
+        );
+        assert_eq!(get(a, path, "Range: bytes=400-\r\n").0, 206);
+
+        let path = "/fault/t/bad-content-range@500/m.gguf";
+        let (s, hd, body) = get(a, path, "Range: bytes=400-\r\n");
+        assert_eq!((s, &body[..]), (206, &data[400..]));
+        assert_eq!(h(&hd, "content-range"), Some("bytes 401-1000/1000"));
+        let (_, hd, _) = get(a, path, "Range: bytes=400-\r\n");
+        assert_eq!(h(&hd, "content-range"), Some("bytes 400-999/1000"));
+
+        let path = "/fault/t/etag-change@500/m.gguf";
+        let (_, hd, _) = get(a, path, "Range: bytes=0-0\r\n");
+        let old = h(&hd, "etag").unwrap().to_string();
+        let (s, hd, _) = get(a, path, "");
+        assert_eq!((s, h(&hd, "etag")), (200, Some(&old[..])));
+        let (_, hd, _) = get(a, path, "Range: bytes=0-0\r\n");
+        let new = h(&hd, "etag").unwrap().to_string();
+        assert_ne!(new, old);
+        let (s, hd, _) = get(a, path, &format!("Range: bytes=10-\r\nIf-Range: {old}\r\n"));
+        assert_eq!((s, h(&hd, "etag")), (200, Some(&new[..])));
+        let (s, _, body) = get(a, path, &format!("Range: bytes=10-\r\nIf-Range: {new}\r\n"));
+        assert_eq!((s, &body[..]), (206, &data[10..]));
+
+        assert_eq!(get(a, "/fault/t/melt@5/m.gguf", "").0, 404);
     }
 }
