@@ -18,8 +18,8 @@
 //!   served as usual. KIND:
 //!   - `reset`: send the bytes before N, then drop the connection (as `/flaky/`);
 //!   - `stall`: send the bytes before N, then nothing, holding the connection open;
-//!   - `status500`, `status503`, `status429`: answer with that status instead (503 and 429 with
-//!     `Retry-After: 1`);
+//!   - `status500`, `status503`, `status429`: answer the first such Range request (a download
+//!     resumed before byte N) with that status instead (503 and 429 with `Retry-After: 1`);
 //!   - `ignore-range`: answer the first such Range request with 200 and the whole file;
 //!   - `bad-content-range`: answer the first such Range request with its bytes but a
 //!     Content-Range one byte further on;
@@ -29,7 +29,7 @@
 //! Every response carries CORP `cross-origin` and `Cache-Control: no-cache`, and all but
 //! `/open/`'s carry COOP `same-origin` and COEP `require-corp` (so the page is cross-origin
 //! isolated and may still be embedded/fetched). CORS routes answer preflights and expose
-//! Content-Range, Content-Length, Accept-Ranges and ETag. `If-Range` is honoured here, as
+//! Content-Range, Content-Length, Accept-Ranges, ETag and Retry-After. `If-Range` is honoured here, as
 //! `ServeDir` ignores it: a stale validator gets the whole file, never a range of a changed one.
 //!
 //! Requests are logged to stderr as `serve: METHOD PATH -> STATUS` (all of them, or only errors
@@ -161,6 +161,7 @@ fn app(config: &Config) -> Router {
             header::CONTENT_LENGTH,
             header::ACCEPT_RANGES,
             header::ETAG,
+            header::RETRY_AFTER,
         ])
         .max_age(Duration::from_secs(600));
     let faults = Faults {
@@ -296,7 +297,7 @@ enum FaultKind {
     Reset,
     /// Send the bytes before the offset, then nothing more, holding the connection open.
     Stall,
-    /// Answer with this status instead (503 and 429 with `Retry-After: 1`).
+    /// Answer a Range request with this status instead (503 and 429 with `Retry-After: 1`).
     Status(StatusCode),
     /// Answer a Range request with 200 and the whole file.
     IgnoreRange,
@@ -377,7 +378,9 @@ async fn fault(State(faults): State<Faults>, req: Request) -> Response {
     };
     let partial = resp.status() == StatusCode::PARTIAL_CONTENT;
     let applies = match fault.kind {
-        FaultKind::IgnoreRange | FaultKind::BadContentRange => ranged && partial,
+        FaultKind::Status(_) | FaultKind::IgnoreRange | FaultKind::BadContentRange => {
+            ranged && partial
+        }
         _ => true,
     };
     if !(applies && (start..=end).contains(&fault.at) && faults.first(&path)) {
@@ -837,6 +840,11 @@ mod tests {
             let path = format!("/fault/t/{kind}@500/m.gguf");
             let (s, _, _) = get(a, &path, "Range: bytes=0-0\r\n");
             assert_eq!(s, 206, "{kind}: the probe does not reach byte 500");
+            assert_eq!(
+                get(a, &path, "").0,
+                200,
+                "{kind}: only a Range request counts"
+            );
             let (s, hd, _) = get(a, &path, "Range: bytes=400-\r\n");
             assert_eq!((s, h(&hd, "retry-after")), (status, retry_after), "{kind}");
             assert_eq!(h(&hd, "access-control-allow-origin"), Some("*"));
