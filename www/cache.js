@@ -175,7 +175,7 @@ export async function lookup(urls) {
 
 function httpError(status, url, where) {
   const what = { 401: 'unauthorized', 403: 'forbidden', 404: 'not found', 410: 'gone', 416: 'range not satisfiable', 429: 'too many requests', 500: 'internal server error', 502: 'bad gateway', 503: 'service unavailable', 504: 'gateway timeout' }[status] || 'error';
-  const later = TRANSIENT.has(status) ? `; the server kept refusing after ${TRIES} tries: try again later (bytes already downloaded are kept)` : '';
+  const later = TRANSIENT.has(status) ? '; the server still refused after being tried again: try again later (the bytes already downloaded are kept)' : '';
   return named('HttpError', `HTTP ${status} (${what}) for ${url}${where}${later}`, { status, url });
 }
 
