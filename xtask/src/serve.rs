@@ -29,11 +29,12 @@
 //! Every response carries CORP `cross-origin` and `Cache-Control: no-cache`, and all but
 //! `/open/`'s carry COOP `same-origin` and COEP `require-corp` (so the page is cross-origin
 //! isolated and may still be embedded/fetched). CORS routes answer preflights and expose
-//! Content-Range, Content-Length, Accept-Ranges, ETag and Retry-After. `If-Range` is honoured here, as
-//! `ServeDir` ignores it: a stale validator gets the whole file, never a range of a changed one.
+//! Content-Range, Content-Length, Accept-Ranges, ETag and Retry-After. `If-Range` is honoured
+//! here, as `ServeDir` (0.7) ignores it: a stale validator gets the whole file, never a range of
+//! a changed one.
 //!
-//! Requests are logged to stderr as `serve: METHOD PATH -> STATUS` (all of them, or only errors
-//! but HEAD/OPTIONS probes); the docs-site test reads these lines.
+//! Requests are logged to stderr as `serve: METHOD PATH -> STATUS` (all of them, or only 4xx/5xx
+//! but OPTIONS and /favicon.ico); the docs-site test reads these lines.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -368,7 +369,9 @@ async fn fault(State(faults): State<Faults>, req: Request) -> Response {
     }
     let get = parts.method == Method::GET;
     let ranged = parts.headers.contains_key(header::RANGE);
-    let retry = Request::from_parts(parts.clone(), Body::empty());
+    // For `ignore-range`: the same request without its Range (these requests have no body).
+    let mut whole = parts.clone();
+    whole.headers.remove(header::RANGE);
     let mut resp = serve_file(faults.models.clone(), Request::from_parts(parts, body)).await;
     if changed {
         mark_changed(&mut resp);
@@ -398,9 +401,11 @@ async fn fault(State(faults): State<Faults>, req: Request) -> Response {
             }
         }
         FaultKind::IgnoreRange => {
-            let (mut parts, body) = retry.into_parts();
-            parts.headers.remove(header::RANGE);
-            serve_file(faults.models.clone(), Request::from_parts(parts, body)).await
+            serve_file(
+                faults.models.clone(),
+                Request::from_parts(whole, Body::empty()),
+            )
+            .await
         }
         FaultKind::BadContentRange => {
             let total = resp.headers()[header::CONTENT_RANGE]
