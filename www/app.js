@@ -672,6 +672,7 @@ function renderModelInfo(info, label) {
       ? `Running on the CPU, ${info.threads} thread${info.threads === 1 ? '' : 's'}: ${info.backendReason}`
       : `on WebGPU (${info.adapter})`,
     info.chatTemplate && info.chatTemplate !== 'model' ? `chat format: ${info.chatTemplate} (the file has no chat template)` : '',
+    info.cacheUnavailable ? 'not kept in this browser (no private storage here, as in some private windows): streamed from the server, and will be again on every load' : '',
   ].filter(Boolean).join(' · ');
   box.dataset.source = info.source;
   box.dataset.backend = info.backend;

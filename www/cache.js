@@ -9,7 +9,16 @@
 //   still reports the same size and ETag (`If-Range` guards the resumed request too).
 // - Downloads stream to disk (a sync access handle in a worker, a writable stream elsewhere),
 //   so the model never sits in memory; parts download in parallel (3 at a time).
-// - The storage quota is checked before any model byte is fetched.
+// - The storage quota is checked before any model byte is fetched; a quota exceeded anyway
+//   while writing removes the partial entry, so no half-written model takes the space.
+// - A server answering 500, 502, 503, 504 or 429 is tried again (Retry-After, else exponential
+//   backoff), a few times, resuming from the bytes on disk; a server that sends nothing for
+//   STALL_TIMEOUT_MS is given up with a NetworkError (the bytes so far are kept).
+// - A resumed part is written only from a 206 whose Content-Range is the one asked for: a 200
+//   with the same ETag (Range ignored) or a wrong Content-Range is an HttpError and stores
+//   nothing; a 200 with another ETag or size (the file changed) restarts the part.
+// - One download per model across tabs and workers: a Web Lock named after the cache key is held
+//   while downloading; whoever waited for it then finds the model complete.
 // - Cached parts come back as `File` objects (OPFS `getFile()`), read lazily by whoever takes
 //   them (the engine slices them tensor by tensor).
 //
@@ -22,6 +31,15 @@ const META_VERSION = 1;
 export const CONCURRENCY = 3;
 /** Flush a sync access handle every this many bytes. */
 const FLUSH_EVERY = 32 << 20;
+/** A download that receives no byte for this long is given up (`download`'s `stallTimeout`). */
+export const STALL_TIMEOUT_MS = 30_000;
+/** Statuses that say "try again later": their requests are tried up to TRIES times. */
+const TRANSIENT = new Set([500, 502, 503, 504, 429]);
+const TRIES = 5;
+/** The wait before the second try, doubled before each next one, unless Retry-After says. */
+const BACKOFF_MS = 500;
+/** A longer Retry-After is not waited for: the error says to try again later instead. */
+const MAX_RETRY_AFTER_MS = 60_000;
 
 const partName = (i) => `part-${String(i).padStart(3, '0')}`;
 
@@ -156,8 +174,78 @@ export async function lookup(urls) {
 // ------------------------------------------------------------------ HTTP
 
 function httpError(status, url, where) {
-  const what = { 401: 'unauthorized', 403: 'forbidden', 404: 'not found', 410: 'gone', 416: 'range not satisfiable', 429: 'too many requests' }[status] || 'error';
-  return named('HttpError', `HTTP ${status} (${what}) for ${url}${where}`, { status, url });
+  const what = { 401: 'unauthorized', 403: 'forbidden', 404: 'not found', 410: 'gone', 416: 'range not satisfiable', 429: 'too many requests', 500: 'internal server error', 502: 'bad gateway', 503: 'service unavailable', 504: 'gateway timeout' }[status] || 'error';
+  const later = TRANSIENT.has(status) ? '; the server still refused after being tried again: try again later (the bytes already downloaded are kept)' : '';
+  return named('HttpError', `HTTP ${status} (${what}) for ${url}${where}${later}`, { status, url });
+}
+
+/** A Range request answered wrongly: nothing of the answer is stored. */
+function rangeError(url, where, what, have) {
+  return named('HttpError', `the server ${what} for ${url}${where}: it does not support Range requests properly, so the download cannot resume and nothing of that answer was stored. The ${fmtMB(have)} downloaded before are kept; if this persists, delete the partial copy (Engine.deleteCached) so that the model downloads whole.`, { url });
+}
+
+/** Milliseconds a Retry-After header asks for (seconds or an HTTP date), or null. */
+function retryAfterMs(value) {
+  if (value === null) return null;
+  if (/^\s*\d+\s*$/.test(value)) return Number(value) * 1000;
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? null : Math.max(0, at - Date.now());
+}
+
+function sleep(ms, signal) {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => {
+      clearTimeout(t);
+      reject(signal.reason);
+    }, { once: true });
+  });
+}
+
+/**
+ * fetch(), tried again while the server answers with a transient status (TRANSIENT), up to
+ * TRIES times: after its Retry-After, else after BACKOFF_MS doubling each time. The last
+ * answer is returned whatever its status. `guard` (a stall guard) is armed for each try.
+ */
+async function fetchRetrying(url, init, where, signal, guard) {
+  for (let tries = 1; ; tries++) {
+    guard?.arm();
+    let resp;
+    try {
+      resp = await fetch(url, init);
+    } catch (e) {
+      throw networkError(e, url, where);
+    }
+    if (!TRANSIENT.has(resp.status) || tries === TRIES) return resp;
+    const wait = retryAfterMs(resp.headers.get('Retry-After')) ?? BACKOFF_MS * 2 ** (tries - 1);
+    if (wait > MAX_RETRY_AFTER_MS) return resp;
+    guard?.stop();
+    await resp.body?.cancel().catch(() => {});
+    await sleep(wait, signal);
+  }
+}
+
+/**
+ * Aborts a request that receives nothing for `ms`: `signal` goes to fetch, `arm()` (re)starts
+ * the clock, `stalled` tells whether it fired.
+ */
+function stallGuard(ms) {
+  const ctl = new AbortController();
+  let timer;
+  return {
+    signal: ctl.signal,
+    get stalled() {
+      return ctl.signal.aborted;
+    },
+    arm() {
+      clearTimeout(timer);
+      timer = setTimeout(() => ctl.abort(named('TimeoutError', 'stalled')), ms);
+    },
+    stop() {
+      clearTimeout(timer);
+    },
+  };
 }
 
 function networkError(e, url, where) {
@@ -171,12 +259,7 @@ function partLabel(i, n) {
 
 /** Size and ETag of a URL from a 1-byte Range request (also tells whether Range works). */
 async function probe(url, where, signal) {
-  let resp;
-  try {
-    resp = await fetch(url, { headers: { Range: 'bytes=0-0' }, cache: 'no-store', signal });
-  } catch (e) {
-    throw networkError(e, url, where);
-  }
+  const resp = await fetchRetrying(url, { headers: { Range: 'bytes=0-0' }, cache: 'no-store', signal }, where, signal);
   const etag = resp.headers.get('ETag');
   if (resp.status === 206) {
     const m = /\/(\d+)\s*$/.exec(resp.headers.get('Content-Range') || '');
@@ -246,20 +329,31 @@ export function quotaError(needed, total, est, what = 'cache this model', advice
  * Downloads `urls` (absolute, in order) into the cache and returns `{key, files, meta, downloaded}`.
  * A complete entry is returned at once with no request. Otherwise: one 1-byte Range request per
  * part for its size and ETag, a quota check, then the missing bytes of each part (resumed with
- * `Range: bytes=N-` when a partial file is kept), CONCURRENCY parts at a time.
+ * `Range: bytes=N-` when a partial file is kept), CONCURRENCY parts at a time. While another tab
+ * or worker downloads the same model, this waits for it and then returns its copy.
  *
  * `onProgress({loaded, total, part, parts})`: bytes on disk so far / in all (resumed bytes count
  * as loaded from the start).
  * `check(urls)`: awaited after the size probes and before anything is stored or downloaded (the
  * worker reads the model's header there, so an unrunnable model costs no download); what it
  * throws is thrown.
- * Errors: HttpError (status in the message), NetworkError (network/CORS, download interrupted;
- * the partial file is kept for the next try), QuotaExceededError, CacheUnavailableError,
- * AbortError.
+ * `stallTimeout`: milliseconds without a byte before a download is given up (STALL_TIMEOUT_MS).
+ * Errors: HttpError (status in the message; also a server that answers Range requests wrongly),
+ * NetworkError (network/CORS, download interrupted or stalled; the partial file is kept for the
+ * next try), QuotaExceededError (a partial entry is removed), CacheUnavailableError, AbortError.
  */
-export async function download(urls, { onProgress, signal, check } = {}) {
+export async function download(urls, options = {}) {
   const hit = await lookup(urls);
   if (hit) return { ...hit, downloaded: 0 };
+  const locks = globalThis.navigator && navigator.locks;
+  if (!locks) return fetchInto(urls, options);
+  return locks.request(`quantweb-model-${cacheKey(urls)}`, { signal: options.signal }, async () => {
+    const done = await lookup(urls);
+    return done ? { ...done, downloaded: 0 } : fetchInto(urls, options);
+  });
+}
+
+async function fetchInto(urls, { onProgress, signal, check, stallTimeout = STALL_TIMEOUT_MS }) {
   const key = cacheKey(urls);
   const n = urls.length;
 
@@ -281,7 +375,7 @@ export async function download(urls, { onProgress, signal, check } = {}) {
     if (have > heads[i].size || (!heads[i].ranges && have < heads[i].size)) have = 0;
     parts.push({ url: urls[i], size: heads[i].size, etag: heads[i].etag || null, have });
   }
-  const total = parts.reduce((s, p) => s + p.size, 0);
+  let total = parts.reduce((s, p) => s + p.size, 0);
   const needed = parts.reduce((s, p) => s + (p.size - p.have), 0);
   if (navigator.storage && typeof navigator.storage.estimate === 'function') {
     const est = await navigator.storage.estimate();
@@ -309,69 +403,104 @@ export async function download(urls, { onProgress, signal, check } = {}) {
   const report = (part) => onProgress && onProgress({ loaded, total, part, parts: n });
   report(0);
 
-  await pool(n, async (i) => {
-    const p = parts[i];
-    const where = partLabel(i, n);
-    const fh = await dir.getFileHandle(partName(i), { create: true });
-    if (p.have === p.size) return;
-    const headers = {};
-    if (p.have > 0) {
-      headers.Range = `bytes=${p.have}-`;
-      if (p.etag && !p.etag.startsWith('W/')) headers['If-Range'] = p.etag;
-    }
-    let resp;
-    try {
-      resp = await fetch(p.url, { headers, cache: 'no-store', signal: fetchSignal });
-    } catch (e) {
-      throw networkError(e, p.url, where);
-    }
-    let pos;
-    if (p.have > 0 && resp.status === 206) {
-      const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec((resp.headers.get('Content-Range') || '').trim());
-      if (!m || Number(m[1]) !== p.have || Number(m[3]) !== p.size) {
-        await resp.body?.cancel().catch(() => {});
-        throw named('HttpError', `the server answered a resumed download of ${p.url}${where} with the wrong range (${resp.headers.get('Content-Range')}; asked for bytes ${p.have}-)`, { url: p.url });
+  try {
+    await pool(n, async (i) => {
+      const p = parts[i];
+      const where = partLabel(i, n);
+      const fh = await dir.getFileHandle(partName(i), { create: true });
+      if (p.have === p.size) return;
+      const headers = {};
+      if (p.have > 0) {
+        headers.Range = `bytes=${p.have}-`;
+        if (p.etag && !p.etag.startsWith('W/')) headers['If-Range'] = p.etag;
       }
-      pos = p.have;
-    } else if (resp.status === 200) {
-      // Fresh download, or the server ignored Range / the file changed (If-Range): start over.
-      loaded -= p.have;
-      p.have = 0;
-      pos = 0;
-    } else {
-      await resp.body?.cancel().catch(() => {});
-      throw httpError(resp.status, p.url, where);
-    }
-    const writer = await openWriter(fh);
-    try {
-      await writer.truncate(pos);
-      const reader = resp.body.getReader();
-      for (;;) {
-        let r;
-        try {
-          r = await reader.read();
-        } catch (e) {
-          if (e && e.name === 'AbortError') throw e;
-          throw named('NetworkError', `download of ${p.url}${where} was interrupted at ${pos} of ${p.size} bytes (${e && e.message ? e.message : e}); the ${fmtMB(pos)} already downloaded are kept: try again to resume.`, { url: p.url, resumable: true });
+      const guard = stallGuard(stallTimeout);
+      const stalled = (pos) => named('NetworkError', `the server stalled: no data for ${stallTimeout / 1000} s while downloading ${p.url}${where} (at ${pos} of ${p.size} bytes); the ${fmtMB(pos)} already downloaded are kept: try again to resume.`, { url: p.url, resumable: true });
+      const init = { headers, cache: 'no-store', signal: AbortSignal.any([fetchSignal, guard.signal]) };
+      let resp;
+      try {
+        resp = await fetchRetrying(p.url, init, where, fetchSignal, guard);
+      } catch (e) {
+        throw guard.stalled && !fetchSignal.aborted ? stalled(p.have) : e;
+      }
+      const etag = resp.headers.get('ETag');
+      const length = Number(resp.headers.get('Content-Length'));
+      let pos;
+      if (p.have > 0 && resp.status === 206) {
+        const range = resp.headers.get('Content-Range');
+        const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec((range || '').trim());
+        if (!m || Number(m[1]) !== p.have || Number(m[2]) !== p.size - 1 || Number(m[3]) !== p.size) {
+          guard.stop();
+          await resp.body?.cancel().catch(() => {});
+          throw rangeError(p.url, where, `answered a request for bytes ${p.have}- with Content-Range ${range}`, p.have);
         }
-        if (r.done) break;
-        if (pos + r.value.byteLength > p.size) throw named('HttpError', `${p.url}${where} is longer than the ${p.size} bytes the server announced`);
-        await writer.write(r.value, pos);
-        pos += r.value.byteLength;
-        loaded += r.value.byteLength;
-        report(i);
+        pos = p.have;
+      } else if (resp.status === 200) {
+        const changed = (etag && etag !== p.etag) || (resp.headers.has('Content-Length') && length !== p.size);
+        if (p.have > 0 && !changed) {
+          guard.stop();
+          await resp.body?.cancel().catch(() => {});
+          throw rangeError(p.url, where, `answered a request for bytes ${p.have}- with the whole file (HTTP 200)`, p.have);
+        }
+        if (changed) {
+          // The file changed since it was probed: this part starts over with its new size and ETag.
+          if (resp.headers.has('Content-Length')) {
+            total += length - p.size;
+            p.size = length;
+          }
+          p.etag = etag;
+          meta.parts[i] = { url: p.url, size: p.size, etag: p.etag };
+          meta.size = total;
+          await writeMeta(dir, meta);
+        }
+        loaded -= p.have;
+        p.have = 0;
+        pos = 0;
+      } else {
+        guard.stop();
+        await resp.body?.cancel().catch(() => {});
+        throw httpError(resp.status, p.url, where);
       }
-    } catch (e) {
-      if (isQuotaError(e)) throw quotaError(p.size - pos, total, await navigator.storage.estimate());
-      throw e;
-    } finally {
-      await writer.close().catch(() => {});
-    }
-    if (pos !== p.size) {
-      throw named('NetworkError', `download of ${p.url}${where} ended at ${pos} of ${p.size} bytes; the part already downloaded is kept: try again to resume.`, { url: p.url, resumable: true });
-    }
-    p.have = pos;
-  }, signal, stop);
+      const writer = await openWriter(fh);
+      try {
+        await writer.truncate(pos);
+        const reader = resp.body.getReader();
+        for (;;) {
+          let r;
+          try {
+            guard.arm();
+            r = await reader.read();
+          } catch (e) {
+            if (guard.stalled && !fetchSignal.aborted) throw stalled(pos);
+            if (e && e.name === 'AbortError') throw e;
+            throw named('NetworkError', `download of ${p.url}${where} was interrupted at ${pos} of ${p.size} bytes (${e && e.message ? e.message : e}); the ${fmtMB(pos)} already downloaded are kept: try again to resume.`, { url: p.url, resumable: true });
+          }
+          if (r.done) break;
+          if (pos + r.value.byteLength > p.size) throw named('HttpError', `${p.url}${where} is longer than the ${p.size} bytes the server announced`);
+          await writer.write(r.value, pos);
+          pos += r.value.byteLength;
+          loaded += r.value.byteLength;
+          report(i);
+        }
+      } catch (e) {
+        if (isQuotaError(e)) throw named('QuotaExceededError', e.message, { midWrite: true });
+        throw e;
+      } finally {
+        guard.stop();
+        await writer.close().catch(() => {});
+      }
+      if (pos !== p.size) {
+        throw named('NetworkError', `download of ${p.url}${where} ended at ${pos} of ${p.size} bytes; the part already downloaded is kept: try again to resume.`, { url: p.url, resumable: true });
+      }
+      p.have = pos;
+    }, signal, stop);
+  } catch (e) {
+    if (!(e && e.midWrite)) throw e;
+    // Storage ran out while writing: a partial entry would hold space the user needs back.
+    const freed = await remove(key).catch(() => false);
+    const est = await navigator.storage.estimate().catch(() => ({}));
+    throw quotaError(total, total, est, 'cache this model', `${freed ? 'The partial download was removed. ' : ''}Delete cached models, free disk space, or load without the cache (it then streams from the server on every load).`);
+  }
 
   meta.complete = true;
   meta.lastUsed = Date.now();

@@ -532,6 +532,11 @@ export interface EngineInfo {
   source: 'cache' | 'network' | 'local';
   /** Cache entry key, when the cache was used. */
   cacheKey: string | null;
+  /**
+   * Why the cache was asked for but could not be used (no private file system, as in some
+   * private windows): the weights were streamed with Range requests instead. Null otherwise.
+   */
+  cacheUnavailable: string | null;
   /** Bytes downloaded by this load (0 from the cache or a local file). */
   downloadedBytes: number;
   loadMs: number;

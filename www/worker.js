@@ -191,21 +191,29 @@ async function openEngine(state, { build, threads }, { source, contextLength, ca
   let loadSource = source;
   let from = 'local';
   let cacheKey = null;
+  let cacheUnavailable = null;
   let downloaded = 0;
   if (hasUrls(list)) {
     from = 'network';
     if (useCache) {
       const urls = list.length === 1 ? cache.shardUrls(list[0]) || list : list;
       const meter = new Meter('download', progress);
-      const got = await cache.download(urls, {
-        signal: state.controller.signal,
-        check: (urls) => checkRunnable(urls),
-        onProgress: ({ loaded, total, part, parts }) => meter.update(loaded, total, { part, parts }),
-      });
-      from = got.downloaded > 0 ? 'network' : 'cache';
-      downloaded = got.downloaded;
-      cacheKey = got.key;
-      loadSource = got.files.length === 1 ? got.files[0] : got.files;
+      try {
+        const got = await cache.download(urls, {
+          signal: state.controller.signal,
+          check: (urls) => checkRunnable(urls),
+          onProgress: ({ loaded, total, part, parts }) => meter.update(loaded, total, { part, parts }),
+        });
+        from = got.downloaded > 0 ? 'network' : 'cache';
+        downloaded = got.downloaded;
+        cacheKey = got.key;
+        loadSource = got.files.length === 1 ? got.files[0] : got.files;
+      } catch (e) {
+        // No private file system (some private windows): stream with Range requests, as with
+        // `cache: false`, and say so in the info.
+        if (!(e && e.name === 'CacheUnavailableError')) throw e;
+        cacheUnavailable = e.message;
+      }
     }
   } else if (!list.every((s) => s instanceof Blob)) {
     throw new TypeError('a model source is a URL string, a File/Blob, or an array of them');
@@ -225,6 +233,7 @@ async function openEngine(state, { build, threads }, { source, contextLength, ca
     ...eng.info(),
     source: from,
     cacheKey,
+    cacheUnavailable,
     downloadedBytes: downloaded,
     loadMs: tDone - t0,
     downloadMs: tUpload - t0,

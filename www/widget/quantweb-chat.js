@@ -498,12 +498,13 @@ export class QuantwebChat extends HTMLElement {
       try {
         engine = await api.Engine.load(url, opts);
       } catch (e) {
-        if (e.name !== 'CacheUnavailableError' && e.name !== 'QuotaExceededError') throw e;
-        // No storage: still answer, but the reader should know it downloads on every visit.
+        if (e.name !== 'QuotaExceededError') throw e;
         ui.progressText.textContent = `${e.message} Loading without storing it.`;
         engine = await api.Engine.load(url, { ...opts, cache: false });
-        this._storageNote = 'This browser could not store the model: it downloads again on the next visit.';
       }
+      // No room, or no private file system (the engine then streams the model by itself): still
+      // answer, but the reader should know it downloads on every visit.
+      if (engine.info.cacheKey === null) this._storageNote = 'This browser could not store the model: it downloads again on the next visit.';
       this._engine = engine;
       this._state = 'ready';
       this._show('chat');
