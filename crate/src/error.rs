@@ -202,6 +202,14 @@ pub enum Error {
     },
     #[error("cannot read {0:?} as a parameter count; write e.g. 135M, 7B or 8e9")]
     BadParamCount(String),
+
+    // ---- site index (`quantweb index`, native only: the page never indexes a site) ----
+    #[cfg(not(target_arch = "wasm32"))]
+    #[error("{0}: not a directory; give the directory of the built site (the one holding its index.html)")]
+    NotADirectory(String),
+    #[cfg(not(target_arch = "wasm32"))]
+    #[error("{dir}: no pages to index among its {files} .html files (404.html, pages marked noindex and pages without main text are left out)")]
+    NoPages { dir: String, files: usize },
 }
 
 /// " at line N" where the error has one.

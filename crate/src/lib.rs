@@ -7,7 +7,8 @@
 //! [`tokenizer`] turns text into token ids and back exactly as llama.cpp; [`chat`] renders a
 //! model's chat template. [`gpu`] runs the kernels, [`model`] the forward pass; [`engine`]
 //! wraps a loaded model for conversations (prefix reuse, stop strings), as the CLI and the
-//! browser's `WasmEngine` use it.
+//! browser's `WasmEngine` use it. [`site_index`] (native only) indexes a documentation site for
+//! the chat widget's retrieval.
 
 pub mod backend;
 pub mod chat;
@@ -23,6 +24,8 @@ pub mod memory;
 pub mod model;
 pub mod quant;
 pub mod sample;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod site_index;
 pub mod source;
 pub mod tokenizer;
 

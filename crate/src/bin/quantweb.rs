@@ -16,6 +16,7 @@ use quantweb::sample::{Sampler, SamplerConfig};
 use quantweb::source::open_args;
 use quantweb::tokenizer::Tokenizer;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -195,6 +196,19 @@ enum Cmd {
         /// Quantize an already quantized model again (through f32: the errors add up).
         #[arg(long)]
         allow_requantize: bool,
+    },
+    /// Index a built documentation site for the chat widget's retrieval (www/widget/retrieve.js):
+    /// its pages' main text in sections at h1–h3, with BM25 postings, as one JSON file.
+    Index {
+        /// The built static site: every *.html under it but 404.html and noindex pages.
+        site_dir: PathBuf,
+        /// Where to write the index [default: SITE_DIR/quantweb-index.json].
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// The URL the site is served at (e.g. /docs/ or https://example.org/docs/); without
+        /// it, page URLs are relative to the directory that holds the index file.
+        #[arg(long, value_name = "URL")]
+        base_url: Option<String>,
     },
 }
 
@@ -547,6 +561,14 @@ fn run(cli: Cli) -> Result<()> {
             })?;
             quantize_model(&args, &out, &ty, allow_requantize)?;
         }
+        Cmd::Index {
+            site_dir,
+            output,
+            base_url,
+        } => {
+            let out = output.unwrap_or_else(|| site_dir.join("quantweb-index.json"));
+            index_site(&site_dir, &out, base_url)?;
+        }
     }
     Ok(())
 }
@@ -710,6 +732,26 @@ fn quantize_model(model: &[String], out: &str, ty: &str, allow_requantize: bool)
         summary.fallbacks.values().map(Vec::len).sum::<usize>(),
         summary.tensors - summary.converted,
         start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `quantweb index`: the index as compact JSON (gzip is the web server's business), and a
+/// summary on stderr.
+fn index_site(site_dir: &Path, out: &Path, base_url: Option<String>) -> Result<()> {
+    let indexed = quantweb::site_index::index_site(site_dir, base_url)?;
+    let json = serde_json::to_vec(&indexed.index).expect("serializable");
+    std::fs::write(out, &json).map_err(|e| quantweb::Error::Io {
+        source_name: out.display().to_string(),
+        message: format!("cannot write the index: {e}"),
+    })?;
+    eprintln!(
+        "indexed {} pages in {} sections ({} terms): {} ({} bytes)",
+        indexed.pages,
+        indexed.index.sections.len(),
+        indexed.index.postings.len(),
+        out.display(),
+        json.len()
     );
     Ok(())
 }
