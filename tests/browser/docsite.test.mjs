@@ -142,7 +142,8 @@ test('the assistant: shortcut, verdict before download, grounded answer with lin
   await page.waitForFunction(() => customElements.get('quantweb-chat') && document.querySelector('quantweb-chat').shadowRoot);
   // Nothing but the element is loaded before the reader opens it.
   assert.equal(modelRequests().length, 0, 'no model request before opening');
-  assert.ok(!requests.some((r) => /\.wasm$|quantweb\.js$|worker\.js$/.test(r.url)), `nothing of the engine before opening: ${requests.map((r) => r.url).join(' ')}`);
+  const ours = requests.filter((r) => r.url.includes('/assets/quantweb/')).map((r) => r.url.replace(/.*\/assets\/quantweb\//, '').replace(/^q-[0-9a-f]+\//, ''));
+  assert.deepEqual(ours.sort(), ['quantweb-chat.js', 'widget/quantweb-chat.js', 'widget/styles.js'], 'nothing of the engine before opening');
 
   // The shortcut opens it; the model's size and the verdict show from the header alone.
   await page.keyboard.press('Control+i');
@@ -204,18 +205,23 @@ test('the assistant: shortcut, verdict before download, grounded answer with lin
   // The host page's own styles are what they were without the widget.
   assert.deepEqual(await hostStyles(page), bare);
 
-  // Dark mode follows the host: its data-theme, then the reader's preference.
+  // Dark mode follows the host: MkDocs' own colour-mode switch (it sets data-bs-theme), then,
+  // on a page with no marker, the reader's preference.
   const scheme = () => widget(page, (el) => [el.shadowRoot.querySelector('.root').dataset.scheme, getComputedStyle(el.shadowRoot.querySelector('.panel')).backgroundColor]);
+  const waitScheme = (want) => page.waitForFunction((w) => document.querySelector('quantweb-chat').shadowRoot.querySelector('.root').dataset.scheme === w, want);
   const [light, lightBg] = await scheme();
   assert.equal(light, 'light');
-  await page.evaluate(() => document.documentElement.setAttribute('data-theme', 'dark'));
-  await page.waitForFunction(() => document.querySelector('quantweb-chat').shadowRoot.querySelector('.root').dataset.scheme === 'dark');
+  await page.evaluate(() => document.querySelector('[data-bs-theme-value=dark]').click());
+  await waitScheme('dark');
   const [, darkBg] = await scheme();
   assert.notEqual(darkBg, lightBg);
-  await page.evaluate(() => document.documentElement.removeAttribute('data-theme'));
+  await page.evaluate(() => document.querySelector('[data-bs-theme-value=light]').click());
+  await waitScheme('light');
+  await page.evaluate(() => document.documentElement.removeAttribute('data-bs-theme'));
   await page.emulateMedia({ colorScheme: 'dark' });
-  await page.waitForFunction(() => document.querySelector('quantweb-chat').shadowRoot.querySelector('.root').dataset.scheme === 'dark');
+  await waitScheme('dark');
   await page.emulateMedia({ colorScheme: 'light' });
+  await waitScheme('light');
 
   // Another page of the site: the model comes from this browser's storage, with no request.
   const before = modelRequests().length;
