@@ -232,6 +232,8 @@ export function ready(): Promise<QuantwebSync>;
  * file", a truncated or malformed header).
  */
 export function inspect(source: ModelSource): Promise<ModelInfo>;
+/** `inspect`, rejecting a model the engine cannot run with the error `Engine.load` would give. */
+export function checkRunnable(source: ModelSource): Promise<ModelInfo>;
 export function estimateMemory(info: ModelInfo, options?: EstimateOptions): Promise<MemoryEstimate>;
 export function judgeFit(query: FitQuery): Promise<Verdict>;
 export function ruleOfThumb(params: string): Promise<RuleTable>;

@@ -55,6 +55,16 @@ export async function inspect(source) {
   return wasm.inspect(source);
 }
 
+/**
+ * `inspect`, but rejecting a model the engine cannot run with the error `Engine.load` would give
+ * (UnsupportedModelError, InvalidModelError, ChatTemplateError, …): from the header alone, so a
+ * page can say so before anything is downloaded.
+ */
+export async function checkRunnable(source) {
+  await ready();
+  return wasm.checkRunnable(source);
+}
+
 /** GPU memory a model needs for a context (what `quantweb fit --json` prints). */
 export async function estimateMemory(info, options) {
   return (await ready()).estimateMemory(info, options);

@@ -13,7 +13,7 @@ import { mkdtempSync, cpSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { launch } from './lib.mjs';
-import { root } from './fixtures.mjs';
+import { root, fixturesDir, retypeTensors } from './fixtures.mjs';
 
 const { QUANTWEB_XTASK: xtask, QUANTWEB_CLI: cli, QUANTWEB_MKDOCS: mkdocs } = process.env;
 const missing = !xtask || !cli || !mkdocs;
@@ -125,7 +125,7 @@ test('quantweb index on the built site: sections with anchors, no navigation tex
   }
 });
 
-test('the assistant: shortcut, verdict before download, grounded answer with links, cache reused, host styles kept, dark mode, errors', { skip, timeout: 600_000 }, async () => {
+test('the assistant: shortcut, verdict before download, grounded answer with links, cache reused, starters, stop, host styles kept, dark mode, errors, remove', { skip, timeout: 600_000 }, async () => {
   const page = await context.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
@@ -231,10 +231,25 @@ test('the assistant: shortcut, verdict before download, grounded answer with lin
   await page.waitForFunction(() => !document.querySelector('quantweb-chat').shadowRoot.querySelector('.chat').hidden, null, { timeout: 120_000 });
   assert.deepEqual(modelRequests().slice(before), [], 'no model request on the second page');
 
+  // A starter question is asked with a click; Stop ends an answer early.
+  const nextAnswer = () => page.evaluate(() => new Promise((resolve) => document.querySelector('quantweb-chat').addEventListener('quantweb-answer', (e) => resolve(e.detail), { once: true })));
+  let got = nextAnswer();
+  await widget(page, (el) => el.shadowRoot.querySelector('.starters button').click());
+  const starter = await got;
+  assert.equal(starter.question, 'How do I install Tidepool?');
+  assert.ok(starter.sources.some((s) => s.href.startsWith(`${siteServer.url}/install/#`)), JSON.stringify(starter.sources));
+  got = nextAnswer();
+  await widget(page, (el) => el.open({ question: 'What does Tidepool do with the readings of a buoy?' }));
+  await page.waitForFunction(() => document.querySelector('quantweb-chat').shadowRoot.querySelectorAll('.msg.assistant')[1]?.textContent.length > 0, null, { timeout: 120_000 });
+  await widget(page, (el) => el.shadowRoot.querySelector('.ask button:not(.primary)').click());
+  const stopped = await got;
+  assert.equal(stopped.stopped, true);
+
   // Bad input shows inside the widget, and the page keeps working: a missing model, a server
   // that refuses CORS, a missing index.
   const origin = new URL(readFileSync(path.join(site, 'index.html'), 'utf8').match(/model="([^"]+)"/)[1]).origin;
-  for (const [model, name] of [[`${origin}/models/no-such-model.gguf`, 'HttpError'], [`${origin}/nocors/${MODEL}`, 'NetworkError']]) {
+  const unsupported = `${origin}/fixtures/${path.basename(retypeTensors(path.join(root, 'models', MODEL), path.join(fixturesDir, 'docsite-iq2xxs.gguf'), ['blk.0.ffn_down.weight'], 16))}`;
+  for (const [model, name] of [[`${origin}/models/no-such-model.gguf`, 'HttpError'], [`${origin}/nocors/${MODEL}`, 'NetworkError'], [unsupported, 'UnsupportedModelError']]) {
     const got = await page.evaluate(async (m) => {
       const el = document.createElement('quantweb-chat');
       el.setAttribute('model', m);
@@ -265,6 +280,20 @@ test('the assistant: shortcut, verdict before download, grounded answer with lin
     return { detail, note: el.shadowRoot.querySelector('[data-kind=index-error]')?.textContent };
   }, `${origin}/models/${MODEL}`);
   assert.match(noIndex.note, /index could not be loaded.*this page only/);
+
+  // "Remove the model from this browser": the stored copy goes, and the widget offers the
+  // download again.
+  await widget(page, (el) => el.removeModel());
+  const stored = await page.evaluate(async () => {
+    const root = await navigator.storage.getDirectory();
+    const dir = await root.getDirectoryHandle('quantweb-models');
+    const keys = [];
+    for await (const key of dir.keys()) keys.push(key);
+    return keys;
+  });
+  assert.deepEqual(stored, []);
+  await page.waitForFunction(() => !document.querySelector('quantweb-chat').shadowRoot.querySelector('.intro button.primary').hidden);
+  assert.match(await widget(page, (el) => el.shadowRoot.querySelector('.intro button.primary').textContent), /^Download .* and start$/);
   assert.equal(await page.evaluate(() => document.title.length > 0 && document.querySelector('h1').textContent), 'Install');
   assert.deepEqual(errors, []);
   await page.close();

@@ -205,3 +205,81 @@ export function retypeTensors(src, out, names, typeId) {
   writeFileSync(out, buf);
   return out;
 }
+
+const GGML_Q8_0 = 8;
+const Q8_0_BLOCK = 34;
+
+/** A Q8_0 row of `n` values, all zero but value `hot` (= 100 × 1.0). */
+function q8OneHot(n, hot) {
+  const row = Buffer.alloc((n / 32) * Q8_0_BLOCK);
+  if (hot !== null) {
+    const b = Math.floor(hot / 32) * Q8_0_BLOCK;
+    row.writeUInt16LE(0x3c00, b); // d = 1.0 (f16)
+    row.writeInt8(100, b + 2 + (hot % 32));
+  }
+  return row;
+}
+
+/**
+ * A copy of a llama model whose greedy output is `ids`, then `eos`, whatever the prompt (as long
+ * as it ends in a token outside `ids`): for tests of what the page does with a given output.
+ * Every layer's matrices are zero, so a position's hidden state is its token's embedding; the
+ * embeddings are one-hot (position k of the chain at dimension k + 1, every other token at 0) and
+ * an added untied `output.weight` maps dimension k to the chain's next token. The norms become
+ * ones. Needs a Q8_0 `token_embd.weight` and no `output.weight` (tiny-llama3.gguf). Returns `out`.
+ */
+export function withForcedOutput(src, out, ids, eos) {
+  const buf = readFileSync(src);
+  const h = parseHeader(buf);
+  const data = Buffer.from(buf.subarray(h.dataStart));
+  const embd = h.tensors.find((t) => t.name === 'token_embd.weight');
+  if (!embd || h.tensors.some((t) => t.name === 'output.weight')) throw new Error(`${src}: needs a tied token_embd.weight`);
+  const info = embd.infoNoOffset;
+  const nameLen = Number(info.readBigUInt64LE(0));
+  if (info.readUInt32LE(8 + nameLen) !== 2 || info.readUInt32LE(info.length - 4) !== GGML_Q8_0) throw new Error('token_embd.weight: a 2-D Q8_0 tensor is needed');
+  const nEmbd = Number(info.readBigUInt64LE(12 + nameLen));
+  const nVocab = Number(info.readBigUInt64LE(20 + nameLen));
+  if (new Set(ids).size !== ids.length || ids.includes(eos) || ids.length + 1 >= nEmbd) throw new Error('the forced ids must be distinct, without eos, and fewer than n_embd');
+  for (const t of h.tensors) {
+    const bytes = data.subarray(t.offset, t.offset + t.size);
+    if (t.name === 'rope_freqs.weight') continue;
+    if (/norm\.weight$/.test(t.name)) {
+      for (let i = 0; i + 4 <= t.size; i += 4) bytes.writeFloatLE(1, i);
+    } else {
+      bytes.fill(0);
+    }
+  }
+  const rowBytes = (nEmbd / 32) * Q8_0_BLOCK;
+  const chain = new Map(ids.map((id, k) => [id, k + 1]));
+  for (let v = 0; v < nVocab; v++) q8OneHot(nEmbd, chain.get(v) ?? 0).copy(data, embd.offset + v * rowBytes);
+  const output = Buffer.alloc(nVocab * rowBytes);
+  [...ids, eos].forEach((id, k) => q8OneHot(nEmbd, k).copy(output, id * rowBytes));
+  const outName = Buffer.from('output.weight');
+  const outInfo = Buffer.alloc(8 + outName.length + 4 + 16 + 4);
+  outInfo.writeBigUInt64LE(BigInt(outName.length), 0);
+  outName.copy(outInfo, 8);
+  outInfo.writeUInt32LE(2, 8 + outName.length);
+  outInfo.writeBigUInt64LE(BigInt(nEmbd), 12 + outName.length);
+  outInfo.writeBigUInt64LE(BigInt(nVocab), 20 + outName.length);
+  outInfo.writeUInt32LE(GGML_Q8_0, 28 + outName.length);
+  const outOffset = Math.ceil(data.length / h.alignment) * h.alignment;
+  const infos = [...h.tensors.map((t) => t.infoNoOffset), outInfo];
+  const offsets = [...h.tensors.map((t) => t.offset), outOffset];
+  // The tensor count is in the header, so the metadata is re-encoded around the added tensor.
+  const header = encodeHeader(h.version, h.kvs.map((k) => k.raw), infos, offsets, h.alignment);
+  mkdirSync(path.dirname(out), { recursive: true });
+  writeFileSync(out, Buffer.concat([header, data, Buffer.alloc(outOffset - data.length), output]));
+  return out;
+}
+
+/** A u32 or i32 metadata value of a GGUF file (e.g. `tokenizer.ggml.eos_token_id`), or null. */
+export function ggufInt(src, key) {
+  const buf = readFileSync(src);
+  const kv = parseHeader(buf).kvs.find((k) => k.key === key);
+  if (!kv) return null;
+  const at = 8 + Buffer.byteLength(key);
+  const type = kv.raw.readUInt32LE(at);
+  if (type === 4) return kv.raw.readUInt32LE(at + 4);
+  if (type === 5) return kv.raw.readInt32LE(at + 4);
+  throw new Error(`${key}: not a 32-bit integer`);
+}

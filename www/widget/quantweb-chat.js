@@ -432,7 +432,8 @@ export class QuantwebChat extends HTMLElement {
         ui.removeBtn.hidden = false;
         return this._start();
       }
-      const info = await api.inspect(url);
+      // What `Engine.load` would refuse is refused here, before any download.
+      const info = await api.checkRunnable(url);
       const fit = await api.fitForThisDevice(info, { contextLength: this.contextLength });
       this._renderCard(info, fit);
       ui.notice.textContent = notice;
