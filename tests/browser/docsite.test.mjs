@@ -93,6 +93,26 @@ async function widget(page, fn, arg) {
   return (await page.$('quantweb-chat')).evaluate(fn, arg);
 }
 
+/**
+ * Adds an inline <quantweb-chat> with `attrs` to the page, opens it and resolves with its first
+ * `quantweb-error` and what the widget showed then (its error box, the index-error note); the
+ * element is removed again, so the site's own stays the first.
+ */
+function firstError(page, attrs) {
+  return page.evaluate(async (a) => {
+    const el = document.createElement('quantweb-chat');
+    for (const [k, v] of Object.entries({ ...a, placement: 'inline', shortcut: 'none' })) el.setAttribute(k, v);
+    document.querySelector('[role=main]').append(el);
+    const err = new Promise((resolve) => el.addEventListener('quantweb-error', (e) => resolve(e.detail), { once: true }));
+    el.open();
+    const detail = await err;
+    const box = el.shadowRoot.querySelector('.error');
+    const shown = { detail, visible: !box.hidden, text: box.textContent, note: el.shadowRoot.querySelector('[data-kind=index-error]')?.textContent };
+    el.remove();
+    return shown;
+  }, attrs);
+}
+
 /** Computed styles of host elements the widget must leave alone. */
 function hostStyles(page) {
   return page.evaluate(() => {
@@ -250,35 +270,11 @@ test('the assistant: shortcut, verdict before download, grounded answer with lin
   const origin = new URL(readFileSync(path.join(site, 'index.html'), 'utf8').match(/model="([^"]+)"/)[1]).origin;
   const unsupported = `${origin}/fixtures/${path.basename(retypeTensors(path.join(root, 'models', MODEL), path.join(fixturesDir, 'docsite-iq2xxs.gguf'), ['blk.0.ffn_down.weight'], 16))}`;
   for (const [model, name] of [[`${origin}/models/no-such-model.gguf`, 'HttpError'], [`${origin}/nocors/${MODEL}`, 'NetworkError'], [unsupported, 'UnsupportedModelError']]) {
-    const got = await page.evaluate(async (m) => {
-      const el = document.createElement('quantweb-chat');
-      el.setAttribute('model', m);
-      el.setAttribute('placement', 'inline');
-      el.setAttribute('shortcut', 'none');
-      document.querySelector('[role=main]').append(el);
-      const err = new Promise((resolve) => el.addEventListener('quantweb-error', (e) => resolve(e.detail), { once: true }));
-      el.open();
-      const detail = await err;
-      const box = el.shadowRoot.querySelector('.error');
-      const shown = { detail, visible: !box.hidden, text: box.textContent };
-      el.remove();
-      return shown;
-    }, model);
+    const got = await firstError(page, { model });
     assert.equal(got.detail.name, name, JSON.stringify(got));
     assert.ok(got.visible && got.text.length > 20, JSON.stringify(got));
   }
-  const noIndex = await page.evaluate(async (m) => {
-    const el = document.createElement('quantweb-chat');
-    el.setAttribute('model', m);
-    el.setAttribute('index', '/no-such-index.json');
-    el.setAttribute('placement', 'inline');
-    el.setAttribute('shortcut', 'none');
-    document.querySelector('[role=main]').append(el);
-    const err = new Promise((resolve) => el.addEventListener('quantweb-error', (e) => resolve(e.detail), { once: true }));
-    el.open();
-    const detail = await err;
-    return { detail, note: el.shadowRoot.querySelector('[data-kind=index-error]')?.textContent };
-  }, `${origin}/models/${MODEL}`);
+  const noIndex = await firstError(page, { model: `${origin}/models/${MODEL}`, index: '/no-such-index.json' });
   assert.match(noIndex.note, /index could not be loaded.*this page only/);
 
   // "Remove the model from this browser": the stored copy goes, and the widget offers the
