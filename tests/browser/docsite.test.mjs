@@ -94,7 +94,7 @@ async function widget(page, fn, arg) {
 }
 
 /**
- * Adds an inline <quantweb-chat> with `attrs` to the page, opens it and resolves with its first
+ * Adds an inline <quantweb-chat> with `attrs` to the page, starts it and resolves with its first
  * `quantweb-error` and what the widget showed then (its error box, the index-error note); the
  * element is removed again, so the site's own stays the first.
  */
@@ -104,7 +104,8 @@ function firstError(page, attrs) {
     for (const [k, v] of Object.entries({ ...a, placement: 'inline', shortcut: 'none' })) el.setAttribute(k, v);
     document.querySelector('[role=main]').append(el);
     const err = new Promise((resolve) => el.addEventListener('quantweb-error', (e) => resolve(e.detail), { once: true }));
-    el.open();
+    // Inline, the widget shows a start button; nothing loads before it is pressed.
+    el.shadowRoot.querySelector('.intro button.primary').click();
     const detail = await err;
     const box = el.shadowRoot.querySelector('.error');
     const shown = { detail, visible: !box.hidden, text: box.textContent, note: el.shadowRoot.querySelector('[data-kind=index-error]')?.textContent };

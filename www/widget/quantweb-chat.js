@@ -261,7 +261,7 @@ export class QuantwebChat extends HTMLElement {
     ui.privacy = h('p', { class: 'muted' }, 'This assistant runs a language model in your browser. Nothing you ask leaves this device.');
     ui.card = h('div', { class: 'card', hidden: true, part: 'model-card' });
     ui.notice = h('p', { class: 'muted', role: 'status' });
-    ui.startBtn = h('button', { class: 'primary', type: 'button', hidden: true, onclick: () => this._start() }, 'Download and start');
+    ui.startBtn = h('button', { class: 'primary', type: 'button', hidden: true, onclick: () => this._startAction?.() });
     ui.removeBtn = h('button', { type: 'button', hidden: true, onclick: () => this.removeModel() }, 'Remove the model from this browser');
     ui.intro = h('div', { class: 'intro' }, ui.privacy, ui.card, h('div', { class: 'actions' }, ui.startBtn, ui.removeBtn), ui.notice);
     ui.progress = h('progress', { max: 1, value: 0 });
@@ -322,12 +322,15 @@ export class QuantwebChat extends HTMLElement {
       ui.panel.hidden = false;
       ui.launcher.hidden = true;
       // Inline, the widget is visible from the start; only its first use loads anything.
-      if (this._state === 'closed') {
-        ui.startBtn.hidden = false;
-        ui.startBtn.textContent = 'Start the assistant';
-        ui.startBtn.onclick = () => this.open();
-      }
+      if (this._state === 'closed') this._offer('Start the assistant', () => this.open());
     }
+  }
+
+  /** The intro's one primary button: what it says and does now. */
+  _offer(label, action) {
+    this._ui.startBtn.textContent = label;
+    this._startAction = action;
+    this._ui.startBtn.hidden = false;
   }
 
   _applyScheme() {
@@ -437,20 +440,13 @@ export class QuantwebChat extends HTMLElement {
       const fit = await api.fitForThisDevice(info, { contextLength: this.contextLength });
       this._renderCard(info, fit);
       ui.notice.textContent = notice;
-      ui.startBtn.textContent = `Download ${fmtMB(fit.downloadBytes)} and start`;
-      ui.startBtn.onclick = () => this._start();
-      ui.startBtn.hidden = false;
+      this._offer(`Download ${fmtMB(fit.downloadBytes)} and start`, () => this._start());
       this._focusFirst();
     } catch (e) {
       ui.notice.textContent = '';
       this._state = 'intro';
       this._error(e, 'The assistant cannot start');
-      ui.startBtn.textContent = 'Try again';
-      ui.startBtn.onclick = () => {
-        this._state = 'intro';
-        this._prepare();
-      };
-      ui.startBtn.hidden = false;
+      this._offer('Try again', () => this._prepare());
     }
   }
 
@@ -519,9 +515,7 @@ export class QuantwebChat extends HTMLElement {
       this._show('intro');
       ui.notice.textContent = '';
       this._error(e, e.name === 'AbortError' ? 'The download was stopped' : 'The model could not be loaded');
-      ui.startBtn.textContent = 'Try again';
-      ui.startBtn.onclick = () => this._start();
-      ui.startBtn.hidden = false;
+      this._offer('Try again', () => this._start());
     } finally {
       this._loading = null;
     }
