@@ -2,7 +2,8 @@
 // launched without `--enable-unsafe-webgpu`, so navigator.gpu is there but finds no adapter (as
 // on most Linux desktops). `auto` must pick the CPU engine, say so and why, and match llama.cpp's
 // goldens (tests/golden/generate-*.json), threaded on a cross-origin isolated page and on one
-// thread without isolation; an abort keeps it usable.
+// thread without isolation; an abort keeps it usable. Its simd128 kernels give the native
+// engine's logprobs bit for bit (target/debug/quantweb, built by `cargo test --workspace`).
 //
 // Run: `cargo xtask test --browser-only`, or with a server already running:
 //   QUANTWEB_BASE_URL=http://127.0.0.1:8080 node --test tests/browser/cpu.test.mjs
@@ -10,6 +11,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, existsSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { launch, baseUrl } from './lib.mjs';
 import { root } from './fixtures.mjs';
@@ -133,6 +135,33 @@ test('gemma-3-270m (K-quants, GELU, sliding window) on the CPU engine in Chromiu
     assert.deepEqual(res.prompt_tokens, GEMMA_CASE.prompt_tokens);
     assertGoldenTokens(res.tokens, GEMMA_CASE, 'gemma3 raw_3 on the CPU');
     console.log(`gemma3 on the CPU engine in Chromium: prefill ${res.timings.prefill_tok_s.toFixed(1)} tok/s, decode ${res.timings.decode_tok_s.toFixed(1)} tok/s`);
+  } finally {
+    await page.close();
+  }
+});
+
+test('the simd128 kernels give the native engine\'s logprobs bit for bit (K-quants: tiny Q4_K, Q5_K, Q6_K models)', { timeout: 10 * MINUTE }, async () => {
+  // Native, the AVX2 kernels equal the portable ones bit for bit (avx2_kernels_equal_the_portable_ones),
+  // and every other op computes the same in both builds: so must the wasm kernels.
+  const cli = path.join(root, 'target/debug/quantweb');
+  const page = await browser.newPage();
+  try {
+    await page.goto(`${baseUrl}/`);
+    for (const type of ['Q4_K', 'Q5_K', 'Q6_K']) {
+      const file = `tiny-llama3-${type}.gguf`;
+      const args = { url: `/models/${file}`, prompt: 'The capital of France is', n: 12 };
+      const web = await must(page, async (a) => {
+        const { Engine } = await import('/quantweb.js');
+        const engine = await Engine.load(a.url, { cache: false, backend: 'cpu', threads: 1 });
+        const out = await engine.complete({ prompt: a.prompt, max_tokens: a.n, temperature: 0, logprobs: true, top_logprobs: 5 });
+        await engine.unload();
+        return out;
+      }, args);
+      const native = JSON.parse(execFileSync(cli, ['generate', '--backend', 'cpu', '--json', '--logprobs', '5', '--max-tokens', String(args.n), '--prompt', args.prompt, path.join(root, 'models', file)], { encoding: 'utf8' }));
+      const figures = (logprobs) => logprobs.map((l) => [l.logprob, ...l.top_logprobs.map((t) => t.logprob)]);
+      assert.deepEqual(web.tokens, native.tokens, file);
+      assert.deepEqual(figures(web.logprobs), figures(native.logprobs), file);
+    }
   } finally {
     await page.close();
   }

@@ -306,7 +306,7 @@ fn resolve_model(arg: &str, dir: &Path) -> Result<BenchModel> {
     let mdir = models::models_dir();
     match arg {
         "smollm2" => {
-            models::fetch_models(false)?;
+            models::fetch_model(&SMOLLM2)?;
             let f = SMOLLM2.files[0];
             Ok(BenchModel {
                 key: "smollm2".into(),
@@ -317,7 +317,7 @@ fn resolve_model(arg: &str, dir: &Path) -> Result<BenchModel> {
             })
         }
         "gemma3" => {
-            models::fetch_models(true)?;
+            models::fetch_model(&GEMMA3)?;
             let parts: Vec<PathBuf> = GEMMA3.files.iter().map(|f| mdir.join(f)).collect();
             let name = GEMMA3.files[0].trim_end_matches(".part00");
             let single = dir.join(name);

@@ -86,19 +86,22 @@ pub fn fetch_models(all: bool) -> Result<()> {
         dir.display()
     ));
     fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let models: &[&Model] = if all {
-        &[&SMOLLM2, &GEMMA3]
-    } else {
-        &[&SMOLLM2]
-    };
-    for m in models {
-        ensure_model(&dir, m)?;
-    }
+    ensure_model(&dir, &SMOLLM2)?;
     if all {
+        ensure_model(&dir, &GEMMA3)?;
         ensure_tiny_models(&dir)?;
         ensure_quantized_models(&dir)?;
     }
     Ok(())
+}
+
+/// One model's files, downloaded and verified unless its stamp is already there (what a bench
+/// needs, without the generated test models of `fetch_models(true)`).
+pub fn fetch_model(m: &Model) -> Result<()> {
+    let dir = models_dir();
+    step(&format!("fetch-models: {} into {}", m.name, dir.display()));
+    fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    ensure_model(&dir, m)
 }
 
 /// One line of the stamp file per verified file: `name size mtime_ns sha256-of-model`.

@@ -436,7 +436,7 @@ fn dot_q3_k(w: &[u8], a: ActRow) -> f32 {
 
 /// ggml's `get_scale_min_k4`: the 6-bit scale and min of sub-block j of Q4_K/Q5_K.
 #[inline(always)]
-fn scale_min_k4(s: &[u8], j: usize) -> (i32, i32) {
+pub(super) fn scale_min_k4(s: &[u8], j: usize) -> (i32, i32) {
     if j < 4 {
         ((s[j] & 63) as i32, (s[j + 4] & 63) as i32)
     } else {
@@ -648,32 +648,95 @@ mod avx2_tests {
     use crate::backend::ActKind;
     use crate::quant::quantize;
 
-    /// The AVX2 kernels against the portable ones, bit for bit, on batches of 1 and 70 tokens
-    /// (past the kernels' 64-token stack).
+    /// Where a block of `ty` keeps its f16 scales (d, and dmin or m): set to finite values in
+    /// the made-up blocks, whose other bytes are arbitrary.
+    fn f16_fields(ty: GgmlType) -> &'static [usize] {
+        use GgmlType::*;
+        match ty {
+            Q4_1 | Q5_1 | Q4_K | Q5_K => &[0, 2],
+            Q2_K => &[80, 82],
+            Q3_K => &[108],
+            Q6_K => &[208],
+            _ => &[0],
+        }
+    }
+
+    /// Rows of `ty`: quantized values, then (for the block types) random bytes and blocks
+    /// filled with 0x00, 0xff, 0x80 and 0x7f, which hold every field at its extremes (scales,
+    /// mins, high bits), with d and dmin at 1, at f16's largest and at 0.
+    fn rows(ty: GgmlType, cols: usize) -> Vec<u8> {
+        let mut w = quantize(ty, &values(cols * 4, 7, 1.0)).unwrap();
+        if matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
+            return w;
+        }
+        let size = ty.type_size() as usize;
+        let row = ty.bytes_for(cols as u64).unwrap() as usize;
+        let mut s = 1u64;
+        let random = (0..row).map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
+            (s >> 56) as u8
+        });
+        let mut made: Vec<u8> = random.collect();
+        for fill in [0x00, 0xff, 0x80, 0x7f] {
+            made.extend(std::iter::repeat_n(fill, row));
+        }
+        for (r, d) in made
+            .chunks_exact_mut(row)
+            .zip([0x3c00u16, 0x3c00, 0x7bff, 0x3c00, 0])
+        {
+            for b in r.chunks_exact_mut(size) {
+                for &at in f16_fields(ty) {
+                    b[at..at + 2].copy_from_slice(&d.to_le_bytes());
+                }
+            }
+        }
+        w.extend(made);
+        w
+    }
+
+    /// Token t: random values, zeros, all at the positive or negative extreme of the
+    /// activation codes, alternating extremes, large random values (by t % 6).
+    fn activations(n: usize, cols: usize, first: usize) -> Vec<f32> {
+        (0..n)
+            .flat_map(|t| match (first + t) % 6 {
+                0 => values(cols, 9 + t as u64, 2.0),
+                1 => vec![0.0; cols],
+                2 => vec![1e4; cols],
+                3 => vec![-1e4; cols],
+                4 => (0..cols)
+                    .map(|i| if i % 3 == 0 { 1e4 } else { -1e4 })
+                    .collect(),
+                _ => values(cols, 11 + t as u64, 1e4),
+            })
+            .collect()
+    }
+
+    /// The AVX2 kernels against the portable ones, bit for bit, on quantized, random and
+    /// extreme blocks, with batches of 1 (each kind of token) and 70 tokens (past the kernels'
+    /// 64-token stack).
     #[test]
     fn avx2_kernels_equal_the_portable_ones() {
         if !std::arch::is_x86_feature_detected!("avx2") {
             eprintln!("skipping: no AVX2");
             return;
         }
-        let cols = 256;
+        let cols = 768;
         let fast = Cpu::with_simd(1, Simd::Avx2).unwrap();
         let plain = Cpu::with_simd(1, Simd::Baseline).unwrap();
         for ty in TYPES {
-            let m = {
-                let rows = 5;
-                let mut m = CpuMatrix::new("w", ty, &[cols as u64, rows]).unwrap();
-                let w = quantize(ty, &values(cols * rows as usize, 7, 1.0)).unwrap();
-                m.write_rows(0, &w).unwrap();
-                m
-            };
-            for n in [1, 70] {
+            let w = rows(ty, cols);
+            let n_rows = w.len() / ty.bytes_for(cols as u64).unwrap() as usize;
+            let mut m = CpuMatrix::new("w", ty, &[cols as u64, n_rows as u64]).unwrap();
+            m.write_rows(0, &w).unwrap();
+            let batches = (0..6).map(|first| (1, first)).chain([(70, 0)]);
+            for (n, first) in batches {
                 let mut a = QAct::new(ActKind::for_weights(ty));
-                a.quantize(&values(n * cols, 9, 2.0), n, cols);
-                let (mut y1, mut y2) = (vec![0f32; n * 5], vec![0f32; n * 5]);
+                a.quantize(&activations(n, cols, first), n, cols);
+                let (mut y1, mut y2) = (vec![0f32; n * n_rows], vec![0f32; n * n_rows]);
                 m.matmul(&fast, &a, &mut y1);
                 m.matmul(&plain, &a, &mut y2);
-                assert_eq!(y1, y2, "{ty}, {n} tokens");
+                let bits = |y: &[f32]| y.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&y1), bits(&y2), "{ty}, {n} tokens from kind {first}");
             }
         }
     }
