@@ -471,7 +471,7 @@ fn read_algorithm(
             check_merges(m, &merges, to_id)?;
             let merges: Vec<String> = merges.iter().map(|s| s.to_string()).collect();
             let bpe = Bpe::new(
-                PreTokenizer::new(spec.regexes)?,
+                PreTokenizer::compiled(spec.regexes)?,
                 &merges,
                 spec.ignore_merges,
             );
