@@ -25,7 +25,8 @@ mod unicode_table;
 use crate::error::{Error, Result};
 use crate::gguf::{GgufModel, Value};
 use bpe::Bpe;
-use pretokenize::{pre_spec, supported_pre_names, PreTokenizer};
+pub(crate) use pretokenize::supported_pre_names;
+use pretokenize::{pre_spec, PreTokenizer};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// llama.cpp's `llama_token_attr` bits.
