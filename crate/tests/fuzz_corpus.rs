@@ -305,3 +305,23 @@ const FEATURES_TEMPLATE: &str = r#"{%- macro render(m) -%}<|{{ m.role }}|>{{ m['
 {%- endfor %}
 {%- if add_generation_prompt %}<|assistant|>{{ strftime_now('%d %b %Y') }} {{ messages | map(attribute='role') | join(',') }} {{ ns | tojson }}{% endif %}"#;
 
+// ---- findings, one test each (docs/fuzzing.md) ----
+
+/// Finding 1 (gguf_model): a file that ends inside the padding after its header opened when its
+/// tensors hold no bytes, and reading one then failed: the data section started past the end.
+#[test]
+fn finding_1_data_section_past_end_of_file() {
+    let mut bytes = GgufWriter::new()
+        .tensor("empty", &[0], GgmlType::F32, vec![])
+        .to_bytes();
+    // Header 61 bytes, padded to 64: cut the padding.
+    bytes.truncate(61);
+    let open = pollster::block_on(quantweb::gguf::GgufModel::open(vec![Box::new(
+        quantweb::source::MemorySource::new("m.gguf", bytes.clone()),
+    )]));
+    match open {
+        Err(quantweb::Error::BadTensorOffset { tensor, .. }) => assert_eq!(tensor, "empty"),
+        other => panic!("{:?}", other.map(|m| m.tensors.len())),
+    }
+    fuzzing::gguf_model(&bytes);
+}
