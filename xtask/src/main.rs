@@ -1,10 +1,11 @@
 //! `cargo xtask <command>`: developer tasks for quantweb.
 //!
 //! Commands: `setup`, `build-wasm`, `fetch-models [--all]`, `serve [--port N] [--host H]`, `test`,
-//! `bench`.
+//! `bench`, `fuzz`.
 //! std plus `sha2` (model hashes) and `serde_json` (the bench's JSON); see each module.
 
 mod bench;
+mod fuzz;
 mod models;
 mod pyenv;
 mod serve;
@@ -47,6 +48,11 @@ commands:
                           Vulkan and CUDA backends, quantweb and wllama on WebGPU in Chromium with
                           Vulkan flags; one table per model into target/bench/gpu.md
                           (--adapter cpu: llvmpipe and SwiftShader, to test it without a GPU)
+
+  fuzz [TARGET] [--seconds N]
+                          run the cargo-fuzz targets of fuzz/ (default: each of them) for N
+                          seconds each (default 60) on the pinned nightly, installing
+                          cargo-fuzz if missing; see docs/fuzzing.md
 
 environment:
   QUANTWEB_MODELS_DIR     models directory (default: <repo>/models)
@@ -154,6 +160,17 @@ fn run(args: &[String]) -> Result<()> {
                 skip_browser,
                 skip_native,
             })
+        }
+        "fuzz" => {
+            let seconds = match opts.value("--seconds")? {
+                Some(s) => s
+                    .parse()
+                    .map_err(|_| format!("--seconds: not a whole number: {s}"))?,
+                None => 60,
+            };
+            let target = opts.positional();
+            opts.finish()?;
+            fuzz::fuzz(target.as_deref(), seconds)
         }
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
