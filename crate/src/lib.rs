@@ -16,6 +16,9 @@ pub mod compare;
 pub mod cpu;
 pub mod engine;
 pub mod error;
+#[cfg(all(feature = "fuzzing", not(target_arch = "wasm32")))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod generate;
 pub mod gguf;
 pub mod gpu;

@@ -34,6 +34,14 @@ pub fn check_range(src: &dyn ByteSource, offset: u64, len: usize) -> Result<()> 
     }
 }
 
+/// Bytes `offset..offset + len` of `window`, the first bytes of a file fetched ahead, if it holds
+/// all of them. Computed in u64: on wasm32 `offset as usize` wraps at 4 GiB, and a range of a
+/// large model beyond it would be served from the window.
+pub fn window_slice(window: &[u8], offset: u64, len: usize) -> Option<&[u8]> {
+    let end = offset.checked_add(len as u64)?;
+    (end <= window.len() as u64).then(|| &window[offset as usize..end as usize])
+}
+
 /// Bytes already in memory (tests, and the browser when a user drops a small file).
 pub struct MemorySource {
     name: String,
@@ -329,9 +337,8 @@ mod native {
         }
         fn read_at(&self, offset: u64, len: usize) -> ReadFuture<'_> {
             let r = check_range(self, offset, len).and_then(|()| {
-                let end = offset as usize + len;
-                if end <= self.prefetched.len() {
-                    return Ok(self.prefetched[offset as usize..end].to_vec());
+                if let Some(bytes) = window_slice(&self.prefetched, offset, len) {
+                    return Ok(bytes.to_vec());
                 }
                 get_range(&self.agent, &self.url, offset, len as u64, Some(self.size))
                     .map(|(b, _)| b)
@@ -347,6 +354,18 @@ mod tests {
 
     fn block_on<T>(f: impl Future<Output = T>) -> T {
         pollster::block_on(f)
+    }
+
+    /// Found in review while fuzzing: the URL sources sliced their window at `offset as usize`,
+    /// which on wasm32 wraps at 4 GiB and served window bytes for a range beyond it.
+    #[test]
+    fn window_serves_only_ranges_inside_it() {
+        let window: Vec<u8> = (0..16).collect();
+        assert_eq!(window_slice(&window, 4, 3), Some(&window[4..7]));
+        assert_eq!(window_slice(&window, 16, 0), Some(&[][..]));
+        assert_eq!(window_slice(&window, 15, 2), None);
+        assert_eq!(window_slice(&window, (1 << 32) + 4, 3), None);
+        assert_eq!(window_slice(&window, u64::MAX, 1), None);
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! `cargo xtask <command>`: developer tasks for quantweb.
 //!
 //! Commands: `setup`, `build-wasm`, `fetch-models [--all]`, `serve [--port N] [--host H]`, `test`,
-//! `bench`, `dist [--out DIR] [--index FILE] [--no-build]`.
-//! std plus `sha2` (model and content hashes), `serde_json` (the bench's JSON, dist's manifest)
-//! and `flate2` (dist's gzip sizes); see each module.
+//! `bench`, `dist [--out DIR] [--index FILE] [--no-build]`, `fuzz [TARGET] [--seconds N]`.
+//! std plus `sha2` (model and content hashes), `serde_json` (the bench's JSON, dist's manifest),
+//! `flate2` (dist's gzip sizes) and axum/tower-http/tokio (serve); see each module.
 
 mod bench;
 mod dist;
+mod fuzz;
 mod models;
 mod pyenv;
 mod serve;
@@ -59,6 +60,10 @@ commands:
                           gzip sizes, SHA-256) and README.txt (default out:
                           target/dist/quantweb; --index: the chat's retrieval index, copied to
                           the top under its own name)
+  fuzz [TARGET] [--seconds N]
+                          run the cargo-fuzz targets of fuzz/ (default: each of them) for N
+                          seconds each (default 60) on the pinned nightly, installing
+                          cargo-fuzz if missing; see docs/fuzzing.md
 
 environment:
   QUANTWEB_MODELS_DIR     models directory (default: <repo>/models)
@@ -177,6 +182,17 @@ fn run(args: &[String]) -> Result<()> {
                 index,
                 no_build,
             })
+        }
+        "fuzz" => {
+            let seconds = match opts.value("--seconds")? {
+                Some(s) => s
+                    .parse()
+                    .map_err(|_| format!("--seconds: not a whole number: {s}"))?,
+                None => 60,
+            };
+            let target = opts.positional();
+            opts.finish()?;
+            fuzz::fuzz(target.as_deref(), seconds)
         }
         "help" | "-h" | "--help" => {
             print!("{USAGE}");

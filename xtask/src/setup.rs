@@ -1,5 +1,5 @@
 //! `cargo xtask setup`: idempotent installs of the wasm target, the pinned nightly for the
-//! threaded wasm build, wasm-bindgen-cli and npm packages.
+//! threaded wasm build (and `cargo xtask fuzz`), wasm-bindgen-cli and npm packages.
 
 use std::fs;
 use std::path::PathBuf;
@@ -11,8 +11,9 @@ use crate::util::{capture, cargo, repo_root, run_cmd, step, Result};
 
 pub const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
-/// The toolchain of the threaded wasm build (www/pkg-threads) and nothing else: wasm atomics
-/// need `-Z build-std` (std rebuilt with `+atomics`), which only a nightly takes. Pinned so
+/// The toolchain of the threaded wasm build (www/pkg-threads) and of `cargo xtask fuzz`: wasm
+/// atomics need `-Z build-std` (std rebuilt with `+atomics`), libFuzzer's instrumentation
+/// `-Z sanitizer`, which only a nightly takes. Pinned so
 /// that a nightly regression cannot break the build; move it forward deliberately.
 pub const THREADS_TOOLCHAIN: &str = "nightly-2026-05-20";
 
@@ -43,7 +44,7 @@ fn ensure_wasm_target() -> Result<()> {
 
 /// The pinned nightly with rust-src (for `-Z build-std`) and the wasm32 target; a minimal
 /// profile, so no docs or clippy (about 80 MB).
-fn ensure_threads_toolchain() -> Result<()> {
+pub fn ensure_threads_toolchain() -> Result<()> {
     let t = THREADS_TOOLCHAIN;
     let installed = |what: &str, want: &str| {
         capture("rustup", &[what, "list", "--installed", "--toolchain", t])

@@ -109,7 +109,8 @@ pub fn capture<S: AsRef<OsStr>>(program: S, args: &[&str]) -> Option<String> {
 }
 
 /// A tiny argument parser: `flag("--all")`, `value("--port")` (`--port 80` or `--port=80`),
-/// `passthrough()` (everything after `--`), then `finish()` rejects anything left over.
+/// `positional()` (the first non-option), `passthrough()` (everything after `--`), then
+/// `finish()` rejects anything left over.
 pub struct Args {
     rest: Vec<String>,
     after_dashdash: Vec<String>,
@@ -148,6 +149,12 @@ impl Args {
             return Ok(Some(v));
         }
         Ok(None)
+    }
+
+    /// The first argument that is not an option.
+    pub fn positional(&mut self) -> Option<String> {
+        let i = self.rest.iter().position(|a| !a.starts_with('-'))?;
+        Some(self.rest.remove(i))
     }
 
     pub fn passthrough(&mut self) -> Vec<String> {

@@ -359,6 +359,13 @@ impl GgufHeader {
                     h.alignment
                 )));
             }
+            // Padding after the header can run past the end of a file that holds no data.
+            if h.data_offset > h.file_size {
+                return Err(bad(&format!(
+                    "starts beyond the end of the file: the data section starts at {}, the file has {} bytes",
+                    h.data_offset, h.file_size
+                )));
+            }
             match t.offset.checked_add(t.n_bytes) {
                 Some(end) if end <= data_size => {}
                 _ => return Err(bad("ends beyond the end of the file")),

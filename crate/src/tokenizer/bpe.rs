@@ -8,9 +8,10 @@ use super::unicode::byte_to_char;
 use super::Vocab;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
 
 pub(crate) struct Bpe {
-    pub(crate) pre: PreTokenizer,
+    pub(crate) pre: Arc<PreTokenizer>,
     /// Merge rank by the merge's text `"left right"` (see [`Bpe::rank`]).
     ranks: HashMap<String, u32>,
     /// A word that is itself a token is emitted whole (llama.cpp's `ignore_merges`).
@@ -27,7 +28,7 @@ struct Symbol {
 }
 
 impl Bpe {
-    pub(crate) fn new(pre: PreTokenizer, merges: &[String], ignore_merges: bool) -> Self {
+    pub(crate) fn new(pre: Arc<PreTokenizer>, merges: &[String], ignore_merges: bool) -> Self {
         let mut ranks = HashMap::with_capacity(merges.len());
         for (rank, m) in merges.iter().enumerate() {
             // As llama.cpp, the first rank of a pair listed twice. Every merge is two tokens

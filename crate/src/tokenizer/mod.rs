@@ -25,7 +25,8 @@ mod unicode_table;
 use crate::error::{Error, Result};
 use crate::gguf::{GgufModel, Value};
 use bpe::Bpe;
-use pretokenize::{pre_spec, supported_pre_names, PreTokenizer};
+pub(crate) use pretokenize::supported_pre_names;
+use pretokenize::{pre_spec, PreTokenizer};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// llama.cpp's `llama_token_attr` bits.
@@ -471,7 +472,7 @@ fn read_algorithm(
             check_merges(m, &merges, to_id)?;
             let merges: Vec<String> = merges.iter().map(|s| s.to_string()).collect();
             let bpe = Bpe::new(
-                PreTokenizer::new(spec.regexes)?,
+                PreTokenizer::compiled(spec.regexes)?,
                 &merges,
                 spec.ignore_merges,
             );

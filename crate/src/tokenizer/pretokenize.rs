@@ -18,6 +18,8 @@
 use super::unicode::{class, is_whitespace, Class};
 use crate::error::{Error, Result};
 use fancy_regex::Regex;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
 
 /// `'s|'t|… ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)`
 const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
@@ -300,6 +302,21 @@ pub(crate) struct PreTokenizer {
 }
 
 impl PreTokenizer {
+    /// The pre-tokenizer of a spec's regexes, compiled once per process and then shared: they
+    /// come from the fixed table above, and compiling them (fancy-regex over Unicode classes)
+    /// costs more than the rest of a tokenizer, for each model loaded (`compare`, the fuzzer).
+    pub(crate) fn compiled(regexes: &'static [&'static str]) -> Result<Arc<Self>> {
+        type Compiled = HashMap<&'static [&'static str], Arc<PreTokenizer>>;
+        static COMPILED: LazyLock<Mutex<Compiled>> = LazyLock::new(Default::default);
+        let mut compiled = COMPILED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pre) = compiled.get(regexes) {
+            return Ok(pre.clone());
+        }
+        let pre = Arc::new(Self::new(regexes)?);
+        compiled.insert(regexes, pre.clone());
+        Ok(pre)
+    }
+
     pub(crate) fn new(exprs: &[&str]) -> Result<Self> {
         let regexes = exprs
             .iter()

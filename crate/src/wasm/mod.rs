@@ -12,7 +12,7 @@ use crate::inspect::ModelInfo;
 use crate::memory::{self, DeviceBudget, FitOptions, KvType, LargestTensor};
 use crate::model::{LoadProgress, Model};
 use crate::quant::{convert, GgmlType};
-use crate::source::{check_range, ByteSource, ReadFuture};
+use crate::source::{check_range, window_slice, ByteSource, ReadFuture};
 use js_sys::{Array, Uint8Array};
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
@@ -301,9 +301,8 @@ impl ByteSource for FetchSource {
     fn read_at(&self, offset: u64, len: usize) -> ReadFuture<'_> {
         Box::pin(async move {
             check_range(self, offset, len)?;
-            let end = offset as usize + len;
-            if end <= self.prefetched.len() {
-                return Ok(self.prefetched[offset as usize..end].to_vec());
+            if let Some(bytes) = window_slice(&self.prefetched, offset, len) {
+                return Ok(bytes.to_vec());
             }
             Ok(fetch_range(&self.url, offset, len as u64, Some(self.size))
                 .await?
