@@ -245,6 +245,7 @@ export class QuantwebChat extends HTMLElement {
     if (entry) await api.Engine.deleteCached(entry.key);
     this._history = [];
     this._ui.log.replaceChildren();
+    this._ui.starters.hidden = false;
     this._state = 'intro';
     await this._prepare('The model was removed from this browser.');
   }
