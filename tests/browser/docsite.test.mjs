@@ -291,6 +291,7 @@ test('the assistant: shortcut, verdict before download, grounded answer with lin
   assert.deepEqual(stored, []);
   await page.waitForFunction(() => !document.querySelector('quantweb-chat').shadowRoot.querySelector('.intro button.primary').hidden);
   assert.match(await widget(page, (el) => el.shadowRoot.querySelector('.intro button.primary').textContent), /^Download .* and start$/);
+  assert.equal(await widget(page, (el) => el.shadowRoot.querySelector('.starters').hidden), false, 'the starter questions come back');
   assert.equal(await page.evaluate(() => document.title.length > 0 && document.querySelector('h1').textContent), 'Install');
   assert.deepEqual(errors, []);
   await page.close();
