@@ -546,6 +546,12 @@ export interface EngineInfo {
   uploadMs: number;
   /** Size of the worker's wasm memory (it only grows: this is also its peak). */
   wasmMemoryBytes: number;
+  /**
+   * Bytes of the GPU buffers the engine holds (weights, KV cache, scratch, cached parameters),
+   * as the engine tracks them: WebGPU reports no figure. Set by `refreshInfo()`; null on the CPU
+   * engine and before the first refresh.
+   */
+  gpuBufferBytes?: number | null;
 }
 
 /**

@@ -394,7 +394,7 @@ async function handle(msg) {
     case 'detokenize':
       return need().detokenize(Uint32Array.from(msg.ids || []));
     case 'info':
-      return engineInfo ? { ...engineInfo, wasmMemoryBytes: await wasmMemoryBytes() } : null;
+      return engineInfo ? { ...engineInfo, wasmMemoryBytes: await wasmMemoryBytes(), gpuBufferBytes: engine?.gpuBufferBytes() ?? null } : null;
     case 'reset':
       need().reset();
       return null;

@@ -122,3 +122,60 @@ fn smollm2_decode_step_counts() {
 fn gemma3_decode_step_counts() {
     check(&common::GEMMA_PARTS, GEMMA3_BLOCKS);
 }
+
+/// GPU memory is the tensors, the KV cache and a small scratch, and requests leave it as they
+/// found it: a soak in the browser (tests/browser/soak.test.mjs) checks the same over hundreds
+/// of turns; this pins it natively, where a leak per token shows after a few.
+#[test]
+fn gpu_bytes_are_tensors_kv_and_scratch_and_stay_flat() {
+    let Some((mut model, _gguf, _)) = decode(&[common::SMOLLM2]) else {
+        return;
+    };
+    let live = |m: &Model| m.gpu().unwrap().live_bytes();
+    let after_first = live(&model);
+    let fixed = model.weight_bytes() + model.kv_bytes();
+    let scratch = after_first - fixed;
+    eprintln!("GPU bytes: {after_first} = tensors and KV {fixed} + scratch {scratch}");
+    assert!(after_first >= fixed);
+    assert!(
+        scratch < 32 << 20,
+        "scratch of {scratch} bytes beyond tensors and KV"
+    );
+    let mut sampler = Sampler::new(SamplerConfig::default());
+    for prompt in [
+        &[2u32, 1000, 2000][..],
+        &[2, 7, 8, 9, 10, 11],
+        &[2, 1000, 2000],
+    ] {
+        model.reset();
+        pollster::block_on(generate(
+            &mut model,
+            prompt,
+            6,
+            &mut sampler,
+            None,
+            |_| false,
+            |_, _| true,
+        ))
+        .unwrap();
+    }
+    let warm = live(&model);
+    for _ in 0..3 {
+        model.reset();
+        pollster::block_on(generate(
+            &mut model,
+            &[2, 7, 8, 9, 10, 11],
+            6,
+            &mut sampler,
+            None,
+            |_| false,
+            |_, _| true,
+        ))
+        .unwrap();
+        assert_eq!(
+            live(&model),
+            warm,
+            "GPU bytes grew across requests of seen shapes"
+        );
+    }
+}

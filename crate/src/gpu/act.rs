@@ -1,7 +1,7 @@
 //! Gated activations of the feed-forward block, in place on the gate: `gate = act(gate) · up`.
 //! SwiGLU (llama, qwen) and GeGLU with the tanh GELU (gemma).
 
-use super::{grid, shader::defines, Reads, Rec};
+use super::{grid, shader::defines, Buffer, Reads, Rec};
 use crate::error::Result;
 
 pub use crate::backend::Activation;
@@ -24,8 +24,8 @@ impl GatedAct {
     /// Records `gate[i] = act(gate[i]) · up[i]` for `i < n`.
     pub fn record(
         rec: &mut Rec,
-        gate: &wgpu::Buffer,
-        up: &wgpu::Buffer,
+        gate: &Buffer,
+        up: &Buffer,
         n: u32,
         act: Activation,
     ) -> Result<()> {
@@ -36,8 +36,8 @@ impl GatedAct {
     /// rows alternate gate and up.
     pub fn record_interleaved(
         rec: &mut Rec,
-        gu: &wgpu::Buffer,
-        out: &wgpu::Buffer,
+        gu: &Buffer,
+        out: &Buffer,
         n: u32,
         act: Activation,
     ) -> Result<()> {
@@ -46,8 +46,8 @@ impl GatedAct {
 
     fn dispatch(
         rec: &mut Rec,
-        a: &wgpu::Buffer,
-        b: &wgpu::Buffer,
+        a: &Buffer,
+        b: &Buffer,
         n: u32,
         act: Activation,
         interleaved: bool,

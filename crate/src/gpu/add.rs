@@ -1,6 +1,6 @@
 //! Residual add and bias add, in place: `x += y`, `x[t, :] += b`.
 
-use super::{shader::defines, Reads, Rec};
+use super::{shader::defines, Buffer, Reads, Rec};
 use crate::error::Result;
 
 pub struct Add;
@@ -16,15 +16,15 @@ const WG_SIZE: u32 = 256;
 
 impl Add {
     /// Records `x[i] += y[i]` for the first `n` elements.
-    pub fn record(rec: &mut Rec, x: &wgpu::Buffer, y: &wgpu::Buffer, n: u32) -> Result<()> {
+    pub fn record(rec: &mut Rec, x: &Buffer, y: &Buffer, n: u32) -> Result<()> {
         Self::record_repeated(rec, x, y, n, n)
     }
 
     /// Records `x[t, i] += b[i]`: x f32 [n_tokens, width], b f32 [width] (qwen2's q/k/v biases).
     pub fn record_bias(
         rec: &mut Rec,
-        x: &wgpu::Buffer,
-        b: &wgpu::Buffer,
+        x: &Buffer,
+        b: &Buffer,
         n_tokens: u32,
         width: u32,
     ) -> Result<()> {
@@ -32,13 +32,7 @@ impl Add {
     }
 
     /// `x[i] += y[i % m]` for i < n.
-    fn record_repeated(
-        rec: &mut Rec,
-        x: &wgpu::Buffer,
-        y: &wgpu::Buffer,
-        n: u32,
-        m: u32,
-    ) -> Result<()> {
+    fn record_repeated(rec: &mut Rec, x: &Buffer, y: &Buffer, n: u32, m: u32) -> Result<()> {
         let pipeline = rec.pipeline("add.wgsl", &defines(&[("WG_SIZE", &WG_SIZE.to_string())]))?;
         let p = rec.params(&Params { n, m });
         let reads = Reads::act(4 * (n + m) as u64);

@@ -1,6 +1,6 @@
 //! Greedy sampling on the GPU: only the token id is read back, not the logits.
 
-use super::{shader::defines, Reads, Rec};
+use super::{shader::defines, Buffer, Reads, Rec};
 use crate::error::{Error, Result};
 
 pub struct Argmax;
@@ -11,7 +11,7 @@ impl Argmax {
     /// `out[0]` (u32) = the index of the max of `x[0..n]`, the first one on ties as llama.cpp's
     /// greedy sampler; NaNs are skipped (all NaN gives 0). One workgroup: a 262K vocabulary is
     /// 1 MiB of logits, a few µs of bandwidth, and it avoids a second pass.
-    pub fn record(rec: &mut Rec, x: &wgpu::Buffer, n: u32, out: &wgpu::Buffer) -> Result<()> {
+    pub fn record(rec: &mut Rec, x: &Buffer, n: u32, out: &Buffer) -> Result<()> {
         if n == 0 {
             return Err(Error::Gpu("argmax of 0 values".into()));
         }

@@ -1,6 +1,6 @@
 //! The KV cache of a layer and causal attention over it (GQA, sliding window, online softmax).
 
-use super::{grid, shader::defines, Gpu, Pos, Reads, Rec, RmsNorm, RopeMode, RopeSpec};
+use super::{grid, shader::defines, Buffer, Gpu, Pos, Reads, Rec, RmsNorm, RopeMode, RopeSpec};
 use crate::error::{Error, Result};
 
 /// KV cache of one layer: `cells` slots of `n_kv × head_dim` values each for K and for V, stored
@@ -9,9 +9,9 @@ use crate::error::{Error, Result};
 /// batch − 1), `cells = n_ctx` for global layers.
 pub struct KvCache {
     /// f16 [cells, n_kv, head_dim], packed in pairs.
-    pub k: wgpu::Buffer,
+    pub k: Buffer,
     /// f16 [cells, n_kv, head_dim], packed in pairs.
-    pub v: wgpu::Buffer,
+    pub v: Buffer,
     pub cells: u32,
     pub n_kv: u32,
     pub head_dim: u32,
@@ -40,15 +40,15 @@ struct StoreParams {
 /// The query side of [`KvCache::record_store`]: q, f32 [n_tokens, n_head, head_dim], is
 /// rotated in place and then multiplied by `q_scale`.
 pub struct RopeQ<'a> {
-    pub q: &'a wgpu::Buffer,
+    pub q: &'a Buffer,
     pub n_head: u32,
     pub q_scale: f32,
     pub spec: &'a RopeSpec<'a>,
     /// Per-head RMSNorm weights of q and k, f32 [head_dim] each, applied before the rotation
     /// (qwen3, gemma3), with this eps.
-    pub norms: Option<([&'a wgpu::Buffer; 2], f32)>,
+    pub norms: Option<([&'a Buffer; 2], f32)>,
     /// Biases added to q, k and v first (qwen2), f32 [heads · head_dim] each.
-    pub biases: Option<[&'a wgpu::Buffer; 3]>,
+    pub biases: Option<[&'a Buffer; 3]>,
 }
 
 #[repr(C)]
@@ -92,8 +92,8 @@ impl KvCache {
     pub fn record_store(
         &self,
         rec: &mut Rec,
-        k: &wgpu::Buffer,
-        v: &wgpu::Buffer,
+        k: &Buffer,
+        v: &Buffer,
         n_tokens: u32,
         pos: &Pos,
         rope: Option<RopeQ>,
@@ -166,7 +166,7 @@ impl KvCache {
         });
         let mut buffers = vec![k, v, &self.k, &self.v, &params, &pos.buf, r.q];
         // Optional bindings follow in this order, each at the index its define names.
-        let at = |buffers: &Vec<&wgpu::Buffer>, i: usize| (buffers.len() + i).to_string();
+        let at = |buffers: &Vec<&Buffer>, i: usize| (buffers.len() + i).to_string();
         let mut numbered: Vec<(&str, String)> = vec![];
         if let Some(ff) = r.spec.freq_factors {
             defs.push(("FREQ_FACTORS", ""));
@@ -222,9 +222,9 @@ impl Attention {
     #[allow(clippy::too_many_arguments)]
     pub fn record(
         rec: &mut Rec,
-        q: &wgpu::Buffer,
+        q: &Buffer,
         cache: &KvCache,
-        out: &wgpu::Buffer,
+        out: &Buffer,
         n_tokens: u32,
         pos: &Pos,
         n_head: u32,

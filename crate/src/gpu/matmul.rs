@@ -32,7 +32,7 @@
 //! All arithmetic is f32, in the order of `quant::dequantize`, so dequantized weights equal the
 //! CPU's bit for bit and products differ from a CPU f32 matmul only by summation order.
 
-use super::{grid, shader::defines, ActKind, Activation, GatedAct, Gpu, MatIn, Reads, Rec};
+use super::{grid, shader::defines, ActKind, Activation, Buffer, GatedAct, Gpu, MatIn, Reads, Rec};
 use crate::error::{Error, Result};
 use crate::quant::GgmlType;
 
@@ -74,10 +74,10 @@ struct MatParams {
 /// Where a matrix product goes (mat_out.wgsl).
 #[derive(Clone, Copy)]
 enum MatOut<'a> {
-    Y(&'a wgpu::Buffer),
-    AddTo(&'a wgpu::Buffer),
-    Split([&'a wgpu::Buffer; 3], [u32; 2]),
-    Gated(&'a wgpu::Buffer, Activation),
+    Y(&'a Buffer),
+    AddTo(&'a Buffer),
+    Split([&'a Buffer; 3], [u32; 2]),
+    Gated(&'a Buffer, Activation),
 }
 
 #[repr(C)]
@@ -103,7 +103,7 @@ pub struct QMatrix {
 /// Rows `row0 .. row0 + rows` in one buffer: block bodies, then (for d-separated types) the
 /// f16 d array at word `d_off`.
 struct Part {
-    buf: wgpu::Buffer,
+    buf: Buffer,
     row0: u32,
     rows: u32,
     d_off: u32,
@@ -405,7 +405,7 @@ impl QMatrix {
     }
 
     /// Fails unless `buf` holds at least `len` f32 or u32 values.
-    fn check_len(&self, what: &str, buf: &wgpu::Buffer, len: u64) -> Result<()> {
+    fn check_len(&self, what: &str, buf: &Buffer, len: u64) -> Result<()> {
         if buf.size() < len * 4 {
             return Err(Error::Gpu(format!(
                 "{} matrix [{} x {}]: {what} buffer has {} bytes, needs {}",
@@ -423,13 +423,7 @@ impl QMatrix {
     /// [n_tokens, rows] (row-major, contiguous from offset 0). Uses a matrix×vector kernel when
     /// n_tokens == 1 (decode) and a tiled matrix×matrix kernel otherwise (prefill). With
     /// `x.delta` (Q8_1 activations, see quantize.rs) Q4_1/Q5_1 add each block's min correction.
-    pub fn record_matmul(
-        &self,
-        rec: &mut Rec,
-        x: MatIn,
-        y: &wgpu::Buffer,
-        n_tokens: u32,
-    ) -> Result<()> {
+    pub fn record_matmul(&self, rec: &mut Rec, x: MatIn, y: &Buffer, n_tokens: u32) -> Result<()> {
         self.record(rec, x, MatOut::Y(y), n_tokens)
     }
 
@@ -439,7 +433,7 @@ impl QMatrix {
         &self,
         rec: &mut Rec,
         x: MatIn,
-        y: &wgpu::Buffer,
+        y: &Buffer,
         n_tokens: u32,
     ) -> Result<()> {
         self.record(rec, x, MatOut::AddTo(y), n_tokens)
@@ -452,7 +446,7 @@ impl QMatrix {
         &self,
         rec: &mut Rec,
         x: MatIn,
-        ys: [&wgpu::Buffer; 3],
+        ys: [&Buffer; 3],
         seg: [u32; 2],
         n_tokens: u32,
     ) -> Result<()> {
@@ -466,8 +460,8 @@ impl QMatrix {
         &self,
         rec: &mut Rec,
         x: MatIn,
-        gu: &wgpu::Buffer,
-        out: &wgpu::Buffer,
+        gu: &Buffer,
+        out: &Buffer,
         n_tokens: u32,
         act: Activation,
     ) -> Result<()> {
@@ -485,7 +479,7 @@ impl QMatrix {
         let (n, rows) = (n_tokens as u64, self.rows as u64);
         self.check_len("x", x.x, n * self.cols as u64)?;
         let mut seg = [self.rows; 2];
-        let mut ys: Vec<&wgpu::Buffer> = vec![];
+        let mut ys: Vec<&Buffer> = vec![];
         match out {
             MatOut::Y(y) | MatOut::AddTo(y) => {
                 self.check_len("y", y, n * rows)?;
@@ -634,8 +628,8 @@ impl QMatrix {
     pub fn record_embed(
         &self,
         rec: &mut Rec,
-        ids: &wgpu::Buffer,
-        out: &wgpu::Buffer,
+        ids: &Buffer,
+        out: &Buffer,
         n: u32,
         scale: f32,
     ) -> Result<()> {
@@ -984,7 +978,7 @@ mod tests {
             for (n, as_cpu) in [(1u32, cpu), (1, !cpu), (7, cpu), (40, !cpu)] {
                 gpu.features.cpu = as_cpu;
                 let gpu = &gpu;
-                let read = |b: &wgpu::Buffer, len: u32| {
+                let read = |b: &Buffer, len: u32| {
                     pollster::block_on(gpu.read_f32(b, len as usize)).unwrap()
                 };
                 let x = (0..n * cols).map(|_| rng.f32()).collect::<Vec<f32>>();

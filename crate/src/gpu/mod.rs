@@ -31,9 +31,59 @@ pub use rope::*;
 
 use crate::error::{Error, Result};
 use shader::Defines;
+use std::cell::Cell;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+
+/// A GPU buffer whose bytes count in [`Gpu::live_bytes`] until its last clone is dropped.
+/// WebGPU reports no memory figure, so the engine keeps its own: every buffer comes from
+/// [`Gpu::create`], and the caches hold these handles too, so what they keep alive is counted.
+#[derive(Clone, Debug)]
+pub struct Buffer(Rc<Tracked>);
+
+#[derive(Debug)]
+struct Tracked {
+    buf: wgpu::Buffer,
+    live: Rc<Cell<u64>>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.live.set(self.live.get() - self.buf.size());
+    }
+}
+
+/// See [`Gpu::live_counter`].
+#[derive(Clone, Debug)]
+pub struct LiveBytes(Rc<Cell<u64>>);
+
+impl LiveBytes {
+    pub fn get(&self) -> u64 {
+        self.0.get()
+    }
+}
+
+impl std::ops::Deref for Buffer {
+    type Target = wgpu::Buffer;
+    fn deref(&self) -> &wgpu::Buffer {
+        &self.0.buf
+    }
+}
+
+impl PartialEq for Buffer {
+    fn eq(&self, other: &Self) -> bool {
+        Rc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Buffer {}
+
+impl std::hash::Hash for Buffer {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        Rc::as_ptr(&self.0).hash(h)
+    }
+}
 
 /// What the device offers beyond core WebGPU; faster kernel variants are chosen from it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,14 +139,16 @@ pub struct Gpu {
     pipelines: RefCell<HashMap<(String, Defines), Rc<wgpu::ComputePipeline>>>,
     /// Parameter uniforms by content and bind groups by (pipeline, buffers): allocated once,
     /// reused by every later batch of the same shapes.
-    uniforms: RefCell<HashMap<Vec<u8>, wgpu::Buffer>>,
+    uniforms: RefCell<HashMap<Vec<u8>, Buffer>>,
     /// Everything recorded on this device so far (see [`Rec`]); callers take differences.
-    counts: std::cell::Cell<Counts>,
+    counts: Cell<Counts>,
     /// Why the device was lost, once it is (driver reset, GPU process crash, destroy()).
     lost: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     /// The first error the device reported outside any call (wgpu's default handler panics).
     failed: std::sync::Arc<std::sync::Mutex<Option<String>>>,
-    binds: RefCell<HashMap<(wgpu::ComputePipeline, Vec<wgpu::Buffer>), wgpu::BindGroup>>,
+    binds: RefCell<HashMap<(wgpu::ComputePipeline, Vec<Buffer>), wgpu::BindGroup>>,
+    /// Bytes of the buffers alive on this device (see [`Buffer`]).
+    live: Rc<Cell<u64>>,
 }
 
 /// Entries a cache may hold before it is emptied: far more than a model's distinct shapes
@@ -212,6 +264,7 @@ impl Gpu {
             lost,
             failed,
             binds: RefCell::new(HashMap::new()),
+            live: Rc::default(),
         })
     }
 
@@ -244,14 +297,14 @@ impl Gpu {
     }
 
     /// A storage buffer holding `data` (padded to a multiple of 4 bytes, as WGSL reads words).
-    pub fn upload(&self, label: &str, data: &[u8]) -> wgpu::Buffer {
+    pub fn upload(&self, label: &str, data: &[u8]) -> Buffer {
         let buf = self.storage(label, data.len() as u64);
         self.write(&buf, 0, &pad4(data));
         buf
     }
 
     /// `queue.write_buffer`, counted: it takes effect before the next submission.
-    pub fn write(&self, buf: &wgpu::Buffer, offset: u64, data: &[u8]) {
+    pub fn write(&self, buf: &Buffer, offset: u64, data: &[u8]) {
         self.queue.write_buffer(buf, offset, data);
         self.count(|c| c.written_bytes += data.len() as u64);
     }
@@ -270,7 +323,7 @@ impl Gpu {
     /// A uniform buffer holding `bytes` (a shader's parameter struct), one per distinct
     /// content: parameters never change once written, so every op with the same shapes
     /// shares it.
-    fn params(&self, bytes: &[u8]) -> wgpu::Buffer {
+    fn params(&self, bytes: &[u8]) -> Buffer {
         if let Some(b) = self.uniforms.borrow().get(bytes) {
             return b.clone();
         }
@@ -284,39 +337,59 @@ impl Gpu {
     }
 
     /// A uniform buffer of `bytes`, padded to WGSL's 16-byte uniform size granularity.
-    fn uniform(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
+    fn uniform(&self, label: &str, bytes: &[u8]) -> Buffer {
         let mut padded = bytes.to_vec();
         padded.resize(bytes.len().next_multiple_of(16).max(16), 0);
-        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: padded.len() as u64,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let buf = self.create(
+            label,
+            padded.len() as u64,
+            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        );
         self.write(&buf, 0, &padded);
         buf
     }
 
     /// A zeroed storage buffer of `size` bytes.
-    pub fn storage(&self, label: &str, size: u64) -> wgpu::Buffer {
-        self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: size.next_multiple_of(4).max(4),
-            usage: wgpu::BufferUsages::STORAGE
+    pub fn storage(&self, label: &str, size: u64) -> Buffer {
+        self.create(
+            label,
+            size.next_multiple_of(4).max(4),
+            wgpu::BufferUsages::STORAGE
                 | wgpu::BufferUsages::COPY_DST
                 | wgpu::BufferUsages::COPY_SRC,
+        )
+    }
+
+    /// Every buffer of this device is made here, so that [`Gpu::live_bytes`] sees it.
+    fn create(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> Buffer {
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage,
             mapped_at_creation: false,
-        })
+        });
+        self.live.set(self.live.get() + size);
+        Buffer(Rc::new(Tracked {
+            buf,
+            live: self.live.clone(),
+        }))
+    }
+
+    /// Bytes of the GPU buffers alive now: weights, KV cache, activations, parameters, and
+    /// whatever the caches keep. Flat across requests once every shape was seen.
+    pub fn live_bytes(&self) -> u64 {
+        self.live_counter().get()
+    }
+
+    /// [`Gpu::live_bytes`] readable without the device, as the page asks while a request runs.
+    pub fn live_counter(&self) -> LiveBytes {
+        LiveBytes(self.live.clone())
     }
 
     /// A bind group for `pipeline`'s group 0 with whole `buffers` at bindings 0, 1, 2, … in
     /// order. Made once per (pipeline, buffers): a decode step binds the same buffers as the
     /// one before it.
-    pub fn bind(
-        &self,
-        pipeline: &wgpu::ComputePipeline,
-        buffers: &[&wgpu::Buffer],
-    ) -> wgpu::BindGroup {
+    pub fn bind(&self, pipeline: &wgpu::ComputePipeline, buffers: &[&Buffer]) -> wgpu::BindGroup {
         let key = (
             pipeline.clone(),
             buffers.iter().map(|&b| b.clone()).collect::<Vec<_>>(),
@@ -358,12 +431,12 @@ impl Gpu {
     }
 
     /// Copies `size` bytes of `src` back to the CPU, without blocking (one submission).
-    pub async fn read(&self, src: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
+    pub async fn read(&self, src: &Buffer, size: u64) -> Result<Vec<u8>> {
         Rec::new(self).submit_and_read(src, size).await
     }
 
     /// `read` as f32 values.
-    pub async fn read_f32(&self, src: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+    pub async fn read_f32(&self, src: &Buffer, len: usize) -> Result<Vec<f32>> {
         Ok(bytemuck::cast_slice(&self.read(src, len as u64 * 4).await?).to_vec())
     }
 }
@@ -372,15 +445,15 @@ impl Gpu {
 /// RoPE, the KV store and attention read it from here, so their other parameters (and bind
 /// groups) stay the same from one token to the next.
 pub struct Pos {
-    pub buf: wgpu::Buffer,
-    value: std::cell::Cell<u32>,
+    pub buf: Buffer,
+    value: Cell<u32>,
 }
 
 impl Pos {
     pub fn new(gpu: &Gpu, pos0: u32) -> Pos {
         Pos {
             buf: gpu.uniform("pos0", bytemuck::bytes_of(&pos0)),
-            value: std::cell::Cell::new(pos0),
+            value: Cell::new(pos0),
         }
     }
 

@@ -2,8 +2,8 @@
 //! compute pass of one command encoder ([`Rec`]), submitted once by [`Pass::finish`].
 
 use super::{
-    ActInputs, ActQuant, Add, Argmax, Attention, Counts, GatedAct, Gpu, KvCache, Pos, PostNorm,
-    QMatrix, Rec, RopeQ, RopeSpec,
+    ActInputs, ActQuant, Add, Argmax, Attention, Buffer, Counts, GatedAct, Gpu, KvCache, Pos,
+    PostNorm, QMatrix, Rec, RopeQ, RopeSpec,
 };
 use crate::backend::{
     Act, Activation, Attend, Backend, GateUp, KvCells, Matrix, Output, Pass, Qkv, Rope, Shape, Want,
@@ -14,25 +14,25 @@ use crate::quant::GgmlType;
 /// Activations for one batch, allocated once.
 pub struct RunState {
     shape: Shape,
-    ids: wgpu::Buffer,    // u32 [batch]
-    x: wgpu::Buffer,      // f32 [batch, n_embd]   the residual stream
-    xb: wgpu::Buffer,     // f32 [batch, n_embd]   normed input of a sublayer
-    o: wgpu::Buffer,      // f32 [batch, n_embd]   output of a sublayer
-    q: wgpu::Buffer,      // f32 [batch, n_head, head_dim]
-    k: wgpu::Buffer,      // f32 [batch, n_head_kv, head_dim]
-    v: wgpu::Buffer,      // f32 [batch, n_head_kv, head_dim]
-    att: wgpu::Buffer,    // f32 [batch, n_head, head_dim]
-    gate: wgpu::Buffer,   // f32 [batch, n_ff]       the gated activation (down's input)
-    up: wgpu::Buffer,     // f32 [batch, 2 · n_ff]   up, or interleaved gate and up products
-    last: wgpu::Buffer,   // f32 [n_embd]          the normed last position
-    logits: wgpu::Buffer, // f32 [n_vocab]
-    token: wgpu::Buffer,  // u32 [1]               argmax of logits
+    ids: Buffer,    // u32 [batch]
+    x: Buffer,      // f32 [batch, n_embd]   the residual stream
+    xb: Buffer,     // f32 [batch, n_embd]   normed input of a sublayer
+    o: Buffer,      // f32 [batch, n_embd]   output of a sublayer
+    q: Buffer,      // f32 [batch, n_head, head_dim]
+    k: Buffer,      // f32 [batch, n_head_kv, head_dim]
+    v: Buffer,      // f32 [batch, n_head_kv, head_dim]
+    att: Buffer,    // f32 [batch, n_head, head_dim]
+    gate: Buffer,   // f32 [batch, n_ff]       the gated activation (down's input)
+    up: Buffer,     // f32 [batch, 2 · n_ff]   up, or interleaved gate and up products
+    last: Buffer,   // f32 [n_embd]          the normed last position
+    logits: Buffer, // f32 [n_vocab]
+    token: Buffer,  // u32 [1]               argmax of logits
     /// The batch's first position, read by RoPE, the KV store and attention.
     pos: Pos,
     /// Matmul inputs quantized as llama.cpp's CPU backend does (see gpu/quantize.rs).
     act: ActQuant,
     /// f32 [batch, n_vocab], only for scoring every position.
-    all_logits: Option<wgpu::Buffer>,
+    all_logits: Option<Buffer>,
 }
 
 impl Matrix for QMatrix {
@@ -56,7 +56,7 @@ impl KvCells for KvCache {
 }
 
 impl Backend for Gpu {
-    type Vector = wgpu::Buffer;
+    type Vector = Buffer;
     type Matrix = QMatrix;
     type Kv = KvCache;
     type State = RunState;
@@ -70,7 +70,7 @@ impl Backend for Gpu {
         m.write_rows(self, row0, data)
     }
 
-    fn vector(&self, label: &str, values: &[f32]) -> wgpu::Buffer {
+    fn vector(&self, label: &str, values: &[f32]) -> Buffer {
         self.upload(label, bytemuck::cast_slice(values))
     }
 
@@ -145,7 +145,7 @@ impl<'a> GpuPass<'a> {
             .expect("the forward pass norms before it projects")
     }
 
-    fn post(&self, w: Option<&'a wgpu::Buffer>) -> Option<PostNorm<'a>> {
+    fn post(&self, w: Option<&'a Buffer>) -> Option<PostNorm<'a>> {
         w.map(|w| PostNorm { o: &self.s.o, w })
     }
 }
@@ -158,9 +158,9 @@ impl<'a> Pass<'a, Gpu> for GpuPass<'a> {
 
     fn norm(
         &mut self,
-        w: &'a wgpu::Buffer,
+        w: &'a Buffer,
         eps: f32,
-        post: Option<&'a wgpu::Buffer>,
+        post: Option<&'a Buffer>,
         for_matrices: &[&'a QMatrix],
     ) -> Result<()> {
         let (s, d) = (self.s, self.s.shape.n_embd);
@@ -205,7 +205,7 @@ impl<'a> Pass<'a, Gpu> for GpuPass<'a> {
         }
     }
 
-    fn rope_store(&mut self, kv: &'a KvCache, r: &Rope<'a, wgpu::Buffer>) -> Result<()> {
+    fn rope_store(&mut self, kv: &'a KvCache, r: &Rope<'a, Buffer>) -> Result<()> {
         let (s, n) = (self.s, self.n);
         let (q_rows, kv_rows) = (
             s.shape.n_head * s.shape.head_dim,
@@ -279,12 +279,7 @@ impl<'a> Pass<'a, Gpu> for GpuPass<'a> {
         }
     }
 
-    fn project(
-        &mut self,
-        from: Act,
-        m: &'a QMatrix,
-        post: Option<&'a wgpu::Buffer>,
-    ) -> Result<bool> {
+    fn project(&mut self, from: Act, m: &'a QMatrix, post: Option<&'a Buffer>) -> Result<bool> {
         let (s, n) = (self.s, self.n);
         let (x, cols) = match from {
             Act::Att => (&s.att, s.shape.n_head * s.shape.head_dim),
@@ -301,9 +296,9 @@ impl<'a> Pass<'a, Gpu> for GpuPass<'a> {
 
     fn head(
         &mut self,
-        w: &'a wgpu::Buffer,
+        w: &'a Buffer,
         eps: f32,
-        post: Option<&'a wgpu::Buffer>,
+        post: Option<&'a Buffer>,
         output: &'a QMatrix,
         want: Want,
     ) -> Result<()> {

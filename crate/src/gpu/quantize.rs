@@ -8,7 +8,7 @@
 //! quantize.wgsl`, written back dequantized) and its outputs track the oracle's instead of an
 //! idealized f32 model. See ARCHITECTURE.md, "Matching llama.cpp".
 
-use super::{grid, shader::defines, Gpu, PostNorm, QMatrix, Reads, Rec, RmsNorm};
+use super::{grid, shader::defines, Buffer, Gpu, PostNorm, QMatrix, Reads, Rec, RmsNorm};
 use crate::error::{Error, Result};
 
 pub use crate::backend::ActKind;
@@ -27,8 +27,8 @@ impl ActKind {
 /// activations the per-block correction of their min term, f32 [n_tokens, cols / 32].
 #[derive(Clone, Copy)]
 pub struct MatIn<'a> {
-    pub x: &'a wgpu::Buffer,
-    pub delta: Option<&'a wgpu::Buffer>,
+    pub x: &'a Buffer,
+    pub delta: Option<&'a Buffer>,
     /// x is not yet quantized: the matvec quantizes it to this kind as it starts (matvec.wgsl
     /// QUANT_IN), which saves a decode step the quantization's own dispatch.
     pub quantize: Option<ActKind>,
@@ -39,7 +39,7 @@ pub struct MatIn<'a> {
 
 impl<'a> MatIn<'a> {
     /// Activations used as they are (f32 × weights).
-    pub fn plain(x: &'a wgpu::Buffer) -> Self {
+    pub fn plain(x: &'a Buffer) -> Self {
         MatIn {
             x,
             delta: None,
@@ -53,7 +53,7 @@ impl<'a> MatIn<'a> {
 /// for the largest input (`max_elements` = tokens × cols).
 pub struct ActQuant {
     // (kind, xq f32 [max_elements], delta f32 [max_elements / 32] for Q8_1)
-    bufs: Vec<(ActKind, wgpu::Buffer, Option<wgpu::Buffer>)>,
+    bufs: Vec<(ActKind, Buffer, Option<Buffer>)>,
 }
 
 impl ActQuant {
@@ -86,7 +86,7 @@ impl ActQuant {
     pub fn record<'a>(
         &'a self,
         rec: &mut Rec,
-        x: &'a wgpu::Buffer,
+        x: &'a Buffer,
         n_tokens: u32,
         cols: u32,
         for_matrices: &[&QMatrix],
@@ -114,10 +114,10 @@ impl ActQuant {
     pub fn record_norm<'a>(
         &'a self,
         rec: &mut Rec,
-        x: &wgpu::Buffer,
+        x: &Buffer,
         x_row0: u32,
-        w: &wgpu::Buffer,
-        xb: &'a wgpu::Buffer,
+        w: &Buffer,
+        xb: &'a Buffer,
         n_tokens: u32,
         cols: u32,
         eps: f32,
@@ -146,7 +146,7 @@ impl ActQuant {
     fn record_kind(
         &self,
         rec: &mut Rec,
-        x: &wgpu::Buffer,
+        x: &Buffer,
         n_tokens: u32,
         cols: u32,
         kind: ActKind,
@@ -171,10 +171,10 @@ impl ActQuant {
     fn checked_buffers(
         &self,
         kind: ActKind,
-        x: &wgpu::Buffer,
+        x: &Buffer,
         n_tokens: u32,
         cols: u32,
-    ) -> Result<(&wgpu::Buffer, Option<&wgpu::Buffer>)> {
+    ) -> Result<(&Buffer, Option<&Buffer>)> {
         let n = n_tokens as u64 * cols as u64;
         let (xq, delta) = self.buffers(kind)?;
         if xq.size() < n * 4 || x.size() < n * 4 || !cols.is_multiple_of(kind.block()) {
@@ -186,7 +186,7 @@ impl ActQuant {
         Ok((xq, delta))
     }
 
-    fn buffers(&self, kind: ActKind) -> Result<(&wgpu::Buffer, Option<&wgpu::Buffer>)> {
+    fn buffers(&self, kind: ActKind) -> Result<(&Buffer, Option<&Buffer>)> {
         self.bufs
             .iter()
             .find(|(k, ..)| *k == kind)
@@ -211,13 +211,13 @@ fn kinds(matrices: &[&QMatrix]) -> Vec<ActKind> {
 #[derive(Clone, Copy)]
 pub struct QuantOut<'a> {
     pub kind: ActKind,
-    pub xq: &'a wgpu::Buffer,
-    pub delta: Option<&'a wgpu::Buffer>,
+    pub xq: &'a Buffer,
+    pub delta: Option<&'a Buffer>,
 }
 
 /// The quantized forms of one activation buffer (see [`ActQuant::record`]).
 pub struct ActInputs<'a> {
-    x: &'a wgpu::Buffer,
+    x: &'a Buffer,
     quant: &'a ActQuant,
     /// x stays f32 and each matrix quantizes it in its own kernel.
     in_kernel: bool,
@@ -378,7 +378,7 @@ mod tests {
         for ty in ONE_PER_KIND.into_iter().chain([GgmlType::F32]) {
             for (row0, n) in [(0u32, rows), (rows - 1, 1)] {
                 let m = weights(ty);
-                let read = |b: &wgpu::Buffer, len: u32| {
+                let read = |b: &Buffer, len: u32| {
                     pollster::block_on(gpu.read_f32(b, len as usize)).unwrap()
                 };
                 let mut outs = vec![];

@@ -6,7 +6,7 @@
 //! dispatches before it in the same pass wrote: one pass costs nothing in correctness. Only a
 //! buffer copy ends the pass, and the forward pass records none.
 
-use super::Gpu;
+use super::{Buffer, Gpu};
 use crate::error::{Error, Result};
 use serde::Serialize;
 
@@ -134,7 +134,7 @@ impl<'g> Rec<'g> {
     }
 
     /// The uniform buffer holding `params`, a shader's `#[repr(C)]` parameter struct.
-    pub fn params<P: bytemuck::Pod>(&self, params: &P) -> wgpu::Buffer {
+    pub fn params<P: bytemuck::Pod>(&self, params: &P) -> Buffer {
         self.gpu.params(bytemuck::bytes_of(params))
     }
 
@@ -143,7 +143,7 @@ impl<'g> Rec<'g> {
     pub fn dispatch(
         &mut self,
         pipeline: &wgpu::ComputePipeline,
-        buffers: &[&wgpu::Buffer],
+        buffers: &[&Buffer],
         groups: (u32, u32, u32),
         reads: Reads,
     ) {
@@ -172,9 +172,9 @@ impl<'g> Rec<'g> {
     /// Copies `size` bytes between buffers; this ends the open compute pass.
     pub fn copy(
         &mut self,
-        src: &wgpu::Buffer,
+        src: &Buffer,
         src_offset: u64,
-        dst: &wgpu::Buffer,
+        dst: &Buffer,
         dst_offset: u64,
         size: u64,
     ) {
@@ -193,16 +193,15 @@ impl<'g> Rec<'g> {
     /// Submits what was recorded together with a copy of `size` bytes of `src` into a mapped
     /// buffer, and returns those bytes once the GPU is done: one submission for a whole batch
     /// and its result. Never blocks in the browser (`map_async` and an awaited channel).
-    pub async fn submit_and_read(mut self, src: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
+    pub async fn submit_and_read(mut self, src: &Buffer, size: u64) -> Result<Vec<u8>> {
         let gpu = self.gpu;
         gpu.check_lost()?;
         let size = size.next_multiple_of(4);
-        let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
+        let staging = gpu.create(
+            "readback",
             size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        );
         self.copy(src, 0, &staging, 0, size);
         self.submit();
         gpu.count(|c| {

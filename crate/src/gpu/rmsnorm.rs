@@ -1,7 +1,7 @@
 //! RMSNorm over rows: the block input norms, the final norm, per-head q/k norms (qwen3, gemma3)
 //! and gemma3's post-norms.
 
-use super::{grid, shader::defines, QuantOut, Reads, Rec};
+use super::{grid, shader::defines, Buffer, QuantOut, Reads, Rec};
 use crate::error::Result;
 
 pub struct RmsNorm;
@@ -10,8 +10,8 @@ pub struct RmsNorm;
 /// to the residual stream: the next norm does it first (`RmsNorm::record_quantized`).
 #[derive(Clone, Copy)]
 pub struct PostNorm<'a> {
-    pub o: &'a wgpu::Buffer,
-    pub w: &'a wgpu::Buffer,
+    pub o: &'a Buffer,
+    pub w: &'a Buffer,
 }
 
 #[repr(C)]
@@ -32,9 +32,9 @@ impl RmsNorm {
     #[allow(clippy::too_many_arguments)]
     pub fn record(
         rec: &mut Rec,
-        x: &wgpu::Buffer,
-        w: &wgpu::Buffer,
-        out: &wgpu::Buffer,
+        x: &Buffer,
+        w: &Buffer,
+        out: &Buffer,
         rows: u32,
         d: u32,
         eps: f32,
@@ -49,10 +49,10 @@ impl RmsNorm {
     #[allow(clippy::too_many_arguments)]
     pub fn record_quantized(
         rec: &mut Rec,
-        x: &wgpu::Buffer,
+        x: &Buffer,
         x_row0: u32,
-        w: &wgpu::Buffer,
-        out: &wgpu::Buffer,
+        w: &Buffer,
+        out: &Buffer,
         rows: u32,
         d: u32,
         eps: f32,
@@ -66,8 +66,8 @@ impl RmsNorm {
     /// `d` = head_dim.
     pub fn record_in_place(
         rec: &mut Rec,
-        x: &wgpu::Buffer,
-        w: &wgpu::Buffer,
+        x: &Buffer,
+        w: &Buffer,
         rows: u32,
         d: u32,
         eps: f32,
@@ -88,10 +88,10 @@ impl RmsNorm {
     #[allow(clippy::too_many_arguments)]
     fn dispatch(
         rec: &mut Rec,
-        x: &wgpu::Buffer,
+        x: &Buffer,
         x_row0: u32,
-        w: &wgpu::Buffer,
-        out: Option<&wgpu::Buffer>,
+        w: &Buffer,
+        out: Option<&Buffer>,
         rows: u32,
         d: u32,
         eps: f32,
@@ -238,7 +238,7 @@ mod tests {
             }
             let dispatches = gpu.counts().dispatches - before;
             rec.submit();
-            let read = |b: &wgpu::Buffer| pollster::block_on(gpu.read_f32(b, n)).unwrap();
+            let read = |b: &Buffer| pollster::block_on(gpu.read_f32(b, n)).unwrap();
             let bits = |v: Vec<f32>| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             results.push((bits(read(&x)), bits(read(&out)), dispatches));
         }

@@ -3,6 +3,8 @@
 
 pub use crate::backend::RopeMode;
 
+use super::Buffer;
+
 /// How a layer rotates its q and k.
 #[derive(Clone, Copy)]
 pub struct RopeSpec<'a> {
@@ -14,7 +16,7 @@ pub struct RopeSpec<'a> {
     pub attn_factor: f32,
     pub mode: RopeMode,
     /// f32 [n_rot / 2] divisors of the frequencies (llama3 `rope_freqs`, phi3 rope factors).
-    pub freq_factors: Option<&'a wgpu::Buffer>,
+    pub freq_factors: Option<&'a Buffer>,
 }
 
 #[cfg(test)]
@@ -197,7 +199,7 @@ mod tests {
                 );
             }
             // The cache holds k rotated the same way and v, rounded to f16, from cell pos0.
-            let cells = |b: &wgpu::Buffer| {
+            let cells = |b: &Buffer| {
                 let bytes = pollster::block_on(
                     gpu.read(b, (kv.cells as usize * n_kv * c.head_dim * 2) as u64),
                 )
@@ -289,9 +291,8 @@ mod tests {
                 kv.record_store(&mut rec, &k, &v, n, &pos, Some(rope))
                     .unwrap();
                 rec.submit();
-                let read = |b: &wgpu::Buffer, len: usize| {
-                    pollster::block_on(gpu.read(b, len as u64)).unwrap()
-                };
+                let read =
+                    |b: &Buffer, len: usize| pollster::block_on(gpu.read(b, len as u64)).unwrap();
                 outs.push((
                     read(&q, q_len * 4),
                     read(&kv.k, kv.k.size() as usize),

@@ -605,6 +605,8 @@ pub struct WasmEngine {
     info: EngineInfo,
     /// The file and the calculator's total, for `compare`.
     size: crate::compare::Size,
+    /// GPU buffer bytes alive (the GPU engine only).
+    gpu_bytes: Option<crate::gpu::LiveBytes>,
 }
 
 #[derive(Clone, Serialize)]
@@ -832,6 +834,7 @@ impl WasmEngine {
         let size = ModelInfo::from_model(&gguf)
             .and_then(|info| crate::compare::Size::of(&info))
             .map_err(js_err)?;
+        let gpu_bytes = model.gpu().map(Gpu::live_counter);
         let engine = Engine::new(&gguf, model).map_err(js_err)?;
         let m = &engine.model;
         let info = EngineInfo {
@@ -856,6 +859,7 @@ impl WasmEngine {
             inner: std::rc::Rc::new(std::cell::RefCell::new(engine)),
             info,
             size,
+            gpu_bytes,
         })
     }
 
@@ -863,6 +867,14 @@ impl WasmEngine {
     /// chatTemplate ("model" | "gemma" | "chatml"), adapter}`.
     pub fn info(&self) -> JsResult<JsValue> {
         to_js(&self.info)
+    }
+
+    /// Bytes of the GPU buffers the engine holds now (weights, KV cache, scratch, cached
+    /// parameters), tracked by the engine as WebGPU reports none; undefined on the CPU engine.
+    /// Readable while a request runs.
+    #[wasm_bindgen(js_name = gpuBufferBytes)]
+    pub fn gpu_buffer_bytes(&self) -> Option<f64> {
+        self.gpu_bytes.as_ref().map(|l| l.get() as f64)
     }
 
     /// Token ids of `text` without BOS.
