@@ -125,6 +125,24 @@ for (const [status, minMs] of [[500, 400], [503, 900], [429, 900]]) {
   });
 }
 
+test('a server that stays down (HTTP 503 on every try): after 5 tries an HttpError that says to try again later, the bytes so far kept', { timeout: 2 * MINUTE }, async () => {
+  const { context, page, log } = await openPage();
+  try {
+    const url = fault(`status503@${8 * MB}*`);
+    const kept = await partial(page, url);
+    const from = log.length;
+    const down = await download(page, url);
+    assert.equal(down.error?.name, 'HttpError', JSON.stringify(down));
+    assert.match(down.error.message, /^HTTP 503 \(service unavailable\) .*still refused after being tried again: try again later \(the bytes already downloaded are kept\)$/);
+    // Retry-After: 1 between the tries.
+    assert.ok(down.ms >= 4 * 1000, `gave up after ${down.ms} ms`);
+    assert.deepEqual(bodyRequests(log, from, url).map((r) => r.range), Array(5).fill(`bytes=${kept}-`));
+    assert.equal(await assertPartial(page, 'after giving up'), kept);
+  } finally {
+    await context.close();
+  }
+});
+
 test('a stalled server: a NetworkError after the stall timeout, the bytes before are kept and resume', { timeout: 2 * MINUTE }, async () => {
   const { context, page, log } = await openPage();
   try {
@@ -188,6 +206,21 @@ test('an ETag that changes between sessions: the part restarts from byte 0', { t
   }
 });
 
+test('an ETag that changes within one session (between the size probe and the download): the download keeps the new ETag and the right bytes', { timeout: 2 * MINUTE }, async () => {
+  const { context, page, log } = await openPage();
+  try {
+    // The probe (bytes 0-0) fires the fault; every answer after it carries the changed ETag.
+    const url = fault('etag-change@0');
+    const done = await download(page, url);
+    assert.equal(done.sha256, SMOL_SHA, JSON.stringify(done));
+    assert.deepEqual(bodyRequests(log, 0, url).map((r) => r.range), [undefined], 'one whole-file request');
+    const entry = await assertComplete(page, 'after the download');
+    assert.match(entry.etags[0], /-changed"$/, 'the entry records the ETag its bytes came with');
+  } finally {
+    await context.close();
+  }
+});
+
 test('storage running out mid-write: a QuotaExceededError and the partial entry is removed', { timeout: 2 * MINUTE }, async () => {
   const { context, page } = await openPage();
   try {
@@ -205,6 +238,50 @@ test('storage running out mid-write: a QuotaExceededError and the partial entry 
     const full = await download(page, `/models/${SMOL}`);
     assert.equal(full.error?.name, 'QuotaExceededError', JSON.stringify(full));
     assert.match(full.error.message, /needs 98\.4 MB more .*The partial download was removed\./);
+    assert.deepEqual(await cached(page), []);
+  } finally {
+    await context.close();
+  }
+});
+
+test('storage running out mid-write in the engine\'s worker (sync access handle): Engine.load fails with a QuotaExceededError and the partial entry is removed', { timeout: 2 * MINUTE }, async () => {
+  const { context, page } = await openPage();
+  try {
+    const url = new URL(`/models/${SMOL}`, baseUrl).href;
+    // The page holds the model's Web Lock, so the worker's download waits until its writes are
+    // made to fail after 4 MiB (the worker's own storage API, not the page's).
+    await page.evaluate(async (url) => {
+      const { cacheKey } = await import('/cache.js');
+      await new Promise((held) => {
+        navigator.locks.request(`quantweb-model-${cacheKey([url])}`, () => {
+          held();
+          return new Promise((release) => { window.releaseLock = release; });
+        });
+      });
+    }, url);
+    const worker = page.waitForEvent('worker');
+    const loading = page.evaluate(async (url) => {
+      const { Engine } = await import('/quantweb.js');
+      try {
+        await Engine.load(url, { backend: 'cpu' });
+        return null;
+      } catch (e) {
+        return { name: e.name, message: e.message };
+      }
+    }, url);
+    await (await worker).evaluate(() => {
+      const write = FileSystemSyncAccessHandle.prototype.write;
+      let written = 0;
+      FileSystemSyncAccessHandle.prototype.write = function (chunk, options) {
+        written += chunk.byteLength;
+        if (written > 4 << 20) throw new DOMException('the quota has been exceeded', 'QuotaExceededError');
+        return write.call(this, chunk, options);
+      };
+    });
+    await page.evaluate(() => window.releaseLock());
+    const failed = await loading;
+    assert.equal(failed?.name, 'QuotaExceededError', JSON.stringify(failed));
+    assert.match(failed.message, /The partial download was removed\./);
     assert.deepEqual(await cached(page), []);
   } finally {
     await context.close();

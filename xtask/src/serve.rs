@@ -26,6 +26,9 @@
 //!   - `etag-change`: serve it, but give every later response another ETag (`…-changed"`), as
 //!     if the file had changed; only that ETag keeps a range under `If-Range`.
 //!
+//!   `KIND@N*` suffers the fault on every such GET, not only the first (a server that stays
+//!   down).
+//!
 //! Every response carries CORP `cross-origin` and `Cache-Control: no-cache`, and all but
 //! `/open/`'s carry COOP `same-origin` and COEP `require-corp` (so the page is cross-origin
 //! isolated and may still be embedded/fetched). CORS routes answer preflights and expose
@@ -285,11 +288,13 @@ impl Faults {
     }
 }
 
-/// What befalls the first GET of a fault path whose served bytes include file offset `at`.
+/// What befalls the first GET of a fault path whose served bytes include file offset `at`
+/// (every such GET when `every`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Fault {
     kind: FaultKind,
     at: u64,
+    every: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -333,9 +338,14 @@ fn parse_fault(path: &str) -> Option<(Fault, &str)> {
         };
         (kind, at)
     };
+    let (at, every) = match at.strip_suffix('*') {
+        Some(at) => (at, true),
+        None => (at, false),
+    };
     let fault = Fault {
         kind,
         at: at.parse().ok()?,
+        every,
     };
     Some((fault, &path[path.len() - rest.len() - 1..]))
 }
@@ -386,7 +396,7 @@ async fn fault(State(faults): State<Faults>, req: Request) -> Response {
         }
         _ => true,
     };
-    if !(applies && (start..=end).contains(&fault.at) && faults.first(&path)) {
+    if !(applies && (start..=end).contains(&fault.at) && (faults.first(&path) || fault.every)) {
         return resp;
     }
     let left = fault.at - start;
@@ -856,6 +866,13 @@ mod tests {
             let (s, _, body) = get(a, &path, "Range: bytes=400-\r\n");
             assert_eq!((s, &body[..]), (206, &data[400..]), "{kind}");
         }
+
+        // `*`: every request that reaches the offset, not only the first.
+        let path = "/fault/t/status503@500*/m.gguf";
+        for _ in 0..3 {
+            assert_eq!(get(a, path, "Range: bytes=400-\r\n").0, 503);
+        }
+        assert_eq!(get(a, path, "Range: bytes=0-0\r\n").0, 206);
 
         // Range faults wait for a Range request: a whole-file GET does not count.
         let path = "/fault/t/ignore-range@500/m.gguf";
