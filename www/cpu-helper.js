@@ -1,15 +1,17 @@
-// A helper thread of the threaded CPU engine (www/pkg-threads), started by worker.js: it
+// A helper thread of the threaded CPU engine (www/pkg-threads*), started by worker.js: it
 // instantiates the same module on the engine worker's shared memory and then takes its share of
 // every parallel loop, forever (cpu/pool.rs: it spins, then parks on memory.atomic.wait32, which
 // a worker may do). worker.js terminates it with the engine worker.
 
-import { initSync, cpuHelperJoin, cpuHelperRun } from './pkg-threads/quantweb.js';
-
-self.onmessage = ({ data: { module, memory } }) => {
+self.onmessage = async ({ data: { dir, module, memory } }) => {
   let index;
+  let cpuHelperRun;
   try {
-    initSync({ module, memory });
-    index = cpuHelperJoin();
+    // The bindings of the build the engine worker runs (plain or relaxed SIMD).
+    const lib = await import(new URL(`${dir}quantweb.js`, import.meta.url));
+    cpuHelperRun = lib.cpuHelperRun;
+    lib.initSync({ module, memory });
+    index = lib.cpuHelperJoin();
   } catch (e) {
     self.postMessage({ error: String(e && e.message ? e.message : e) });
     return;

@@ -617,22 +617,24 @@ export class Engine {
    * (default true: URLs are downloaded into the browser's private storage once, resumably, and
    * later loads make no request; false: the weights stream from the server with Range requests
    * on every load), `signal` (aborting stops the load and its worker; downloaded bytes are kept),
-   * `backend` ('auto' by default, 'webgpu' or 'cpu') and `threads` (see quantweb.d.ts).
+   * `backend` ('auto' by default, 'webgpu' or 'cpu'), `threads` and `relaxedSimd` (see
+   * quantweb.d.ts).
    */
-  static async load(source, { onProgress, contextLength, cache = true, signal, backend = 'auto', threads } = {}) {
+  static async load(source, { onProgress, contextLength, cache = true, signal, backend = 'auto', threads, relaxedSimd = true } = {}) {
     if (!['auto', 'webgpu', 'cpu'].includes(backend)) {
       throw new TypeError(`backend must be 'auto', 'webgpu' or 'cpu', not ${JSON.stringify(backend)}`);
     }
     if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1)) {
       throw new TypeError(`threads must be a whole number from 1, not ${JSON.stringify(threads)}`);
     }
+    if (typeof relaxedSimd !== 'boolean') throw new TypeError(`relaxedSimd must be true or false, not ${JSON.stringify(relaxedSimd)}`);
     if (backend === 'webgpu' && (typeof navigator === 'undefined' || !navigator.gpu)) throw noWebGpuError();
     const src = normalizeSource(source);
     if (signal?.aborted) throw abortError(signal);
     const link = new WorkerLink();
     let onAbort = null;
     try {
-      const loading = link.request('load', { source: src, contextLength, cache: Boolean(cache), backend, threads }, { onProgress });
+      const loading = link.request('load', { source: src, contextLength, cache: Boolean(cache), backend, threads, relaxedSimd }, { onProgress });
       const aborted = new Promise((_, reject) => {
         if (!signal) return;
         onAbort = () => reject(abortError(signal));

@@ -28,13 +28,27 @@
 import * as cache from './cache.js';
 
 /**
- * The two builds of the module: 'single' (www/pkg, stable Rust, one thread) and 'threads'
+ * The builds of the module: 'single' (www/pkg, stable Rust, one thread) and 'threads'
  * (www/pkg-threads, wasm atomics on shared memory, a pinned nightly; ARCHITECTURE.md, "The CPU
- * engine"). The threaded one needs SharedArrayBuffer, so a cross-origin isolated page, and is
- * only used for a CPU engine with more than one thread. Kind → promise of
- * {kind, lib (the JS bindings), exports, helpers (Workers)}.
+ * engine"), each also with relaxed SIMD (www/pkg-relaxed, www/pkg-threads-relaxed). The threaded
+ * one needs SharedArrayBuffer, so a cross-origin isolated page, and is only used for a CPU engine
+ * with more than one thread. Directory → promise of
+ * {kind, dir, lib (the JS bindings), exports, helpers (Workers)}.
  */
 const builds = new Map();
+/**
+ * Whether this browser runs relaxed SIMD: a module using `i32x4.relaxed_dot_i8x16_i7x16_add_s`
+ * (the CPU engine's integer dot product) validates. Chrome 114+ and Edge do; where it does not,
+ * the plain simd128 builds run.
+ */
+const RELAXED_SIMD = WebAssembly.validate(new Uint8Array([
+  0, 97, 115, 109, 1, 0, 0, 0, // magic, version
+  1, 5, 1, 96, 0, 1, 123, // one type: [] → [v128]
+  3, 2, 1, 0, // one function of it
+  10, 19, 1, 17, 0, // its code, no locals:
+  65, 1, 253, 15, 65, 1, 253, 15, 65, 1, 253, 15, // three i8x16.splat(i32.const 1)
+  253, 147, 2, 11, // i32x4.relaxed_dot_i8x16_i7x16_add_s, end
+]));
 let current = null; // the build the loaded engine (or the last one) runs in
 let engine = null;
 let engineInfo = null;
@@ -53,22 +67,23 @@ function errorOut(e) {
   return { name: 'Error', message: String(e) };
 }
 
-function ready(kind = current ? current.kind : 'single') {
-  if (!builds.has(kind)) {
-    const dir = kind === 'threads' ? './pkg-threads/' : './pkg/';
+/** The build of `kind` ('single' or 'threads'), with relaxed SIMD unless `relaxed` is false. */
+function ready(kind = current ? current.kind : 'single', relaxed = current ? current.relaxed : RELAXED_SIMD) {
+  const dir = `./pkg${kind === 'threads' ? '-threads' : ''}${relaxed ? '-relaxed' : ''}/`;
+  if (!builds.has(dir)) {
     const loading = (async () => {
       const lib = await import(`${dir}quantweb.js`);
       // Compiled here, not by the bindings, so that the helpers can instantiate the same module.
       const module = await WebAssembly.compileStreaming(fetch(new URL(`${dir}quantweb_bg.wasm`, import.meta.url)));
       const exports = await lib.default({ module_or_path: module });
-      return { kind, lib, module, exports, helpers: [] };
+      return { kind, relaxed, dir, lib, module, exports, helpers: [] };
     })().catch((e) => {
-      builds.delete(kind);
-      throw new Error(`quantweb: could not load its WebAssembly module (${kind === 'threads' ? 'threaded' : 'single-threaded'} build): ${e && e.message ? e.message : e}`);
+      builds.delete(dir);
+      throw new Error(`quantweb: could not load its WebAssembly module (${kind === 'threads' ? 'threaded' : 'single-threaded'} build${relaxed ? ', relaxed SIMD' : ''}): ${e && e.message ? e.message : e}`);
     });
-    builds.set(kind, loading);
+    builds.set(dir, loading);
   }
-  return builds.get(kind);
+  return builds.get(dir);
 }
 
 /**
@@ -92,7 +107,7 @@ async function startHelpers(build, n) {
         w.onerror = (e) => fail(e.message || 'no message');
       }),
     );
-    w.postMessage({ module: build.module, memory: build.exports.memory });
+    w.postMessage({ dir: build.dir, module: build.module, memory: build.exports.memory });
   }
   await Promise.all(starting);
 }
@@ -149,7 +164,7 @@ async function load(id, msg) {
   const state = { aborted: false, controller: new AbortController() };
   live.set(id, state);
   try {
-    const run = await buildFor(msg.backend ?? 'auto', msg.threads);
+    const run = await buildFor(msg.backend ?? 'auto', msg.threads, msg.relaxedSimd ?? RELAXED_SIMD);
     freeEngine();
     current = run.build;
     const opened = await openEngine(state, run, msg, (p) => post({ id, type: 'progress', ...p }));
@@ -163,12 +178,12 @@ async function load(id, msg) {
 
 /**
  * The build and threads a load runs with. Without cross-origin isolation there is no shared
- * memory: one thread, whatever was asked.
+ * memory: one thread, whatever was asked. `relaxed`: relaxed SIMD where the browser has it.
  */
-async function buildFor(backend, threads) {
+async function buildFor(backend, threads, relaxed) {
   const cpu = await picksCpu(backend);
   const n = cpu && self.crossOriginIsolated ? threads ?? defaultThreads() : 1;
-  const build = await ready(n > 1 ? 'threads' : 'single');
+  const build = await ready(n > 1 ? 'threads' : 'single', relaxed && RELAXED_SIMD);
   if (n > 1) await startHelpers(build, n - 1);
   return { build, threads: n };
 }

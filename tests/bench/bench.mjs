@@ -3,14 +3,15 @@
 //   wllama-cpu     wllama 3.8.1, CPU wasm (n_gpu_layers 0, n_threads from the config)
 //   wllama-webgpu  wllama 3.8.1, WebGPU (n_gpu_layers 99)
 //   quantweb       quantweb's WasmEngine (www/pkg/quantweb.js), WebGPU
-//   quantweb-cpu   quantweb's WasmEngine, its CPU engine (wasm simd128, one thread)
+//   quantweb-cpu   quantweb's WasmEngine, its CPU engine (one thread; quantweb_cpu_js, the
+//                  relaxed SIMD build that the worker picks in Chromium)
 //   quantweb-cpu-threads  quantweb's Engine (its worker), the threaded CPU engine build with
 //                  `threads` threads (helper workers on shared memory)
 //
 //   node tests/bench/bench.mjs CONFIG.json OUT.json
 //
 // CONFIG (written by xtask/src/bench.rs): base_url, page (a blank cross-origin-isolated page on
-// that server), wllama_js, wllama_wasm, quantweb_js, model_url (one GGUF file, for wllama),
+// that server), wllama_js, wllama_wasm, quantweb_js, quantweb_cpu_js, model_url (one GGUF file, for wllama),
 // quantweb_model (a URL or an array of byte-chunk URLs), prompt_text (tokenizes to prompt_ids),
 // prompt_ids (llama.cpp's tokens, BOS included; null when node-llama-cpp was not available: then
 // quantweb tokenizes prompt_text itself and the counts are whatever the text gives),
@@ -159,9 +160,10 @@ async function pageWllama({ cfg, ngl }) {
 
 /** Runs in the page: quantweb's WasmEngine. */
 async function pageQuantweb({ cfg, backend }) {
-  const mod = await import(cfg.quantweb_js);
-  await mod.default({ module_or_path: new URL(cfg.quantweb_js.replace(/\.js$/, '_bg.wasm'), location.href) });
-  if (!mod.WasmEngine) throw new Error(`${cfg.quantweb_js} has no WasmEngine export (not built yet?)`);
+  const js = (backend === 'cpu' && cfg.quantweb_cpu_js) || cfg.quantweb_js;
+  const mod = await import(js);
+  await mod.default({ module_or_path: new URL(js.replace(/\.js$/, '_bg.wasm'), location.href) });
+  if (!mod.WasmEngine) throw new Error(`${js} has no WasmEngine export (not built yet?)`);
   const t0 = performance.now();
   let shown = 0;
   const eng = await mod.WasmEngine.load(cfg.quantweb_model, { contextLength: cfg.ctx, backend }, (e) => {

@@ -2,7 +2,7 @@
 // launched without `--enable-unsafe-webgpu`, so navigator.gpu is there but finds no adapter (as
 // on most Linux desktops). `auto` must pick the CPU engine, say so and why, and match llama.cpp's
 // goldens (tests/golden/generate-*.json), threaded on a cross-origin isolated page and on one
-// thread without isolation; an abort keeps it usable. Its simd128 kernels give the native
+// thread without isolation; an abort keeps it usable. Its simd128 and relaxed SIMD kernels give the native
 // engine's logprobs bit for bit (target/debug/quantweb, built by `cargo test --workspace`).
 //
 // Run: `cargo xtask test --browser-only`, or with a server already running:
@@ -66,7 +66,8 @@ test('without a WebGPU adapter on a cross-origin isolated page, auto runs SmolLM
     assert.equal(info.backend, 'cpu');
     assert.equal(info.threads, 2);
     assert.match(info.backendReason, /no adapter/);
-    assert.match(info.adapter, /^CPU \(simd128, 2 threads\)$/);
+    // Chromium runs relaxed SIMD, so the worker picks that build.
+    assert.match(info.adapter, /^CPU \(relaxed-simd, 2 threads\)$/);
     // The weights once, in their GGUF bytes (93.8 MiB of tensors), plus the KV cache (the
     // helper workers' stacks included).
     assert.ok(info.weightBytes > 90e6 && info.weightBytes < 100e6, `weight bytes ${info.weightBytes}`);
@@ -112,7 +113,7 @@ test('without cross-origin isolation (no SharedArrayBuffer), the CPU engine runs
     }, `/models/${SMOL}`);
     assert.equal(info.isolated, false);
     assert.equal(info.threads, 1);
-    assert.match(info.adapter, /^CPU \(simd128, 1 thread\)$/);
+    assert.match(info.adapter, /^CPU \(relaxed-simd, 1 thread\)$/);
     const res = await must(page, (a) => window.engine.complete({ prompt: a.prompt, max_tokens: a.n, temperature: 0 }), { prompt: SMOL_CASE.prompt, n: N_TOKENS });
     assertGoldenTokens(res.tokens, SMOL_CASE, 'SmolLM2 raw_3 on the CPU, 1 thread');
     console.log(`SmolLM2 on the CPU engine in Chromium, 1 thread: prefill ${res.timings.prefill_tok_s.toFixed(1)} tok/s, decode ${res.timings.decode_tok_s.toFixed(1)} tok/s`);
@@ -140,27 +141,36 @@ test('gemma-3-270m (K-quants, GELU, sliding window) on the CPU engine in Chromiu
   }
 });
 
-test('the simd128 kernels give the native engine\'s logprobs bit for bit (K-quants: tiny Q4_K, Q5_K, Q6_K models)', { timeout: 10 * MINUTE }, async () => {
+test('the wasm kernels, plain simd128 and relaxed SIMD, give the native engine\'s logprobs bit for bit (tiny Q4_1, Q5_0, Q4_K, Q5_K, Q6_K models)', { timeout: 10 * MINUTE }, async () => {
   // Native, the AVX2 kernels equal the portable ones bit for bit (avx2_kernels_equal_the_portable_ones),
-  // and every other op computes the same in both builds: so must the wasm kernels.
+  // and every other op computes the same in both builds: so must the wasm kernels. Relaxed SIMD's
+  // multiply-add is fused on this x86 CPU (FMA3), as the AVX2 kernels' is.
+  // Not tiny-llama3-Q5_1: outside the kernels, wasm takes expf, powf, sinf and cosf from Rust's
+  // libm and native from glibc (as llama.cpp does); they differ in the last bit for a few
+  // inputs, and that random-weight model meets one and amplifies it (first token's second
+  // logprob -7.98 against -7.37). Native with libm's functions gives the wasm figures exactly,
+  // with either wasm build and with the Q5_1 kernel or the portable one.
   const cli = path.join(root, 'target/debug/quantweb');
   const page = await browser.newPage();
   try {
     await page.goto(`${baseUrl}/`);
-    for (const type of ['Q4_K', 'Q5_K', 'Q6_K']) {
+    for (const type of ['Q4_1', 'Q5_0', 'Q4_K', 'Q5_K', 'Q6_K']) {
       const file = `tiny-llama3-${type}.gguf`;
       const args = { url: `/models/${file}`, prompt: 'The capital of France is', n: 12 };
-      const web = await must(page, async (a) => {
-        const { Engine } = await import('/quantweb.js');
-        const engine = await Engine.load(a.url, { cache: false, backend: 'cpu', threads: 1 });
-        const out = await engine.complete({ prompt: a.prompt, max_tokens: a.n, temperature: 0, logprobs: true, top_logprobs: 5 });
-        await engine.unload();
-        return out;
-      }, args);
       const native = JSON.parse(execFileSync(cli, ['generate', '--backend', 'cpu', '--json', '--logprobs', '5', '--max-tokens', String(args.n), '--prompt', args.prompt, path.join(root, 'models', file)], { encoding: 'utf8' }));
       const figures = (logprobs) => logprobs.map((l) => [l.logprob, ...l.top_logprobs.map((t) => t.logprob)]);
-      assert.deepEqual(web.tokens, native.tokens, file);
-      assert.deepEqual(figures(web.logprobs), figures(native.logprobs), file);
+      for (const [relaxedSimd, simd] of [[false, 'simd128'], [true, 'relaxed-simd']]) {
+        const web = await must(page, async (a) => {
+          const { Engine } = await import('/quantweb.js');
+          const engine = await Engine.load(a.url, { cache: false, backend: 'cpu', threads: 1, relaxedSimd: a.relaxedSimd });
+          const out = await engine.complete({ prompt: a.prompt, max_tokens: a.n, temperature: 0, logprobs: true, top_logprobs: 5 });
+          await engine.unload();
+          return { ...out, adapter: engine.info.adapter };
+        }, { ...args, relaxedSimd });
+        assert.equal(web.adapter, `CPU (${simd}, 1 thread)`, file);
+        assert.deepEqual(web.tokens, native.tokens, `${file}, ${simd}`);
+        assert.deepEqual(figures(web.logprobs), figures(native.logprobs), `${file}, ${simd}`);
+      }
     }
   } finally {
     await page.close();

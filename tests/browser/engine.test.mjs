@@ -362,6 +362,9 @@ test('quota, no WebGPU, bad sources: clear named errors before any model downloa
     assert.ok(!(await page.isVisible('#chat-error')), 'no error before anything is loaded');
     const bad = await inPage(page, () => Engine.load('/models/x.gguf', { backend: 'gpu' }));
     assert.equal(bad.error?.name, 'TypeError');
+    const notBool = await inPage(page, () => Engine.load('/models/x.gguf', { backend: 'cpu', relaxedSimd: 'no' }));
+    assert.equal(notBool.error?.name, 'TypeError');
+    assert.match(notBool.error.message, /^relaxedSimd must be true or false/);
   } finally {
     await noGpu.close();
   }

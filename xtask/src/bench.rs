@@ -1,8 +1,9 @@
 //! `cargo xtask bench`: quantweb against its peers on one model, one prompt, one token count.
 //!
 //! - browser (one headless Chromium run, `tests/bench/bench.mjs`): quantweb's `WasmEngine` on
-//!   WebGPU and on its CPU engine (wasm simd128, one thread), its `Engine` (in its worker) on the
-//!   threaded CPU engine build (2 threads: the worker and one helper), wllama 3.8.1 CPU wasm
+//!   WebGPU and on its CPU engine (wasm relaxed SIMD, one thread), its `Engine` (in its worker) on
+//!   the threaded CPU engine build (2 threads: the worker and one helper; relaxed SIMD, as
+//!   Chromium's worker picks it), wllama 3.8.1 CPU wasm
 //!   (`n_gpu_layers` 0, 2 threads) and wllama WebGPU (`n_gpu_layers` 99), all served by our own
 //!   server (`serve::start` on port 0; wllama's ES module and wasm are copied under target/bench/
 //!   and served at `/fixtures/`, with COOP/COEP so wllama may use threads);
@@ -699,6 +700,8 @@ fn browser_rows(
         "wllama_js": "/fixtures/wllama/index.js",
         "wllama_wasm": "/fixtures/wllama/wllama.wasm",
         "quantweb_js": "/pkg/quantweb.js",
+        // The CPU engine's build that Chromium's worker picks: relaxed SIMD.
+        "quantweb_cpu_js": "/pkg-relaxed/quantweb.js",
         "quantweb_engine_js": "/quantweb.js",
         "model_url": model.single_url,
         "quantweb_model": quantweb_model,

@@ -44,7 +44,7 @@ const BASE_LINE: &str = "const BASE = './';";
 /// What wasm-bindgen `--target web` writes that a browser loads (its `snippets/` too, when the
 /// crate has inline JS); `quantweb_bg.wasm.d.ts` only types the raw exports for bundlers.
 const PKG_FILES: [&str; 3] = ["quantweb.js", "quantweb_bg.wasm", "quantweb.d.ts"];
-const PKG_DIRS: [&str; 2] = ["pkg", "pkg-threads"];
+const PKG_DIRS: [&str; 4] = ["pkg", "pkg-relaxed", "pkg-threads", "pkg-threads-relaxed"];
 /// Top-level names besides q-<hash>/ (and the --index file).
 const TOP_LEVEL: [&str; 4] = [LOADER, "index.html", "manifest.json", "README.txt"];
 /// What a strict CSP without 'unsafe-eval' refuses at run time.
@@ -510,6 +510,27 @@ mod tests {
                 "pkg-threads/quantweb.d.ts",
                 b"export default function init(): void;\n",
             ),
+            (
+                "pkg-relaxed/quantweb.js",
+                b"export default function init() {}\n",
+            ),
+            ("pkg-relaxed/quantweb_bg.wasm", b"\0asm\x01\0\0\0relaxed"),
+            (
+                "pkg-relaxed/quantweb.d.ts",
+                b"export default function init(): void;\n",
+            ),
+            (
+                "pkg-threads-relaxed/quantweb.js",
+                b"export default function init() {}\n",
+            ),
+            (
+                "pkg-threads-relaxed/quantweb_bg.wasm",
+                b"\0asm\x01\0\0\0threads relaxed",
+            ),
+            (
+                "pkg-threads-relaxed/quantweb.d.ts",
+                b"export default function init(): void;\n",
+            ),
         ];
         for (path, bytes) in files {
             let p = dir.path().join(path);
@@ -539,6 +560,12 @@ mod tests {
         assert!(m.dir.starts_with("q-") && m.dir.len() == 14, "{}", m.dir);
         let hashed = [
             "app.js",
+            "pkg-relaxed/quantweb.d.ts",
+            "pkg-relaxed/quantweb.js",
+            "pkg-relaxed/quantweb_bg.wasm",
+            "pkg-threads-relaxed/quantweb.d.ts",
+            "pkg-threads-relaxed/quantweb.js",
+            "pkg-threads-relaxed/quantweb_bg.wasm",
             "pkg-threads/quantweb.d.ts",
             "pkg-threads/quantweb.js",
             "pkg-threads/quantweb_bg.wasm",

@@ -1,8 +1,9 @@
 //! `cargo xtask build-wasm`: the crate for wasm32 in release mode, bound with wasm-bindgen
-//! (`--target web`), twice: single-threaded on the stable toolchain into www/pkg, and with wasm
-//! threads (atomics on shared memory) on the pinned nightly into www/pkg-threads. The page's
-//! worker picks the threaded build only on a cross-origin isolated page that asks for more than
-//! one CPU thread (ARCHITECTURE.md, "The CPU engine").
+//! (`--target web`), four times: single-threaded on the stable toolchain (www/pkg) and with
+//! wasm threads (atomics on shared memory) on the pinned nightly (www/pkg-threads), each also
+//! with relaxed SIMD (`-relaxed`). The page's worker picks the threaded build only on a
+//! cross-origin isolated page that asks for more than one CPU thread, and the relaxed one
+//! where the browser validates relaxed SIMD (ARCHITECTURE.md, "The CPU engine").
 
 use std::path::Path;
 use std::process::Command;
@@ -26,8 +27,13 @@ const THREADS_RUSTFLAGS: &str =
      -C link-arg=--export=__wasm_init_tls -C link-arg=--export=__tls_size \
      -C link-arg=--export=__tls_align -C link-arg=--export=__tls_base";
 
+/// .cargo/config.toml's flags for wasm32, and what the relaxed builds add: the CPU engine's
+/// integer dot products and multiply-adds in one instruction each (cpu/simd128.rs).
+const SINGLE_RUSTFLAGS: &str = "-C target-feature=+simd128";
+const RELAXED_FEATURE: &str = " -C target-feature=+relaxed-simd";
+
 pub fn build_wasm() -> Result<()> {
-    step("build-wasm: cargo build (wasm32, release) + wasm-bindgen, single-threaded and threaded");
+    step("build-wasm: cargo build (wasm32, release) + wasm-bindgen: single-threaded and threaded, each plain and with relaxed SIMD");
     let root = repo_root();
     let want = wasm_bindgen_version()?;
     match installed_wasm_bindgen_version() {
@@ -49,34 +55,53 @@ pub fn build_wasm() -> Result<()> {
         "--target",
         WASM_TARGET,
     ];
-    run_cmd(
-        Command::new(cargo()).args(args).current_dir(&root),
-        "the crate does not build for wasm32: fix the compile errors above \
-         (or run `cargo xtask setup` if the wasm32 target is missing)",
-    )?;
-    bind(&target_dir(), &root.join("www").join("pkg"))?;
+    for relaxed in [false, true] {
+        let suffix = if relaxed { "-relaxed" } else { "" };
+        let extra = if relaxed { RELAXED_FEATURE } else { "" };
+        // Each build its own target directory: other flags and another compiler would otherwise
+        // make the builds rebuild each other's dependencies every time.
+        let single_target = match relaxed {
+            false => target_dir(),
+            true => target_dir().join("wasm-relaxed"),
+        };
+        run_cmd(
+            Command::new(cargo())
+                .args(args)
+                .env("RUSTFLAGS", format!("{SINGLE_RUSTFLAGS}{extra}"))
+                .env("CARGO_TARGET_DIR", &single_target)
+                .current_dir(&root),
+            "the crate does not build for wasm32: fix the compile errors above \
+             (or run `cargo xtask setup` if the wasm32 target is missing)",
+        )?;
+        bind(
+            &single_target,
+            &root.join("www").join(format!("pkg{suffix}")),
+        )?;
 
-    // Its own target directory: other flags and another compiler would otherwise make the two
-    // builds rebuild each other's dependencies every time.
-    let threads_target = target_dir().join("wasm-threads");
-    run_cmd(
-        Command::new("rustup")
-            .args(["run", THREADS_TOOLCHAIN, "cargo"])
-            .args(args)
-            .args(["-Z", "build-std=panic_abort,std"])
-            .env("RUSTFLAGS", THREADS_RUSTFLAGS)
-            .env("CARGO_TARGET_DIR", &threads_target)
-            // `cargo run` set these for the stable toolchain that runs us.
-            .env_remove("CARGO")
-            .env_remove("RUSTC")
-            .env_remove("RUSTDOC")
-            .current_dir(&root),
-        &format!(
-            "the threaded wasm build failed: run `cargo xtask setup` if toolchain \
-             {THREADS_TOOLCHAIN} (with rust-src and the wasm32 target) is missing"
-        ),
-    )?;
-    bind(&threads_target, &root.join("www").join("pkg-threads"))
+        let threads_target = target_dir().join(format!("wasm-threads{suffix}"));
+        run_cmd(
+            Command::new("rustup")
+                .args(["run", THREADS_TOOLCHAIN, "cargo"])
+                .args(args)
+                .args(["-Z", "build-std=panic_abort,std"])
+                .env("RUSTFLAGS", format!("{THREADS_RUSTFLAGS}{extra}"))
+                .env("CARGO_TARGET_DIR", &threads_target)
+                // `cargo run` set these for the stable toolchain that runs us.
+                .env_remove("CARGO")
+                .env_remove("RUSTC")
+                .env_remove("RUSTDOC")
+                .current_dir(&root),
+            &format!(
+                "the threaded wasm build failed: run `cargo xtask setup` if toolchain \
+                 {THREADS_TOOLCHAIN} (with rust-src and the wasm32 target) is missing"
+            ),
+        )?;
+        bind(
+            &threads_target,
+            &root.join("www").join(format!("pkg-threads{suffix}")),
+        )?;
+    }
+    Ok(())
 }
 
 /// wasm-bindgen `--target web` of `<target>/wasm32-unknown-unknown/release/quantweb.wasm` into

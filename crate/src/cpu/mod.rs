@@ -32,7 +32,7 @@ pub use rope::CpuKv;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Simd {
     /// Whatever the target's baseline offers: SSE2 on x86_64, NEON on aarch64, simd128 in the
-    /// wasm build.
+    /// wasm builds (with relaxed SIMD in www/pkg*-relaxed).
     Baseline,
     /// x86_64 with AVX2, FMA and F16C.
     Avx2,
@@ -53,7 +53,9 @@ impl Simd {
 
     pub fn name(self) -> &'static str {
         match self {
-            #[cfg(target_arch = "wasm32")]
+            #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+            Simd::Baseline => "relaxed-simd",
+            #[cfg(all(target_arch = "wasm32", not(target_feature = "relaxed-simd")))]
             Simd::Baseline => "simd128",
             #[cfg(target_arch = "aarch64")]
             Simd::Baseline => "neon",

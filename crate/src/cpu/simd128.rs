@@ -83,6 +83,7 @@ fn quads_of_pairs(a: v128, b: v128) -> v128 {
 }
 
 /// Lanes 4j..4j+3 of one half: Σ x · y over each run of four elements, as i32x4.
+#[cfg(not(target_feature = "relaxed-simd"))]
 #[inline(always)]
 fn quads(x: v128, y: v128) -> v128 {
     quads_of_pairs(
@@ -91,8 +92,20 @@ fn quads(x: v128, y: v128) -> v128 {
     )
 }
 
+/// `quads` in one relaxed dot (pmaddubsw + pmaddwd on x86), whose second operand must lie in
+/// 0..=127 for the result not to depend on the engine: so |x| there and x's sign moved onto y,
+/// as ggml's AVX2 code does (activations lie in -127..=127, weights in -127..=127). Pair sums
+/// stay below 2 · 127² and never saturate: the same integers as `quads`.
+#[cfg(target_feature = "relaxed-simd")]
+#[inline(always)]
+fn quads(x: v128, y: v128) -> v128 {
+    let signed_y = v128_bitselect(i8x16_neg(y), y, i8x16_lt(x, i8x16_splat(0)));
+    i32x4_relaxed_dot_i8x16_i7x16_add(signed_y, i8x16_abs(x), i32x4_splat(0))
+}
+
 /// acc + s · d per lane, rounded once (in f64, exact products; see matmul.rs `fma`). s is
 /// below 2^24 in magnitude, so the same number as its f32 that the portable kernels multiply.
+#[cfg(not(target_feature = "relaxed-simd"))]
 #[inline(always)]
 fn fma4(acc: v128, s: v128, d: f64) -> v128 {
     let d = f64x2_splat(d);
@@ -108,6 +121,14 @@ fn fma4(acc: v128, s: v128, d: f64) -> v128 {
     );
     let (lo, hi) = (f32x4_demote_f64x2_zero(lo), f32x4_demote_f64x2_zero(hi));
     i32x4_shuffle::<0, 1, 4, 5>(lo, hi)
+}
+
+/// `fma4` in one relaxed multiply-add: fused where the CPU has FMA (V8 on x86 with FMA3, and
+/// ARM), as ggml's `_mm256_fmadd_ps`; d is an f32 product (see the callers).
+#[cfg(target_feature = "relaxed-simd")]
+#[inline(always)]
+fn fma4(acc: v128, s: v128, d: f64) -> v128 {
+    f32x4_relaxed_madd(f32x4_convert_i32x4(s), f32x4_splat(d as f32), acc)
 }
 
 /// ggml's `hsum_float_8` of lanes 0..3 (`a`) and 4..7 (`b`).
