@@ -179,8 +179,9 @@ async function soak(t, { backend, threads, isolated }) {
     assert.ok(samples.every((s) => s.workers === expected), report.join('; '));
     assert.equal(after, 0, report.join('; '));
     const longTasks = await page.evaluate(() => window.longTasks);
-    const during = longTasks.filter(([start, d]) => spans.some(([a, b]) => start < b && start + d > a) && d > LONG_TASK_MS);
-    const longest = Math.max(0, ...longTasks.filter(([start, d]) => spans.some(([a, b]) => start < b && start + d > a)).map(([, d]) => d));
+    const whileAnswering = longTasks.filter(([start, d]) => spans.some(([a, b]) => start < b && start + d > a));
+    const during = whileAnswering.filter(([, d]) => d > LONG_TASK_MS);
+    const longest = Math.max(0, ...whileAnswering.map(([, d]) => d));
     report.push(`longest main-thread task while answering: ${longest.toFixed(0)} ms`);
     assert.deepEqual(during, [], report.join('; '));
     assert.deepEqual(errors, []);
