@@ -3,6 +3,7 @@
 //! around it.
 
 use crate::chat::{ChatMessage, ChatTemplate};
+use crate::constrain::{Constrained, Constraint, Vocabulary};
 use crate::error::{Error, Result};
 use crate::generate::{generate, Timings, TokenLogprob};
 use crate::gguf::GgufModel;
@@ -30,6 +31,9 @@ pub struct CompleteOptions {
     pub logprobs: bool,
     /// With `logprobs`, the likeliest alternatives at each step, at most [`MAX_TOP_LOGPROBS`].
     pub top_logprobs: usize,
+    /// What the output must be (JSON, a schema, a grammar); free text when `None`.
+    #[serde(skip)]
+    pub constraint: Option<Constraint>,
 }
 
 impl Default for CompleteOptions {
@@ -46,6 +50,7 @@ impl Default for CompleteOptions {
             stop: vec![],
             logprobs: false,
             top_logprobs: 0,
+            constraint: None,
         }
     }
 }
@@ -177,6 +182,8 @@ pub struct RequestOptions {
     pub stop: Option<Vec<String>>,
     pub logprobs: Option<bool>,
     pub top_logprobs: Option<f64>,
+    /// OpenAI's or WebLLM's `response_format` ([`Constraint::from_response_format`]).
+    pub response_format: Option<serde_json::Value>,
 }
 
 impl RequestOptions {
@@ -219,6 +226,10 @@ impl RequestOptions {
             top_logprobs: match self.top_logprobs {
                 Some(v) => whole("top_logprobs", v, 0.0)? as usize,
                 None => d.top_logprobs,
+            },
+            constraint: match &self.response_format {
+                Some(f) => Constraint::from_response_format(f)?,
+                None => None,
             },
         };
         o.check()?;
@@ -331,6 +342,8 @@ pub struct Engine {
     pub template_source: &'static str,
     /// The ids whose K/V the cache holds, at positions 0.. (`model.pos` of them).
     history: Vec<u32>,
+    /// Built at the first constrained request.
+    vocabulary: Option<Vocabulary>,
 }
 
 /// Fails, with the error a load would give, on anything the header alone shows to be
@@ -414,6 +427,7 @@ impl Engine {
             template,
             template_source,
             history: vec![],
+            vocabulary: None,
         })
     }
 
@@ -458,7 +472,15 @@ impl Engine {
                 needed,
             });
         }
-        let cached = self.reuse_prefix(prompt);
+        if opts.constraint.is_some() && self.vocabulary.is_none() {
+            self.vocabulary = Some(Vocabulary::new(&self.tokenizer)?);
+        }
+        // Compiled before anything runs: a bad grammar or schema fails the request at once.
+        let mut constrained = match (&opts.constraint, &self.vocabulary) {
+            (Some(c), Some(v)) => Some(Constrained::new(v, c)?),
+            _ => None,
+        };
+        let cached = Self::reuse_prefix(&mut self.history, &mut self.model, prompt);
         // Never run past the context: generation ends there with finish_reason "length".
         let room = self.model.n_ctx as usize - prompt.len();
         let max_tokens = opts.max_tokens.min(room);
@@ -488,6 +510,7 @@ impl Engine {
             max_tokens,
             &mut sampler,
             opts.logprobs.then_some(opts.top_logprobs),
+            constrained.as_mut(),
             |t| tok.is_eog(t),
             |t, lp| {
                 if tok.is_eog(t) {
@@ -557,20 +580,21 @@ impl Engine {
 
     /// Rewinds the cache to the longest prefix `prompt` shares with what it holds (leaving at
     /// least one prompt token to evaluate: the next token's logits come from it) and returns its
-    /// length.
-    fn reuse_prefix(&mut self, prompt: &[u32]) -> usize {
-        let common = self
-            .history
+    /// length. Takes the two fields it changes, so that a request's constraint can go on
+    /// borrowing the vocabulary.
+    fn reuse_prefix(history: &mut Vec<u32>, model: &mut Model, prompt: &[u32]) -> usize {
+        let common = history
             .iter()
             .zip(prompt)
             .take_while(|(a, b)| a == b)
             .count()
             .min(prompt.len() - 1);
-        if self.model.rewind(common as u32) {
-            self.history.truncate(common);
+        if model.rewind(common as u32) {
+            history.truncate(common);
             common
         } else {
-            self.reset();
+            history.clear();
+            model.reset();
             0
         }
     }

@@ -152,6 +152,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// A response format or grammar that cannot constrain the output: not a grammar, not a
+    /// schema, or one whose language the parser cannot hold.
+    #[error("invalid {param}: {reason}")]
+    BadConstraint { param: String, reason: String },
+    /// A JSON schema using keywords constrained decoding does not implement (docs/structured-output.md lists the ones it does).
+    #[error("{param}: JSON schema keyword(s) {} not supported for constrained output", keywords.join(", "))]
+    UnsupportedSchema {
+        param: String,
+        keywords: Vec<String>,
+    },
+
     /// `compare`: a candidate that reads text differently from the base.
     #[error("{candidate}: not the base model's vocabulary ({reason}); every candidate must be a quantization of the same model")]
     VocabMismatch { candidate: String, reason: String },

@@ -1,10 +1,11 @@
 //! Running a model over tokens: generation (prefill, then decode one token at a time), scoring
 //! (one teacher-forced pass) and the timings both report.
 
+use crate::constrain::Constrained;
 use crate::error::Result;
 use crate::gpu::Counts;
 use crate::model::{Model, Output, Want};
-use crate::sample::{log_prob, Sampler};
+use crate::sample::{log_prob, log_sum_exp, top_log_probs, Sampler};
 use serde::Serialize;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -19,6 +20,8 @@ pub struct Timings {
     /// What decoding cost on the GPU, over `decode_steps` steps of one token each.
     pub decode_steps: u64,
     pub decode: Counts,
+    /// Of the decode and prefill time, what computing the masks of a constrained output took.
+    pub mask_ms: f64,
 }
 
 impl Timings {
@@ -71,17 +74,21 @@ pub struct TokenLogprob {
 /// calling `on_token` for each new id; stops early at a token for which `is_end` holds or for
 /// which `on_token` returns false (that token is returned but not evaluated). With
 /// `logprobs: Some(k)`, every step reads back its logits (greedy included) and `on_token` gets
-/// the token's log-probability with the `k` likeliest alternatives.
+/// the token's log-probability with the `k` likeliest alternatives. With a `constraint`, every
+/// step reads back its logits too and samples only among the tokens the constraint allows
+/// (log-probabilities stay the model's own).
+#[allow(clippy::too_many_arguments)]
 pub async fn generate(
     model: &mut Model,
     prompt: &[u32],
     max_tokens: usize,
     sampler: &mut Sampler,
     logprobs: Option<usize>,
+    mut constraint: Option<&mut Constrained<'_>>,
     is_end: impl Fn(u32) -> bool,
     mut on_token: impl FnMut(u32, Option<TokenLogprob>) -> bool,
 ) -> Result<(Vec<u32>, Timings)> {
-    let greedy = sampler.config().is_greedy() && logprobs.is_none();
+    let greedy = sampler.config().is_greedy() && logprobs.is_none() && constraint.is_none();
     let want = if greedy { Want::Argmax } else { Want::Logits };
     for &t in prompt {
         sampler.accept(t);
@@ -95,18 +102,27 @@ pub async fn generate(
     let mut tokens = Vec::new();
     let mut decode_steps = 0;
     while tokens.len() < max_tokens {
-        let (next, lp) = match &out {
+        let (next, lp) = match &mut out {
             Output::Token(t) => (*t, None),
             Output::Logits(l) => {
+                // The model's own distribution, read before any mask (which leaves the sampled
+                // token's logit as it was).
+                let seen = logprobs.map(|k| (log_sum_exp(l), top_log_probs(l, k)));
+                if let Some(c) = constraint.as_deref_mut() {
+                    c.mask(l)?;
+                }
                 let next = sampler.sample(l);
-                let lp = logprobs.map(|k| TokenLogprob {
-                    logprob: log_prob(l, next),
-                    top: crate::sample::top_log_probs(l, k),
+                let lp = seen.map(|(lse, top)| TokenLogprob {
+                    logprob: l[next as usize] as f64 - lse,
+                    top,
                 });
                 (next, lp)
             }
             Output::AllLogits(_) => unreachable!("not requested"),
         };
+        if let Some(c) = constraint.as_deref_mut() {
+            c.accept(next)?;
+        }
         sampler.accept(next);
         tokens.push(next);
         let go_on = on_token(next, lp);
@@ -123,6 +139,7 @@ pub async fn generate(
         prefill: c1.since(&c0),
         decode_steps,
         decode: model.counts().since(&c1),
+        mask_ms: constraint.map_or(0.0, |c| c.mask_ms),
         ..Timings::new(
             prefill_ms,
             prompt.len(),

@@ -5,7 +5,7 @@
 //! shards or raw byte chunks) without reading tensor data; [`memory`] turns the header into the
 //! memory a run needs; [`quant`] knows every GGUF block format and dequantizes them on the CPU.
 //! [`tokenizer`] turns text into token ids and back exactly as llama.cpp; [`chat`] renders a
-//! model's chat template. [`gpu`] runs the kernels, [`model`] the forward pass; [`engine`]
+//! model's chat template; [`constrain`] holds generation to a JSON schema or grammar. [`gpu`] runs the kernels, [`model`] the forward pass; [`engine`]
 //! wraps a loaded model for conversations (prefix reuse, stop strings), as the CLI and the
 //! browser's `WasmEngine` use it. [`site_index`] (native only) indexes a documentation site for
 //! the chat widget's retrieval.
@@ -13,6 +13,7 @@
 pub mod backend;
 pub mod chat;
 pub mod compare;
+pub mod constrain;
 pub mod cpu;
 pub mod engine;
 pub mod error;

@@ -41,6 +41,7 @@ fn decode(files: &[&str]) -> Option<(Model, GgufModel, quantweb::generate::Timin
         5,
         &mut sampler,
         None,
+        None,
         |_| false,
         |_, _| true,
     ))
@@ -154,6 +155,7 @@ fn gpu_bytes_are_tensors_kv_and_scratch_and_stay_flat() {
             6,
             &mut sampler,
             None,
+            None,
             |_| false,
             |_, _| true,
         ))
@@ -167,6 +169,7 @@ fn gpu_bytes_are_tensors_kv_and_scratch_and_stay_flat() {
             &[2, 7, 8, 9, 10, 11],
             6,
             &mut sampler,
+            None,
             None,
             |_| false,
             |_, _| true,

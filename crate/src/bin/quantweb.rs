@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use quantweb::chat::ChatMessage;
 use quantweb::compare::{self, Size};
+use quantweb::constrain::Constraint;
 use quantweb::cpu::Cpu;
 use quantweb::engine::{check_messages, check_runnable, CompleteOptions, Engine};
 use quantweb::error::Result;
@@ -92,6 +93,13 @@ enum Cmd {
         /// alternatives (0 to 20), as OpenAI's `logprobs`.
         #[arg(long, value_name = "N")]
         logprobs: Option<usize>,
+        /// Hold the output to the JSON schema in this file (`-` for standard input): it always
+        /// parses and validates.
+        #[arg(long, value_name = "PATH", conflicts_with = "grammar")]
+        json_schema: Option<String>,
+        /// Hold the output to the GBNF grammar (llama.cpp's format) in this file.
+        #[arg(long, value_name = "PATH")]
+        grammar: Option<String>,
         /// Context length (KV cache) in tokens.
         #[arg(long, default_value_t = 4096)]
         ctx: u32,
@@ -346,10 +354,24 @@ fn run(cli: Cli) -> Result<()> {
             sampling,
             stop,
             logprobs,
+            json_schema,
+            grammar,
             ctx,
             run_on,
             json,
         } => {
+            let constraint = match (json_schema, grammar) {
+                (Some(path), _) => Some(Constraint::JsonSchema(
+                    serde_json::from_str(&read_input(&path)?).map_err(|e| {
+                        quantweb::Error::BadConstraint {
+                            param: "--json-schema".into(),
+                            reason: format!("{path}: not JSON: {e}"),
+                        }
+                    })?,
+                )),
+                (None, Some(path)) => Some(Constraint::Gbnf(read_input(&path)?)),
+                (None, None) => None,
+            };
             let opts = CompleteOptions {
                 max_tokens,
                 temperature: sampling.temperature,
@@ -361,6 +383,7 @@ fn run(cli: Cli) -> Result<()> {
                 stop,
                 logprobs: logprobs.is_some(),
                 top_logprobs: logprobs.unwrap_or(0),
+                constraint,
             };
             // Before the model loads: a bad request fails at once.
             opts.check()?;
@@ -421,6 +444,14 @@ fn run(cli: Cli) -> Result<()> {
                     done.tokens.len(),
                     done.timings.decode_tok_s
                 );
+                if opts.constraint.is_some() {
+                    eprintln!(
+                        "constraint masks: {:.2} ms per token ({:.1} % of the generation time)",
+                        done.timings.mask_ms / done.tokens.len().max(1) as f64,
+                        100.0 * done.timings.mask_ms
+                            / (done.timings.prefill_ms + done.timings.decode_ms).max(1e-9)
+                    );
+                }
             }
         }
         Cmd::Score {
@@ -510,6 +541,7 @@ fn run(cli: Cli) -> Result<()> {
                 &prompt,
                 gen_tokens as usize,
                 &mut sampler,
+                None,
                 None,
                 |_| false,
                 |_, _| true,

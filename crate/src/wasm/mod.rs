@@ -91,6 +91,8 @@ fn error_name(e: &Error) -> &'static str {
         Error::ChatTemplate { .. } | Error::ChatTemplateLimit { .. } => "ChatTemplateError",
         Error::ContextFull { .. } => "ContextFullError",
         Error::InvalidRequest { .. } => "InvalidRequestError",
+        Error::BadConstraint { .. } => "GrammarError",
+        Error::UnsupportedSchema { .. } => "UnsupportedSchemaError",
         Error::VocabMismatch { .. } => "VocabMismatchError",
         Error::DeviceLost { .. } => "DeviceLostError",
         Error::OutOfMemory { .. } => "OutOfMemoryError",
@@ -116,8 +118,15 @@ fn to_js<T: Serialize>(v: &T) -> JsResult<JsValue> {
 fn js_err(e: Error) -> JsValue {
     let err = js_error(error_name(&e), &e.to_string());
     // As UnsupportedOptionError's: the field to fix, without parsing the message.
-    if let Error::InvalidRequest { param, .. } = &e {
+    if let Error::InvalidRequest { param, .. }
+    | Error::BadConstraint { param, .. }
+    | Error::UnsupportedSchema { param, .. } = &e
+    {
         let _ = js_sys::Reflect::set(&err, &"param".into(), &param.into());
+    }
+    if let Error::UnsupportedSchema { keywords, .. } = &e {
+        let list: js_sys::Array = keywords.iter().map(|k| JsValue::from_str(k)).collect();
+        let _ = js_sys::Reflect::set(&err, &"keywords".into(), &list);
     }
     err
 }
