@@ -601,7 +601,36 @@ export interface SamplingOptions {
   logprobs?: boolean | null;
   /** With `logprobs`: the 0 to 20 likeliest tokens at each step (InvalidRequestError beyond). */
   top_logprobs?: number | null;
+  /**
+   * Holds the output to JSON or a grammar by constrained decoding: at every step only the
+   * tokens that keep the text a valid prefix can be sampled, so the answer parses (unless
+   * max_tokens cuts it: finish_reason 'length'). Numbers are held to 16 digits in a row, as
+   * llama.cpp's json-schema-to-grammar does. A grammar or schema that cannot be used rejects
+   * the request before anything runs: GrammarError, or UnsupportedSchemaError naming the JSON
+   * schema keywords (`error.keywords`) not implemented (docs/structured-output.md lists them).
+   */
+  response_format?: ResponseFormat | null;
 }
+
+/**
+ * OpenAI's `response_format` (text, JSON mode, a JSON schema; `strict` is accepted and the
+ * schema always held to) and WebLLM's (`json_object` with `schema` as a JSON string, and
+ * `grammar`: llama.cpp's GBNF grammar format).
+ */
+export type ResponseFormat =
+  | {
+      /** Absent is 'text'. WebLLM's 'structural_tag' is an UnsupportedOptionError. */
+      type?: 'text' | 'json_object' | 'grammar' | 'structural_tag' | null;
+      /** `json_object`: a JSON schema as a JSON string (WebLLM's). */
+      schema?: string | null;
+      /** `grammar`: the GBNF text. */
+      grammar?: string | null;
+      structural_tag?: unknown;
+    }
+  | {
+      type: 'json_schema';
+      json_schema: { name: string; description?: string | null; schema?: Record<string, unknown> | null; strict?: boolean | null };
+    };
 
 export interface Timings {
   prefill_ms: number;
@@ -754,8 +783,6 @@ export interface ChatCompletionRequest extends SamplingOptions {
   /** OpenAI's deprecated function calling: `[]` and 'none'. */
   functions?: ReadonlyArray<unknown>;
   function_call?: 'none' | 'auto' | { name: string };
-  /** `{type: 'text'}`. JSON mode, JSON schemas and grammars are not implemented yet. */
-  response_format?: { type?: string };
   /** No default: text output only. */
   audio?: unknown;
   /** `['text']`. */
@@ -894,7 +921,9 @@ export interface CachedModel {
  * (a chat request field this engine does not implement; `param` names it, e.g. "n" or
  * "messages[1].content[0]"; see ChatCompletionRequest), InvalidRequestError (a value out of
  * range, an empty or unknown-role message list; `param` names it, e.g. "top_p" or "stop[1]";
- * see SamplingOptions), VocabMismatchError (`compare`: a candidate with another tokenizer). A
+ * see SamplingOptions), GrammarError (a `response_format` that is no grammar or schema; `param`
+ * names the field), UnsupportedSchemaError (a JSON schema keyword constrained decoding does not
+ * implement; `keywords` lists them), VocabMismatchError (`compare`: a candidate with another tokenizer). A
  * request made while another runs waits for it: requests run in the order they were made.
  */
 export class Engine {

@@ -371,7 +371,7 @@ function unsupported(param, reason) {
 const absent = (v) => v === undefined || v === null;
 
 /** Fields of a chat request that the engine reads (sampling ones go to it as they are). */
-const CHAT_FIELDS = new Set(['messages', 'stream', 'stream_options', 'signal', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_k', 'top_p', 'min_p', 'repeat_penalty', 'seed', 'stop', 'logprobs', 'top_logprobs']);
+const CHAT_FIELDS = new Set(['messages', 'stream', 'stream_options', 'signal', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_k', 'top_p', 'min_p', 'repeat_penalty', 'seed', 'stop', 'logprobs', 'top_logprobs', 'response_format']);
 /** OpenAI fields about its service, not the answer: accepted with no effect (see quantweb.d.ts). */
 const NO_EFFECT_FIELDS = new Set(['model', 'user', 'metadata', 'service_tier', 'prediction']);
 const TOOLS = 'tool calling is not implemented yet';
@@ -391,7 +391,6 @@ const REFUSED_FIELDS = {
   parallel_tool_calls: [() => false, TOOLS],
   functions: [(v) => Array.isArray(v) && v.length === 0, TOOLS],
   function_call: [(v) => v === 'none', TOOLS],
-  response_format: [(v) => v.type === 'text', 'only {type: "text"}: JSON mode, JSON schemas and grammars are not implemented yet'],
   audio: [() => false, 'text output only'],
   modalities: [(v) => Array.isArray(v) && v.every((m) => m === 'text'), 'text output only'],
   store: [(v) => v === false, 'nothing is stored: the model runs in this browser'],
@@ -414,6 +413,9 @@ function checkChatRequest(req) {
     if (!rule) throw unsupported(k, 'not an option of chat.completions.create (its options are listed in quantweb.d.ts)');
     // Scalars are shown; a tools list or a schema would drown the reason.
     if (!rule[0](v)) throw unsupported(k, `${typeof v === 'object' ? '' : `${JSON.stringify(v)} is `}not supported: ${rule[1]}`);
+  }
+  if (req.response_format?.type === 'structural_tag') {
+    throw unsupported('response_format.type', "WebLLM's structural tags are not supported: use json_schema, or a grammar");
   }
   const so = req.stream_options;
   if (!absent(so)) {
@@ -465,7 +467,7 @@ function choiceLogprobs(entries) {
 /** Sampling options in the engine's snake_case names. */
 function samplingOptions(req) {
   const out = {};
-  for (const k of ['max_tokens', 'temperature', 'top_k', 'top_p', 'min_p', 'repeat_penalty', 'seed', 'stop', 'logprobs', 'top_logprobs']) {
+  for (const k of ['max_tokens', 'temperature', 'top_k', 'top_p', 'min_p', 'repeat_penalty', 'seed', 'stop', 'logprobs', 'top_logprobs', 'response_format']) {
     if (req[k] !== undefined && req[k] !== null) out[k] = req[k];
   }
   if (out.max_tokens === undefined && req.max_completion_tokens != null) out.max_tokens = req.max_completion_tokens;

@@ -274,6 +274,11 @@ fn bad_grammars_and_schemas_are_named_errors() {
     for (schema, keyword) in [
         (json!({"type": "array", "uniqueItems": true}), "uniqueItems"),
         (json!({"not": {"type": "string"}}), "not"),
+        // Branches that overlap: as anyOf, an output could match both.
+        (
+            json!({"oneOf": [{"type": "string"}, {"type": "string", "maxLength": 3}]}),
+            "oneOf",
+        ),
         (
             json!({"type": "object", "properties": {"a": {"type": "string", "contentSchema": {}, "if": {}}}}),
             "if",

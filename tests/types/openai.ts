@@ -47,6 +47,20 @@ export async function openaiApp(): Promise<string> {
     user: 'u',
   };
   const completion: ChatCompletion = await client.chat.completions.create(params);
+
+  // Structured output, in each of the SDK's response_format shapes.
+  const formats: ChatCompletionCreateParams['response_format'][] = [
+    { type: 'text' },
+    { type: 'json_object' },
+    {
+      type: 'json_schema',
+      json_schema: { name: 'answer', strict: true, schema: { type: 'object', properties: { n: { type: 'integer' } }, required: ['n'] } },
+    },
+  ];
+  for (const response_format of formats) {
+    const structured: ChatCompletion = await client.chat.completions.create({ ...params, response_format });
+    JSON.parse(structured.choices[0].message.content ?? '{}');
+  }
   const message: ChatCompletionMessage = completion.choices[0].message;
   let text = message.content ?? message.refusal ?? '';
   const finish: ChatCompletion.Choice['finish_reason'] = completion.choices[0].finish_reason;

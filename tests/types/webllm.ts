@@ -32,6 +32,15 @@ export async function webllmApp(): Promise<string> {
   const request: ChatCompletionRequestNonStreaming = { messages, temperature: 0, max_tokens: 64, seed: 1, n: 1, logprobs: false };
   const reply: ChatCompletion = await engine.chat.completions.create(request);
   let text = reply.choices[0].message.content ?? '';
+
+  // WebLLM's structured output: JSON mode with a schema string, and a grammar.
+  for (const response_format of [
+    { type: 'json_object', schema: JSON.stringify({ type: 'object', properties: { n: { type: 'integer' } } }) },
+    { type: 'grammar', grammar: 'root ::= "yes" | "no"' },
+  ] satisfies ChatCompletionRequestNonStreaming['response_format'][]) {
+    const structured: ChatCompletion = await engine.chat.completions.create({ ...request, response_format });
+    text += structured.choices[0].message.content ?? '';
+  }
   text += ` ${reply.usage?.extra.decode_tokens_per_s} tok/s`;
 
   const streamed: ChatCompletionRequestStreaming = { messages, stream: true, stream_options: { include_usage: true } };

@@ -50,8 +50,8 @@ impl Constraint {
             return Err(bad(p, "must be an object with a \"type\""));
         };
         let only = |allowed: &[&str]| -> Result<()> {
-            match obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-                Some(k) => Err(bad(&format!("{p}.{k}"), "unknown field")),
+            match (obj.iter()).find(|(k, v)| !v.is_null() && !allowed.contains(&k.as_str())) {
+                Some((k, _)) => Err(bad(&format!("{p}.{k}"), "unknown field")),
                 None => Ok(()),
             }
         };
@@ -77,10 +77,8 @@ impl Constraint {
                 };
                 // name, description and strict describe the schema to OpenAI's service; the
                 // output is held to the schema whatever `strict` says.
-                if let Some(k) = js
-                    .keys()
-                    .find(|k| !["name", "description", "schema", "strict"].contains(&k.as_str()))
-                {
+                let known = ["name", "description", "schema", "strict"];
+                if let Some(k) = js.keys().find(|k| !known.contains(&k.as_str())) {
                     return Err(bad(&format!("{p}.json_schema.{k}"), "unknown field"));
                 }
                 match js.get("schema") {
@@ -311,7 +309,15 @@ impl<'v> Constrained<'v> {
 }
 
 /// llguidance's refusal of a grammar or schema, with an unsupported JSON schema keyword named.
+/// `oneOf` is one where its branches can overlap: held as `anyOf` (as llama.cpp does), an
+/// output could match two of them and fail validation.
 fn compile_error(param: &str, message: &str) -> Error {
+    if message.contains("oneOf constraints are not supported") {
+        return Error::UnsupportedSchema {
+            param: param.into(),
+            keywords: vec!["oneOf".into()],
+        };
+    }
     if let Some(rest) = message.split("Unimplemented keys: [").nth(1) {
         let keywords = rest
             .split(']')
