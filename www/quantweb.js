@@ -249,6 +249,7 @@ function rebuildError(e) {
   if (e && e.name) err.name = e.name;
   if (e && e.resumable) err.resumable = true;
   if (e && e.param) err.param = e.param;
+  if (e && e.keywords) err.keywords = e.keywords;
   return err;
 }
 

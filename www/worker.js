@@ -62,7 +62,13 @@ function errorOut(e) {
   if (e && typeof e === 'object' && 'message' in e) {
     // The engine's errors arrive as plain Errors; a lost GPU device gets its own name.
     const name = /GPU device was lost/.test(e.message) ? 'DeviceLostError' : e.name || 'Error';
-    return { name, message: String(e.message), resumable: Boolean(e.resumable), ...(typeof e.param === 'string' ? { param: e.param } : {}) };
+    return {
+      name,
+      message: String(e.message),
+      resumable: Boolean(e.resumable),
+      ...(typeof e.param === 'string' ? { param: e.param } : {}),
+      ...(Array.isArray(e.keywords) ? { keywords: e.keywords.map(String) } : {}),
+    };
   }
   return { name: 'Error', message: String(e) };
 }
@@ -359,7 +365,7 @@ function need() {
 }
 
 /** Options for WasmEngine.complete: only the keys it knows, without undefined/null. */
-const OPTION_KEYS = ['max_tokens', 'temperature', 'top_k', 'top_p', 'min_p', 'repeat_penalty', 'seed', 'stop', 'logprobs', 'top_logprobs'];
+const OPTION_KEYS = ['max_tokens', 'temperature', 'top_k', 'top_p', 'min_p', 'repeat_penalty', 'seed', 'stop', 'logprobs', 'top_logprobs', 'response_format'];
 function engineOptions(options) {
   const out = {};
   for (const k of OPTION_KEYS) {

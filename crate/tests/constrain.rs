@@ -44,8 +44,8 @@ fn cases() -> Vec<Case> {
 }
 
 fn check(schema: &Value, text: &str, what: &str) {
-    let value: Value = serde_json::from_str(text)
-        .unwrap_or_else(|e| panic!("{what}: {text:?} is not JSON: {e}"));
+    let value: Value =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("{what}: {text:?} is not JSON: {e}"));
     let validator = jsonschema::options()
         .should_validate_formats(true)
         .build(schema)
@@ -54,7 +54,10 @@ fn check(schema: &Value, text: &str, what: &str) {
         .iter_errors(&value)
         .map(|e| e.to_string())
         .collect();
-    assert!(errors.is_empty(), "{what}: {text} fails its schema: {errors:?}");
+    assert!(
+        errors.is_empty(),
+        "{what}: {text} fails its schema: {errors:?}"
+    );
 }
 
 // ---- a synthetic vocabulary ----
@@ -67,8 +70,29 @@ fn words() -> Vec<Vec<u8>> {
     let mut w = vec![b"\xFF</s>".to_vec()];
     w.extend((0..=255u8).map(|b| vec![b]));
     for piece in [
-        "{\"", "\"}", "\": \"", "\", \"", "\": ", ", \"", "[\"", "\"]", "[{", "}]", "}, {", "true",
-        "false", "null", "12", "-0", "0.5", "e+", "name", "éa", "こん", "にちは", "héllo",
+        "{\"",
+        "\"}",
+        "\": \"",
+        "\", \"",
+        "\": ",
+        ", \"",
+        "[\"",
+        "\"]",
+        "[{",
+        "}]",
+        "}, {",
+        "true",
+        "false",
+        "null",
+        "12",
+        "-0",
+        "0.5",
+        "e+",
+        "name",
+        "éa",
+        "こん",
+        "にちは",
+        "héllo",
     ] {
         w.push(piece.as_bytes().to_vec());
     }
@@ -141,9 +165,8 @@ fn random_walks_under_every_schema_parse_and_validate() {
                 .unwrap_or_else(|e| panic!("{}: {e}", case.name));
             let out = walk(&mut c, seed, 2000)
                 .unwrap_or_else(|| panic!("{} (seed {seed}): no end in 2000 tokens", case.name));
-            let text = String::from_utf8(out).unwrap_or_else(|e| {
-                panic!("{} (seed {seed}): not UTF-8: {e}", case.name)
-            });
+            let text = String::from_utf8(out)
+                .unwrap_or_else(|e| panic!("{} (seed {seed}): not UTF-8: {e}", case.name));
             check(&case.schema, &text, &format!("{} (seed {seed})", case.name));
         }
     }
@@ -171,10 +194,17 @@ fn masks_follow_tokens_across_symbols_and_inside_characters() {
     let mut c = Constrained::new(&vocab, &Constraint::JsonSchema(schema)).unwrap();
     let now = allowed(&mut c, n);
     // `{"` covers two symbols; a lone `"` cannot start an object, nor can the end.
-    assert!(now.contains(&id(b"{\"")) && now.contains(&id(b"{")), "{now:?}");
+    assert!(
+        now.contains(&id(b"{\"")) && now.contains(&id(b"{")),
+        "{now:?}"
+    );
     assert!(!now.contains(&id(b"\"")) && !now.contains(&EOS));
     for t in [&b"{\""[..], b"name", b"\": "] {
-        assert!(allowed(&mut c, n).contains(&id(t)), "{:?}", String::from_utf8_lossy(t));
+        assert!(
+            allowed(&mut c, n).contains(&id(t)),
+            "{:?}",
+            String::from_utf8_lossy(t)
+        );
         c.accept(id(t)).unwrap();
     }
     // The value's opening quote may come with the first two bytes of こ.
@@ -253,10 +283,16 @@ fn gbnf_test_set() {
     for (grammar, good, bad) in set {
         for multi in [false, true] {
             for t in *good {
-                assert!(accepts(&vocab, grammar, t, multi), "{grammar:?} refuses {t:?}");
+                assert!(
+                    accepts(&vocab, grammar, t, multi),
+                    "{grammar:?} refuses {t:?}"
+                );
             }
             for t in *bad {
-                assert!(!accepts(&vocab, grammar, t, multi), "{grammar:?} takes {t:?}");
+                assert!(
+                    !accepts(&vocab, grammar, t, multi),
+                    "{grammar:?} takes {t:?}"
+                );
             }
         }
     }
@@ -287,7 +323,10 @@ fn bad_grammars_and_schemas_are_named_errors() {
         match refusal(Constraint::JsonSchema(schema.clone())) {
             Error::UnsupportedSchema { param, keywords } => {
                 assert_eq!(param, "response_format.json_schema.schema");
-                assert!(keywords.iter().any(|k| k == keyword), "{schema}: {keywords:?}");
+                assert!(
+                    keywords.iter().any(|k| k == keyword),
+                    "{schema}: {keywords:?}"
+                );
             }
             e => panic!("{schema}: {e}"),
         }
@@ -298,7 +337,10 @@ fn bad_grammars_and_schemas_are_named_errors() {
     for (grammar, says) in [
         ("item ::= \"a\"", "no root rule"),
         ("root ::= item", "item is used but not defined"),
-        ("root ::= \"a\"\nroot ::= \"b\"", "line 2: rule root is defined twice"),
+        (
+            "root ::= \"a\"\nroot ::= \"b\"",
+            "line 2: rule root is defined twice",
+        ),
         ("root ::= \"abc", "line 1: unterminated string"),
         ("root ::= \"a\" (\"b\"", "expected ) to close a group"),
         ("root ::= [z-a]", "reversed"),
@@ -346,14 +388,23 @@ fn response_formats_of_openai_and_webllm() {
     for (format, param) in [
         (json!({"type": "yaml"}), "response_format.type"),
         (json!("json_object"), "response_format"),
-        (json!({"type": "json_schema"}), "response_format.json_schema"),
+        (
+            json!({"type": "json_schema"}),
+            "response_format.json_schema",
+        ),
         (
             json!({"type": "json_schema", "json_schema": {"schema": {}, "extra": 1}}),
             "response_format.json_schema.extra",
         ),
-        (json!({"type": "json_object", "schema": "{"}), "response_format.schema"),
+        (
+            json!({"type": "json_object", "schema": "{"}),
+            "response_format.schema",
+        ),
         (json!({"type": "grammar"}), "response_format.grammar"),
-        (json!({"type": "text", "grammar": "x"}), "response_format.grammar"),
+        (
+            json!({"type": "text", "grammar": "x"}),
+            "response_format.grammar",
+        ),
     ] {
         match parse(format.clone()) {
             Err(Error::BadConstraint { param: p, .. }) => assert_eq!(p, param, "{format}"),
@@ -407,27 +458,35 @@ fn answers_validate(e: &mut Engine, cases: &[Case], model: &str) {
 
 #[test]
 fn smollm2_answers_every_schema_on_the_cpu() {
-    let Some(mut e) = engine(&[common::SMOLLM2], true) else { return };
+    let Some(mut e) = engine(&[common::SMOLLM2], true) else {
+        return;
+    };
     answers_validate(&mut e, &cases(), "SmolLM2");
 }
 
 #[test]
 fn smollm2_answers_schemas_on_the_gpu() {
-    let Some(mut e) = engine(&[common::SMOLLM2], false) else { return };
+    let Some(mut e) = engine(&[common::SMOLLM2], false) else {
+        return;
+    };
     let cases: Vec<Case> = cases().into_iter().step_by(8).collect();
     answers_validate(&mut e, &cases, "SmolLM2 GPU");
 }
 
 #[test]
 fn gemma3_answers_schemas_over_its_262k_vocabulary() {
-    let Some(mut e) = engine(&common::GEMMA_PARTS, true) else { return };
+    let Some(mut e) = engine(&common::GEMMA_PARTS, true) else {
+        return;
+    };
     let cases: Vec<Case> = cases().into_iter().step_by(2).collect();
     answers_validate(&mut e, &cases, "gemma3");
 }
 
 #[test]
 fn a_tiny_random_model_still_gives_valid_json() {
-    let Some(mut e) = engine(&["tiny-qwen2.gguf"], true) else { return };
+    let Some(mut e) = engine(&["tiny-qwen2.gguf"], true) else {
+        return;
+    };
     let cases: Vec<Case> = cases().into_iter().step_by(4).collect();
     answers_validate(&mut e, &cases, "tiny-qwen2");
 }

@@ -272,7 +272,10 @@ impl<'v> Constrained<'v> {
                 logits[t] = l;
             }
         }
-        if self.json.is_some_and(|j| !j.in_string && j.digits >= MAX_NUMBER_DIGITS) {
+        if self
+            .json
+            .is_some_and(|j| !j.in_string && j.digits >= MAX_NUMBER_DIGITS)
+        {
             self.end_number(logits);
         }
         self.mask_ms += crate::generate::now_ms() - t0;
