@@ -643,6 +643,8 @@ export interface Timings {
   /** Decode steps (one token each), and what they cost on the GPU in all. */
   decode_steps: number;
   decode: GpuCounts;
+  /** Of prefill_ms + decode_ms, what the masks of a `response_format` took (0 without one). */
+  mask_ms: number;
 }
 
 /** What recorded GPU work cost (see README, "What a token costs"). Bytes read by kernels are

@@ -97,6 +97,14 @@ test('streamed: the chunks join into JSON that validates; JSON mode gives an obj
   const webllm = await page.evaluate((req) => window.ask(req), { messages: messages(e), response_format: { type: 'json_object', schema: JSON.stringify(e.schema) } });
   validates(e.schema, webllm.text, 'WebLLM schema string');
 
+  // The raw completion takes it too, and reports what the masks cost.
+  const raw = await page.evaluate((req) => window.engine.complete(req), { prompt: 'A city as JSON: ', max_tokens: 60, temperature: 0, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: c.schema } } });
+  validates(c.schema, raw.text, 'raw complete');
+  assert.ok(raw.timings.mask_ms > 0, JSON.stringify(raw.timings));
+  const perToken = raw.timings.mask_ms / raw.tokens.length;
+  const stepMs = (raw.timings.prefill_ms + raw.timings.decode_ms) / raw.tokens.length;
+  console.log(`SmolLM2 (49 152 tokens) in Chromium, CPU engine: mask ${perToken.toFixed(2)} ms per token, ${((100 * perToken) / stepMs).toFixed(1)} % of a step`);
+
   const grammar = 'root ::= ("yes" | "no") ", because " [a-z ]{1,40} "."';
   const g = await page.evaluate((req) => window.ask(req), { messages: [{ role: 'user', content: 'Is the sky blue?' }], response_format: { type: 'grammar', grammar } });
   assert.match(g.text, /^(yes|no), because [a-z ]{1,40}\.$/, JSON.stringify(g));
@@ -118,4 +126,27 @@ test('bad schemas and grammars are named errors, before anything runs, and the e
   }
   const after = await page.evaluate((req) => window.ask(req), { messages: [{ role: 'user', content: 'Say hi.' }], max_tokens: 4 });
   assert.equal(after.error, undefined, JSON.stringify(after));
+});
+
+test('gemma3, 262 144 tokens: answers validate, and what the mask costs per token is reported', { timeout: 10 * MINUTE }, async () => {
+  const parts = [0, 1, 2, 3].map((i) => `${baseUrl}/models/gemma-3-270m-q4_k_m.gguf.part0${i}`);
+  const other = await browser.newPage();
+  try {
+    await other.goto(`${baseUrl}/`);
+    const c = CASES.find((x) => x.name === 'array-of-objects');
+    const res = await other.evaluate(async ({ parts, schema, prompt }) => {
+      const { Engine } = await import('/quantweb.js');
+      const engine = await Engine.load(parts, { cache: false, backend: 'cpu', threads: 2 });
+      const first = await engine.complete({ prompt, max_tokens: 8, temperature: 0 });
+      const r = await engine.complete({ prompt, max_tokens: 120, temperature: 0, response_format: { type: 'json_schema', json_schema: { name: 'x', schema } } });
+      return { text: r.text, finish: r.finish_reason, tokens: r.tokens.length, timings: r.timings, plain: first.timings };
+    }, { parts, schema: c.schema, prompt: `${c.prompt} Answer in JSON:` });
+    assert.equal(res.finish, 'stop', JSON.stringify(res.text));
+    validates(c.schema, res.text, 'gemma3');
+    const perToken = res.timings.mask_ms / res.tokens;
+    const stepMs = 1000 / res.plain.decode_tok_s;
+    console.log(`gemma3 (262 144 tokens) in Chromium, CPU engine, 2 threads: mask ${perToken.toFixed(2)} ms per token; an unconstrained decode step ${stepMs.toFixed(1)} ms (${((100 * perToken) / stepMs).toFixed(1)} %)`);
+  } finally {
+    await other.close();
+  }
 });
