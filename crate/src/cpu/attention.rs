@@ -28,7 +28,7 @@ pub fn attention(
     let (k, v) = (kv.k.borrow(), kv.v.borrow());
     let (k, v, cells): (&[u16], &[u16], usize) = (&k, &v, kv.cells as usize);
     let f16_acc = (n as u32) < GGML_FA_TILE_Q;
-    let one_head = |item: usize, o: &mut [f32]| {
+    let item_head = |item: usize, o: &mut [f32]| {
         let (t, head) = (item / n_head, item % n_head);
         let pos = pos0 as usize + t;
         let lo = if a.window > 0 {
@@ -40,11 +40,12 @@ pub fn attention(
         let at = |j: usize| (j % cells) * row + off;
         let qh = &q[item * hd..(item + 1) * hd];
         let keys = lo..pos + 1;
-        if f16_acc {
-            one_chunk(qh, k, v, keys, at, a.scale, o)
-        } else {
-            tiled(qh, k, v, keys, at, a.scale, o)
+        #[cfg(target_arch = "x86_64")]
+        if cpu.simd == super::Simd::Avx2 {
+            // SAFETY: Simd::Avx2 is only detected on CPUs with AVX2.
+            return unsafe { head_avx2(f16_acc, qh, k, v, keys, at, a.scale, o) };
         }
+        one_head(f16_acc, qh, k, v, keys, at, a.scale, o)
     };
     // Heads per piece of work: all of them while the context is very short. A key costs a
     // head far more than its `hd` multiply-adds (f16 conversions and roundings of llama.cpp's
@@ -59,14 +60,53 @@ pub fn attention(
     cpu.pool
         .chunks(&mut out[..n * n_head * hd], per * hd, |piece, o| {
             for (i, o) in o.chunks_exact_mut(hd).enumerate() {
-                one_head(piece * per + i, o);
+                item_head(piece * per + i, o);
             }
         });
 }
 
+/// One query head over `keys`, by the path llama.cpp takes for the batch's size.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn one_head(
+    f16_acc: bool,
+    q: &[f32],
+    k: &[u16],
+    v: &[u16],
+    keys: std::ops::Range<usize>,
+    at: impl Fn(usize) -> usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    if f16_acc {
+        one_chunk(q, k, v, keys, at, scale, out)
+    } else {
+        tiled(q, k, v, keys, at, scale, out)
+    }
+}
+
+/// [`one_head`] compiled for AVX2: twice as many f64 lanes for the exact multiply-adds and f16
+/// roundings. FMA is not enabled, so nothing is contracted: the results are the baseline's,
+/// bit for bit.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2")]
+unsafe fn head_avx2(
+    f16_acc: bool,
+    q: &[f32],
+    k: &[u16],
+    v: &[u16],
+    keys: std::ops::Range<usize>,
+    at: impl Fn(usize) -> usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    one_head(f16_acc, q, k, v, keys, at, scale, out)
+}
+
 /// Σ q · k over a head in `ggml_vec_dot_f16`'s AVX2 order: four accumulators of eight lanes
 /// fed by FMAs over steps of 32, folded pairwise, then the lanes added as `_mm_hadd_ps` does.
-#[inline]
+#[inline(always)]
 fn score(q: &[f32], k: &[u16]) -> f32 {
     let mut acc = [[0f32; 8]; 4];
     let whole = q.len() / 32 * 32;
@@ -93,6 +133,7 @@ fn fma(a: f32, b: f32, c: f32) -> f32 {
     (a as f64 * b as f64 + c as f64) as f32
 }
 
+#[inline(always)]
 fn one_chunk(
     q: &[f32],
     k: &[u16],
@@ -134,6 +175,7 @@ fn one_chunk(
     }
 }
 
+#[inline(always)]
 fn tiled(
     q: &[f32],
     k: &[u16],
@@ -244,6 +286,18 @@ mod tests {
             };
             let mut out = vec![0f32; q.len()];
             attention(&cpu, &kv, a, &q, &mut out, n, pos0 as u32);
+            // Every instruction set gives the same bits: the browser's build must agree
+            // with the native one.
+            let baseline = Cpu::with_simd(2, crate::cpu::Simd::Baseline).unwrap();
+            let mut same = vec![0f32; q.len()];
+            attention(&baseline, &kv, a, &q, &mut same, n, pos0 as u32);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&out),
+                bits(&same),
+                "n {n} window {window}: {:?}",
+                cpu.simd
+            );
             let want = exact(&kv, a, &q, n, pos0);
             // The f16 path rounds q and the accumulator to f16.
             let tol = if n < 64 { 4e-3 } else { 1e-5 };

@@ -101,38 +101,49 @@ impl Cpu {
 }
 
 /// ggml's `GGML_FP16_TO_FP32`, exact: the f16 bits moved into an f32's places and rebiased
-/// with one multiplication by 2^112 (which also makes subnormals right).
+/// with one multiplication by 2^112 (which also makes subnormals right). Branch-free (the
+/// inf/NaN case is a select), so that loops over a head's values vectorize.
 #[inline(always)]
 pub(crate) fn f16_to_f32(h: u16) -> f32 {
     let h = h as u32;
     let magnitude = (h & 0x7fff) << 13;
+    let finite = f32::from_bits(magnitude) * f32::from_bits(0x7780_0000);
+    let special = f32::from_bits(magnitude | 0x7f80_0000); // inf, NaN
     let v = if magnitude >= 0x7c00 << 13 {
-        f32::from_bits(magnitude | 0x7f80_0000) // inf, NaN
+        special
     } else {
-        f32::from_bits(magnitude) * f32::from_bits(0x7780_0000)
+        finite
     };
     f32::from_bits(v.to_bits() | (h & 0x8000) << 16)
 }
 
 /// x rounded to the nearest f16 (ties to even), as an f32: `f16_to_f32(f32_to_f16(x))` in a
-/// few integer operations, for the attention accumulator that ggml keeps in f16.
+/// few integer operations, for the attention accumulator that ggml keeps in f16. Every case is
+/// computed and the right one selected, without branches, so that the accumulator loops
+/// vectorize.
 #[inline(always)]
 pub(crate) fn round_f16(x: f32) -> f32 {
     let a = x.abs();
-    if a < 6.103_515_6e-5 {
-        // f16 subnormals are multiples of 2^-24: adding 0.75 = 1.5 · 2^-1 leaves none finer.
-        return ((x + 0.75) - 0.75).copysign(x);
-    }
-    if a >= 65520.0 || a.is_nan() {
-        return if a.is_nan() {
-            x
-        } else {
-            f32::INFINITY.copysign(x)
-        };
-    }
+    // f16 subnormals are multiples of 2^-24: adding 0.75 = 1.5 · 2^-1 leaves none finer.
+    let subnormal = ((x + 0.75) - 0.75).copysign(x);
     // Drop 13 of the 23 mantissa bits, rounding half to even.
     let b = x.to_bits();
-    f32::from_bits((b + 0x0fff + ((b >> 13) & 1)) & !0x1fff)
+    let normal = f32::from_bits(b.wrapping_add(0x0fff + ((b >> 13) & 1)) & !0x1fff);
+    let r = if a < 6.103_515_6e-5 {
+        subnormal
+    } else {
+        normal
+    };
+    let r = if a >= 65520.0 {
+        f32::INFINITY.copysign(x)
+    } else {
+        r
+    };
+    if a.is_nan() {
+        x
+    } else {
+        r
+    }
 }
 
 /// ggml's `GGML_FP32_TO_FP16`: round to nearest even.
