@@ -1,7 +1,7 @@
 //! Gated activations of the feed-forward block, as llama.cpp's CPU backend computes them (see
 //! [`Activation`] and shaders/act_fn.wgsl for the rules).
 
-use super::{f16_to_f32, f32_to_f16};
+use super::{f16_to_f32, f32_to_f16, Cpu};
 use crate::backend::Activation;
 
 /// act(x) for one gate value: element `i` of a row of `n` (ggml's vector loop takes SiLU's
@@ -68,23 +68,32 @@ fn v_expf(x: f32) -> f32 {
     }
 }
 
-/// Each row of gate (n_ff wide): gate[i] = act(gate[i]) · up[i].
-pub fn gated(a: Activation, gate: &mut [f32], up: &[f32], n_ff: usize) {
-    for (g, u) in gate.chunks_exact_mut(n_ff).zip(up.chunks_exact(n_ff)) {
-        for (i, (g, &u)) in g.iter_mut().zip(u).enumerate() {
-            *g = act(a, *g, i, n_ff) * u;
+/// Each row of gate (n_ff wide): gate[i] = act(gate[i]) · up[i]; a batch's tokens spread
+/// over the pool.
+pub fn gated(cpu: &Cpu, a: Activation, gate: &mut [f32], up: &[f32], n_ff: usize) {
+    let per = cpu.pool.split(gate.len() / n_ff, 1);
+    cpu.pool.chunks(gate, per * n_ff, |piece, gate| {
+        let up = &up[piece * per * n_ff..];
+        for (g, u) in gate.chunks_exact_mut(n_ff).zip(up.chunks_exact(n_ff)) {
+            for (i, (g, &u)) in g.iter_mut().zip(u).enumerate() {
+                *g = act(a, *g, i, n_ff) * u;
+            }
         }
-    }
+    });
 }
 
 /// gate[i] = act(gu[2i]) · gu[2i + 1]: the products of interleaved gate and up rows, n_ff
-/// pairs per token.
-pub fn gated_interleaved(a: Activation, gu: &[f32], gate: &mut [f32], n_ff: usize) {
-    for (g, gu) in gate.chunks_exact_mut(n_ff).zip(gu.chunks_exact(2 * n_ff)) {
-        for (i, (g, pair)) in g.iter_mut().zip(gu.chunks_exact(2)).enumerate() {
-            *g = act(a, pair[0], i, n_ff) * pair[1];
+/// pairs per token; a batch's tokens spread over the pool.
+pub fn gated_interleaved(cpu: &Cpu, a: Activation, gu: &[f32], gate: &mut [f32], n_ff: usize) {
+    let per = cpu.pool.split(gate.len() / n_ff, 1);
+    cpu.pool.chunks(gate, per * n_ff, |piece, gate| {
+        let gu = &gu[piece * per * 2 * n_ff..];
+        for (g, gu) in gate.chunks_exact_mut(n_ff).zip(gu.chunks_exact(2 * n_ff)) {
+            for (i, (g, pair)) in g.iter_mut().zip(gu.chunks_exact(2)).enumerate() {
+                *g = act(a, pair[0], i, n_ff) * pair[1];
+            }
         }
-    }
+    });
 }
 
 #[cfg(test)]

@@ -95,9 +95,17 @@ impl CpuMatrix {
         // transposed.
         let mut yt = vec![0f32; n * self.rows];
         self.fill(cpu, a, &mut yt);
-        for (r, col) in yt.chunks_exact(n).enumerate() {
-            for (t, &v) in col.iter().enumerate() {
-                y[t * self.rows + r] = v;
+        // In blocks of rows: a block's [rows, n] is read from cache while each token's part
+        // of it is written as one run (row by row, every write went to another cache line).
+        const BLOCK: usize = 64;
+        for (b, block) in yt.chunks(BLOCK * n).enumerate() {
+            let r0 = b * BLOCK;
+            let rows = block.len() / n;
+            for t in 0..n {
+                let dst = &mut y[t * self.rows + r0..][..rows];
+                for (r, d) in dst.iter_mut().enumerate() {
+                    *d = block[r * n + t];
+                }
             }
         }
     }

@@ -244,14 +244,14 @@ impl<'a> Pass<'a, Cpu> for CpuPass<'a> {
             GateUp::Interleaved(m) => {
                 let input = Acts::quantized(&mut a.xq, ActKind::for_weights(m.ty));
                 m.matmul(cpu, input, &mut a.wide);
-                gated_interleaved(act, &a.wide[..2 * n * ff], &mut a.gate[..n * ff], ff);
+                gated_interleaved(cpu, act, &a.wide[..2 * n * ff], &mut a.gate[..n * ff], ff);
             }
             GateUp::Separate([g, u]) => {
                 let input = Acts::quantized(&mut a.xq, ActKind::for_weights(g.ty));
                 g.matmul(cpu, input, &mut a.gate);
                 let input = Acts::quantized(&mut a.xq, ActKind::for_weights(u.ty));
                 u.matmul(cpu, input, &mut a.wide);
-                gated(act, &mut a.gate[..n * ff], &a.wide[..n * ff], ff);
+                gated(cpu, act, &mut a.gate[..n * ff], &a.wide[..n * ff], ff);
             }
         }
         Ok(())
