@@ -22,7 +22,7 @@ const user = (content) => ({ role: 'user', content });
 const REFUSED = [
   [{ messages: [user('Hi')], n: 2 }, undefined, 'n'],
   [{ messages: [user('Hi')], tools: [{ type: 'function', function: { name: 'add' } }], tool_choice: 'auto' }, undefined, 'tools'],
-  [{ messages: [user('Hi')], response_format: { type: 'json_object' } }, undefined, 'response_format'],
+  [{ messages: [user('Hi')], response_format: { type: 'structural_tag', structural_tag: {} } }, undefined, 'response_format.type'],
   [{ messages: [user('Hi')], frequency_penalty: 0.5 }, undefined, 'frequency_penalty'],
   [{ messages: [user('Hi')], modalities: ['text', 'audio'], audio: { voice: 'alloy', format: 'wav' } }, undefined, 'modalities'],
   [{ messages: [user('Hi')], max_token: 8 }, undefined, 'max_token'],
