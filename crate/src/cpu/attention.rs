@@ -38,14 +38,20 @@ pub fn attention(
         };
         let off = head / group * hd;
         let at = |j: usize| (j % cells) * row + off;
-        let qh = &q[item * hd..(item + 1) * hd];
-        let keys = lo..pos + 1;
+        let h = Head {
+            q: &q[item * hd..(item + 1) * hd],
+            k,
+            v,
+            keys: lo..pos + 1,
+            at,
+            scale: a.scale,
+        };
         #[cfg(target_arch = "x86_64")]
         if cpu.simd == super::Simd::Avx2 {
             // SAFETY: Simd::Avx2 is only detected on CPUs with AVX2.
-            return unsafe { head_avx2(f16_acc, qh, k, v, keys, at, a.scale, o) };
+            return unsafe { head_avx2(h, f16_acc, o) };
         }
-        one_head(f16_acc, qh, k, v, keys, at, a.scale, o)
+        h.run(f16_acc, o)
     };
     // Heads per piece of work: all of them while the context is very short. A key costs a
     // head far more than its `hd` multiply-adds (f16 conversions and roundings of llama.cpp's
@@ -65,43 +71,43 @@ pub fn attention(
         });
 }
 
-/// One query head over `keys`, by the path llama.cpp takes for the batch's size.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn one_head(
-    f16_acc: bool,
-    q: &[f32],
-    k: &[u16],
-    v: &[u16],
+/// One query head over `keys` of the cache; `at(j)` is where key j's head starts in `k`/`v`.
+struct Head<'a, F> {
+    q: &'a [f32],
+    k: &'a [u16],
+    v: &'a [u16],
     keys: std::ops::Range<usize>,
-    at: impl Fn(usize) -> usize,
+    at: F,
     scale: f32,
-    out: &mut [f32],
-) {
-    if f16_acc {
-        one_chunk(q, k, v, keys, at, scale, out)
-    } else {
-        tiled(q, k, v, keys, at, scale, out)
+}
+
+impl<F: Fn(usize) -> usize> Head<'_, F> {
+    /// By the path llama.cpp takes for the batch's size.
+    #[inline(always)]
+    fn run(self, f16_acc: bool, out: &mut [f32]) {
+        let Head {
+            q,
+            k,
+            v,
+            keys,
+            at,
+            scale,
+        } = self;
+        if f16_acc {
+            one_chunk(q, k, v, keys, at, scale, out)
+        } else {
+            tiled(q, k, v, keys, at, scale, out)
+        }
     }
 }
 
-/// [`one_head`] compiled for AVX2: twice as many f64 lanes for the exact multiply-adds and f16
+/// [`Head::run`] compiled for AVX2: twice as many f64 lanes for the exact multiply-adds and f16
 /// roundings. FMA is not enabled, so nothing is contracted: the results are the baseline's,
 /// bit for bit.
 #[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2")]
-unsafe fn head_avx2(
-    f16_acc: bool,
-    q: &[f32],
-    k: &[u16],
-    v: &[u16],
-    keys: std::ops::Range<usize>,
-    at: impl Fn(usize) -> usize,
-    scale: f32,
-    out: &mut [f32],
-) {
-    one_head(f16_acc, q, k, v, keys, at, scale, out)
+unsafe fn head_avx2<F: Fn(usize) -> usize>(h: Head<'_, F>, f16_acc: bool, out: &mut [f32]) {
+    h.run(f16_acc, out)
 }
 
 /// Σ q · k over a head in `ggml_vec_dot_f16`'s AVX2 order: four accumulators of eight lanes
