@@ -369,6 +369,8 @@ fn response_formats_of_openai_and_webllm() {
     let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
     for (format, want) in [
         (json!({"type": "text"}), None),
+        (json!({"type": null}), None),
+        (json!({}), None),
         (json!({"type": "json_object"}), Some(Constraint::JsonObject)),
         (
             json!({"type": "json_schema", "json_schema": {"name": "x", "strict": true, "schema": schema}}),
@@ -387,6 +389,7 @@ fn response_formats_of_openai_and_webllm() {
     }
     for (format, param) in [
         (json!({"type": "yaml"}), "response_format.type"),
+        (json!({"type": 5}), "response_format.type"),
         (json!("json_object"), "response_format"),
         (
             json!({"type": "json_schema"}),

@@ -55,8 +55,10 @@ impl Constraint {
                 None => Ok(()),
             }
         };
-        match obj.get("type").and_then(Value::as_str) {
-            Some("text") | None if obj.get("type").is_none_or(|t| t == "text") => {
+        // An absent or null type is text, as WebLLM's optional `type` means.
+        let ty = obj.get("type").filter(|t| !t.is_null());
+        match ty.map(|t| t.as_str().unwrap_or("")) {
+            None | Some("text") => {
                 only(&["type"])?;
                 Ok(None)
             }
@@ -100,7 +102,7 @@ impl Constraint {
                 &format!("{p}.type"),
                 format!(
                     "{} is not one of \"text\", \"json_object\", \"json_schema\", \"grammar\"",
-                    obj.get("type").map_or("absent".into(), Value::to_string)
+                    ty.map_or(String::new(), Value::to_string)
                 ),
             )),
         }
