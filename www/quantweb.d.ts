@@ -385,6 +385,12 @@ export interface LoadOptions {
    * Default true.
    */
   relaxedSimd?: boolean;
+  /**
+   * A Jinja chat template to use instead of the model's (as llama.cpp's
+   * `--chat-template-file`): for a file whose own template lacks tool support, say. A template
+   * that does not compile fails the load with a ChatTemplateError.
+   */
+  chatTemplate?: string;
 }
 
 /** A target of `quantize` (what `quantweb quantize --type` takes). */
@@ -529,8 +535,8 @@ export interface EngineInfo {
   /** Bytes of the weights and of the KV cache (GPU memory, or wasm memory on the CPU). */
   weightBytes: number;
   kvBytes: number;
-  /** Where the chat format comes from: the file's template ("model") or a built-in one. */
-  chatTemplate: 'model' | 'gemma' | 'chatml' | string;
+  /** Where the chat format comes from: the file's template ("model"), a built-in one, or the load's `chatTemplate` ("custom"). */
+  chatTemplate: 'model' | 'gemma' | 'chatml' | 'custom' | string;
   /** The WebGPU adapter in words, or the CPU engine's ("CPU (simd128, 2 threads)"). */
   adapter: string;
   /** The engine that runs the model. */
@@ -694,7 +700,7 @@ export interface CompleteResult {
   /** The prompt's ids, BOS included. */
   prompt_tokens: number[];
   /** 'abort' when stopped by the signal. */
-  finish_reason: 'stop' | 'length' | 'abort';
+  finish_reason: 'stop' | 'length' | 'abort' | 'tool_calls';
   aborted: boolean;
   usage: Usage;
   timings: Timings;
@@ -718,11 +724,13 @@ export type ChatContentPart =
 
 /**
  * A message, with every field of OpenAI's and WebLLM's message types. The model's chat template
- * sees `{role, content}`: `developer` (OpenAI's newer name for `system`) is rendered as
- * `system`; roles other than system, user and assistant are InvalidRequestError
- * (`param` "messages[i].role"), as is an empty message list. Fields that would need more than that
- * are UnsupportedOptionError: `role: 'tool'` and `'function'`, `tool_calls` (unless empty),
- * `tool_call_id`, `function_call`, `audio`, and `name` (templates are not given it).
+ * sees `{role, content}`, an assistant's `tool_calls` (arguments as objects) and a tool
+ * message's `tool_call_id`: `developer` (OpenAI's newer name for `system`) is rendered as
+ * `system`; roles other than system, user, assistant and tool are InvalidRequestError
+ * (`param` "messages[i].role"), as is an empty message list. A tool message or a tool call
+ * through a template without tool support is an UnsupportedOptionError (`param`
+ * "messages[i]"). Fields that would need more are UnsupportedOptionError: `role: 'function'`,
+ * `function_call`, `audio`, and `name` (templates are not given it).
  */
 export interface ChatMessage {
   role: 'system' | 'developer' | 'user' | 'assistant' | 'tool' | 'function' | (string & {});
@@ -731,10 +739,38 @@ export interface ChatMessage {
   /** An assistant's refusal, rendered as its text. */
   refusal?: string | null;
   name?: string;
-  tool_calls?: ReadonlyArray<unknown>;
+  /** An assistant's calls, as an answer gave them. */
+  tool_calls?: ReadonlyArray<ToolCall> | null;
+  /** A tool message: the `id` of the call it answers. */
   tool_call_id?: string;
   function_call?: unknown;
   audio?: unknown;
+}
+
+/** A function the model may call (OpenAI's `ChatCompletionTool`). */
+export interface Tool {
+  type: 'function';
+  function: {
+    /** 1 to 64 letters, digits, `_` or `-`. */
+    name: string;
+    description?: string;
+    /** JSON schema of the arguments; a forced call's arguments are held to it. */
+    parameters?: Record<string, unknown>;
+    /** Accepted: forced calls always follow `parameters`. */
+    strict?: boolean | null;
+  };
+}
+
+/** A call in an answer (OpenAI's `ChatCompletionMessageToolCall`). */
+export interface ToolCall {
+  /** 9 letters and digits (what Mistral's template demands when the call is sent back). */
+  id: string;
+  type: 'function';
+  function: {
+    name: string;
+    /** The arguments as JSON text. */
+    arguments: string;
+  };
 }
 
 /**
@@ -776,12 +812,21 @@ export interface ChatCompletionRequest extends SamplingOptions {
   repetition_penalty?: number | null;
   /** `{}`. */
   logit_bias?: Record<string, number> | null;
-  /** `[]`. Tool calling is not implemented yet. */
-  tools?: ReadonlyArray<unknown>;
-  /** 'none'. */
-  tool_choice?: 'none' | 'auto' | 'required' | { type: 'function'; function: { name: string } };
-  /** No default: only meaningful with tools. */
-  parallel_tool_calls?: boolean;
+  /**
+   * Functions the model may call, shown to it through the model's chat template (Hermes/Qwen,
+   * Llama 3.1+ and Mistral formats; docs/tools.md). Calls come back as `message.tool_calls`
+   * with finish_reason 'tool_calls'. A template without tool support is an
+   * UnsupportedOptionError (`param` "tools").
+   */
+  tools?: ReadonlyArray<Tool> | null;
+  /**
+   * 'auto' (the default): the model decides, and calls are parsed from what it writes.
+   * 'required' or a named function: the answer is calls, constrained to the template's format
+   * and each function's `parameters` schema. 'none': the tools are not shown.
+   */
+  tool_choice?: 'none' | 'auto' | 'required' | { type: 'function'; function: { name: string } } | null;
+  /** Whether an answer may hold several calls (default true, as OpenAI; Llama 3.1 makes one). */
+  parallel_tool_calls?: boolean | null;
   /** OpenAI's deprecated function calling: `[]` and 'none'. */
   functions?: ReadonlyArray<unknown>;
   function_call?: 'none' | 'auto' | { name: string };
@@ -808,9 +853,10 @@ export interface ChatRequestOptions {
 
 /**
  * OpenAI finish reasons. An answer stopped by the signal finishes with 'stop' and carries
- * `aborted: true`.
+ * `aborted: true`; an answer of tool calls finishes with 'tool_calls' (or 'length' if
+ * `max_tokens` may have cut one).
  */
-export type FinishReason = 'stop' | 'length';
+export type FinishReason = 'stop' | 'length' | 'tool_calls';
 
 /** `usage` of a chat answer: OpenAI's fields, plus WebLLM's `extra` figures. */
 export interface ChatUsage extends Usage {
@@ -852,9 +898,12 @@ export interface ChoiceLogprobs {
 
 export interface ChatCompletionMessage {
   role: 'assistant';
-  content: string;
+  /** With tool calls: the text before them, or null when there is none. */
+  content: string | null;
   /** The model's answer is never classified as a refusal. */
   refusal: null;
+  /** The calls the answer made, when it made any. */
+  tool_calls?: ToolCall[];
 }
 
 export interface ChatCompletion {
@@ -871,7 +920,11 @@ export interface ChatCompletion {
 /** A streamed choice: the first has `delta.role`; the last has an empty delta and `finish_reason`. */
 export interface ChatCompletionChunkChoice {
   index: 0;
-  delta: { role?: 'assistant'; content?: string };
+  /**
+   * Text as it comes (text that may open a tool call waits until it is known not to); each
+   * call comes whole in a chunk of its own, before the one with the `finish_reason`.
+   */
+  delta: { role?: 'assistant'; content?: string; tool_calls?: Array<ToolCall & { index: number }> };
   finish_reason: FinishReason | null;
   logprobs: ChoiceLogprobs | null;
 }

@@ -343,7 +343,7 @@ class WorkerLink {
 let completionSeq = 0;
 const completionId = (prefix) => `${prefix}-${Date.now().toString(36)}${(completionSeq++).toString(36)}`;
 
-const finishReason = (r) => (r === 'length' ? 'length' : 'stop');
+const finishReason = (r) => (r === 'length' || r === 'tool_calls' ? r : 'stop');
 
 /** OpenAI's usage with its cached-prompt detail, and WebLLM's `extra` figures from the timings. */
 function chatUsage(res, startedMs) {
@@ -372,10 +372,10 @@ function unsupported(param, reason) {
 const absent = (v) => v === undefined || v === null;
 
 /** Fields of a chat request that the engine reads (sampling ones go to it as they are). */
-const CHAT_FIELDS = new Set(['messages', 'stream', 'stream_options', 'signal', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_k', 'top_p', 'min_p', 'repeat_penalty', 'seed', 'stop', 'logprobs', 'top_logprobs', 'response_format']);
+const CHAT_FIELDS = new Set(['messages', 'stream', 'stream_options', 'signal', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_k', 'top_p', 'min_p', 'repeat_penalty', 'seed', 'stop', 'logprobs', 'top_logprobs', 'response_format', 'tools', 'tool_choice', 'parallel_tool_calls']);
 /** OpenAI fields about its service, not the answer: accepted with no effect (see quantweb.d.ts). */
 const NO_EFFECT_FIELDS = new Set(['model', 'user', 'metadata', 'service_tier', 'prediction']);
-const TOOLS = 'tool calling is not implemented yet';
+const FUNCTIONS = "OpenAI's deprecated function calling: use tools and tool_choice";
 const PENALTY = "use repeat_penalty (llama.cpp's, over the last 64 tokens)";
 /**
  * The rest of OpenAI's and WebLLM's request fields: [does the value equal the default, so that
@@ -387,11 +387,8 @@ const REFUSED_FIELDS = {
   presence_penalty: [(v) => v === 0, PENALTY],
   repetition_penalty: [(v) => v === 1, PENALTY],
   logit_bias: [(v) => typeof v === 'object' && Object.keys(v).length === 0, 'not implemented'],
-  tools: [(v) => Array.isArray(v) && v.length === 0, TOOLS],
-  tool_choice: [(v) => v === 'none', TOOLS],
-  parallel_tool_calls: [() => false, TOOLS],
-  functions: [(v) => Array.isArray(v) && v.length === 0, TOOLS],
-  function_call: [(v) => v === 'none', TOOLS],
+  functions: [(v) => Array.isArray(v) && v.length === 0, FUNCTIONS],
+  function_call: [(v) => v === 'none', FUNCTIONS],
   audio: [() => false, 'text output only'],
   modalities: [(v) => Array.isArray(v) && v.every((m) => m === 'text'), 'text output only'],
   store: [(v) => v === false, 'nothing is stored: the model runs in this browser'],
@@ -430,23 +427,29 @@ function checkChatRequest(req) {
 
 const MESSAGE_FIELD_REASONS = {
   name: 'participant names are not passed to the chat template',
-  tool_calls: TOOLS,
-  tool_call_id: TOOLS,
-  function_call: TOOLS,
+  function_call: FUNCTIONS,
   audio: 'text only',
 };
 
 /**
- * `[{role, content}]` for the chat template, from OpenAI- or WebLLM-shaped messages; throws
- * UnsupportedOptionError for what the template would not see.
+ * `[{role, content, tool_calls?, tool_call_id?}]` for the chat template, from OpenAI- or
+ * WebLLM-shaped messages; throws UnsupportedOptionError for what the template would not see.
  */
 function templateMessages(messages) {
   return messages.map((m, i) => {
     const at = `messages[${i}]`;
-    if (m.role === 'tool' || m.role === 'function') throw unsupported(`${at}.role`, `'${m.role}' messages are not supported: ${TOOLS}`);
+    if (m.role === 'function') throw unsupported(`${at}.role`, `'function' messages are not supported: ${FUNCTIONS}`);
+    const out = {};
     for (const [k, v] of Object.entries(m)) {
       if (absent(v) || k === 'role' || k === 'content' || k === 'refusal') continue;
-      if (k === 'tool_calls' && Array.isArray(v) && v.length === 0) continue;
+      if (k === 'tool_calls' && Array.isArray(v)) {
+        if (v.length) out.tool_calls = v.map((c) => ({ id: c?.id, type: c?.type ?? 'function', function: { name: c?.function?.name, arguments: c?.function?.arguments } }));
+        continue;
+      }
+      if (k === 'tool_call_id' && m.role === 'tool') {
+        out.tool_call_id = String(v);
+        continue;
+      }
       throw unsupported(`${at}.${k}`, `not supported: ${MESSAGE_FIELD_REASONS[k] || 'not a message field'}`);
     }
     const parts = typeof m.content === 'string' ? [m.content] : absent(m.content) ? [] : Array.from(m.content, (p, j) => {
@@ -456,8 +459,14 @@ function templateMessages(messages) {
       throw unsupported(`${at}.content[${j}]`, `${JSON.stringify(p.type)} parts are not supported: the engine runs text-only models`);
     });
     // `developer` is OpenAI's newer name for `system`, which is the one chat templates know.
-    return { role: m.role === 'developer' ? 'system' : String(m.role), content: parts.join('') + (m.refusal ?? '') };
+    return { role: m.role === 'developer' ? 'system' : String(m.role), content: parts.join('') + (m.refusal ?? ''), ...out };
   });
+}
+
+/** The answer's message: with calls, `content` is the text before them, or null without any. */
+function answerMessage(res) {
+  if (!res.tool_calls) return { role: 'assistant', content: res.text, refusal: null };
+  return { role: 'assistant', content: res.text || null, refusal: null, tool_calls: res.tool_calls };
 }
 
 /** `choices[i].logprobs` in OpenAI's shape, from the engine's entries (absent without `logprobs`). */
@@ -465,10 +474,14 @@ function choiceLogprobs(entries) {
   return entries ? { content: entries, refusal: null } : null;
 }
 
-/** Sampling options in the engine's snake_case names. */
-function samplingOptions(req) {
+const SAMPLING_KEYS = ['max_tokens', 'temperature', 'top_k', 'top_p', 'min_p', 'repeat_penalty', 'seed', 'stop', 'logprobs', 'top_logprobs', 'response_format'];
+/** A chat's tools go to the template and the engine; a raw completion has no template to show them. */
+const CHAT_KEYS = [...SAMPLING_KEYS, 'tools', 'tool_choice', 'parallel_tool_calls'];
+
+/** Sampling options in the engine's snake_case names (`keys`: which the request may set). */
+function samplingOptions(req, keys = SAMPLING_KEYS) {
   const out = {};
-  for (const k of ['max_tokens', 'temperature', 'top_k', 'top_p', 'min_p', 'repeat_penalty', 'seed', 'stop', 'logprobs', 'top_logprobs', 'response_format']) {
+  for (const k of keys) {
     if (req[k] !== undefined && req[k] !== null) out[k] = req[k];
   }
   if (out.max_tokens === undefined && req.max_completion_tokens != null) out.max_tokens = req.max_completion_tokens;
@@ -620,10 +633,10 @@ export class Engine {
    * (default true: URLs are downloaded into the browser's private storage once, resumably, and
    * later loads make no request; false: the weights stream from the server with Range requests
    * on every load), `signal` (aborting stops the load and its worker; downloaded bytes are kept),
-   * `backend` ('auto' by default, 'webgpu' or 'cpu'), `threads` and `relaxedSimd` (see
-   * quantweb.d.ts).
+   * `backend` ('auto' by default, 'webgpu' or 'cpu'), `threads`, `relaxedSimd` and
+   * `chatTemplate` (a Jinja template used instead of the model's; see quantweb.d.ts).
    */
-  static async load(source, { onProgress, contextLength, cache = true, signal, backend = 'auto', threads, relaxedSimd = true } = {}) {
+  static async load(source, { onProgress, contextLength, cache = true, signal, backend = 'auto', threads, relaxedSimd = true, chatTemplate } = {}) {
     if (!['auto', 'webgpu', 'cpu'].includes(backend)) {
       throw new TypeError(`backend must be 'auto', 'webgpu' or 'cpu', not ${JSON.stringify(backend)}`);
     }
@@ -631,13 +644,14 @@ export class Engine {
       throw new TypeError(`threads must be a whole number from 1, not ${JSON.stringify(threads)}`);
     }
     if (typeof relaxedSimd !== 'boolean') throw new TypeError(`relaxedSimd must be true or false, not ${JSON.stringify(relaxedSimd)}`);
+    if (chatTemplate !== undefined && typeof chatTemplate !== 'string') throw new TypeError('chatTemplate must be a Jinja template string');
     if (backend === 'webgpu' && (typeof navigator === 'undefined' || !navigator.gpu)) throw noWebGpuError();
     const src = normalizeSource(source);
     if (signal?.aborted) throw abortError(signal);
     const link = new WorkerLink();
     let onAbort = null;
     try {
-      const loading = link.request('load', { source: src, contextLength, cache: Boolean(cache), backend, threads, relaxedSimd }, { onProgress });
+      const loading = link.request('load', { source: src, contextLength, cache: Boolean(cache), backend, threads, relaxedSimd, chatTemplate }, { onProgress });
       const aborted = new Promise((_, reject) => {
         if (!signal) return;
         onAbort = () => reject(abortError(signal));
@@ -728,7 +742,7 @@ export class Engine {
     const signal = signals.length > 1 ? AbortSignal.any(signals) : signals[0];
     if (signal?.aborted) throw abortError(signal);
     const messages = templateMessages(req.messages);
-    const options = samplingOptions(req);
+    const options = samplingOptions(req, CHAT_KEYS);
     const id = completionId('chatcmpl');
     const startedMs = performance.now();
     const created = Math.floor(Date.now() / 1000);
@@ -740,7 +754,7 @@ export class Engine {
         object: 'chat.completion',
         created,
         model,
-        choices: [{ index: 0, message: { role: 'assistant', content: res.text, refusal: null }, finish_reason: finishReason(res.finish_reason), logprobs: choiceLogprobs(res.logprobs) }],
+        choices: [{ index: 0, message: answerMessage(res), finish_reason: finishReason(res.finish_reason), logprobs: choiceLogprobs(res.logprobs) }],
         usage: chatUsage(res, startedMs),
         timings: res.timings,
         aborted: res.finish_reason === 'abort',
@@ -760,14 +774,21 @@ export class Engine {
       return options.logprobs ? choiceLogprobs(content) : null;
     };
     ch.push(chunk(choice({ role: 'assistant', content: '' }, null)));
+    let streamed = 0;
     this._req('chat', { messages, options, stream: true }, {
       signal: both,
       onToken: (piece, token, logprob) => {
         if (logprob) pending.push(logprob);
-        if (piece) ch.push(chunk(choice({ content: piece }, null, take())));
+        if (piece) {
+          streamed += piece.length;
+          ch.push(chunk(choice({ content: piece }, null, take())));
+        }
       },
     }).then(
       (res) => {
+        // Text held back while it might have been a tool call, and was not one.
+        if (res.text.length > streamed) ch.push(chunk(choice({ content: res.text.slice(streamed) }, null)));
+        (res.tool_calls || []).forEach((c, index) => ch.push(chunk(choice({ tool_calls: [{ index, ...c }] }, null))));
         const usage = chatUsage(res, startedMs);
         ch.push(chunk(choice({}, finishReason(res.finish_reason), take()), { usage, timings: res.timings, aborted: res.finish_reason === 'abort' }));
         if (req.stream_options?.include_usage) ch.push(chunk([], { usage }));

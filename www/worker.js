@@ -6,7 +6,7 @@
 // possibly `{id, type: 'progress', ...}` (load) or `{id, type: 'token', piece, token, logprob}`
 // (stream; `logprob` with the `logprobs` option).
 //
-//   load        {source, contextLength, cache, backend, threads}  → info (see Engine.info in quantweb.d.ts)
+//   load        {source, contextLength, cache, backend, threads, chatTemplate}  → info (see Engine.info in quantweb.d.ts)
 //   complete    {prompt | tokens, options, stream} → the WasmEngine.complete result
 //   chat        {messages, options, stream}    → same; the prompt is the model's chat template
 //   tokenize    {text, parseSpecial}           → number[]
@@ -174,6 +174,15 @@ async function load(id, msg) {
     freeEngine();
     current = run.build;
     const opened = await openEngine(state, run, msg, (p) => post({ id, type: 'progress', ...p }));
+    if (msg.chatTemplate !== undefined) {
+      try {
+        opened.eng.setChatTemplate(msg.chatTemplate);
+      } catch (e) {
+        opened.eng.free();
+        throw e;
+      }
+      opened.info.chatTemplate = 'custom';
+    }
     engine = opened.eng;
     engineInfo = opened.info;
     return engineInfo;
@@ -407,7 +416,7 @@ async function handle(msg) {
     }
     case 'chat': {
       const eng = need();
-      const tokens = eng.chatTokens(msg.messages);
+      const tokens = eng.chatTokens(msg.messages, msg.options);
       return generate(id, tokens, msg.options, msg.stream);
     }
     case 'tokenize':

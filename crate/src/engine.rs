@@ -2,6 +2,7 @@
 //! reuse across calls, stop strings and early stop. The browser's `WasmEngine` is a thin shell
 //! around it.
 
+use crate::chat::tools::{tool_calls, ToolCall, ToolUse};
 use crate::chat::{ChatMessage, ChatTemplate};
 use crate::constrain::{Constrained, Constraint, Vocabulary};
 use crate::error::{Error, Result};
@@ -34,6 +35,9 @@ pub struct CompleteOptions {
     /// What the output must be (JSON, a schema, a grammar); free text when `None`.
     #[serde(skip)]
     pub constraint: Option<Constraint>,
+    /// Functions the model may call (chat only: the template shows them).
+    #[serde(skip)]
+    pub tools: Option<ToolUse>,
 }
 
 impl Default for CompleteOptions {
@@ -51,6 +55,7 @@ impl Default for CompleteOptions {
             logprobs: false,
             top_logprobs: 0,
             constraint: None,
+            tools: None,
         }
     }
 }
@@ -63,9 +68,9 @@ pub const MAX_STOP_BYTES: usize = 1024;
 /// OpenAI's bound on `top_logprobs`.
 pub const MAX_TOP_LOGPROBS: usize = 20;
 
-/// The roles a request's messages may have: the ones every chat template knows. Others (a
-/// "tool" turn, a typo) are refused rather than left to each template to print or choke on.
-pub const ROLES: [&str; 3] = ["system", "user", "assistant"];
+/// The roles a request's messages may have (a "tool" turn only through a template that takes
+/// tools). Others (a typo) are refused rather than left to each template to print or choke on.
+pub const ROLES: [&str; 4] = ["system", "user", "assistant", "tool"];
 
 fn invalid(param: impl Into<String>, value: impl Into<String>, reason: &str) -> Error {
     Error::InvalidRequest {
@@ -162,6 +167,13 @@ impl CompleteOptions {
                 ));
             }
         }
+        if self.constraint.is_some() && self.tools.is_some() {
+            return Err(invalid(
+                "response_format",
+                "",
+                "cannot be combined with tools in play (use tool_choice: \"none\")",
+            ));
+        }
         Ok(())
     }
 }
@@ -184,6 +196,10 @@ pub struct RequestOptions {
     pub top_logprobs: Option<f64>,
     /// OpenAI's or WebLLM's `response_format` ([`Constraint::from_response_format`]).
     pub response_format: Option<serde_json::Value>,
+    /// OpenAI's tools ([`ToolUse::from_request`]).
+    pub tools: Option<serde_json::Value>,
+    pub tool_choice: Option<serde_json::Value>,
+    pub parallel_tool_calls: Option<bool>,
 }
 
 impl RequestOptions {
@@ -231,6 +247,11 @@ impl RequestOptions {
                 Some(f) => Constraint::from_response_format(f)?,
                 None => None,
             },
+            tools: ToolUse::from_request(
+                self.tools.as_ref(),
+                self.tool_choice.as_ref(),
+                self.parallel_tool_calls,
+            )?,
         };
         o.check()?;
         Ok(o)
@@ -252,7 +273,7 @@ pub fn check_messages(messages: &[ChatMessage]) -> Result<()> {
             return Err(invalid(
                 format!("messages[{i}].role"),
                 shown(&m.role),
-                "must be \"system\", \"user\" or \"assistant\"",
+                "must be \"system\", \"user\", \"assistant\" or \"tool\"",
             ));
         }
     }
@@ -268,6 +289,8 @@ pub enum FinishReason {
     Length,
     /// The caller's token callback asked to stop.
     Abort,
+    /// The answer is calls of the request's tools ([`Completion::tool_calls`]).
+    ToolCalls,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -293,6 +316,9 @@ pub struct Completion {
     /// `ChatCompletionTokenLogprob` shape.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<Vec<LogprobEntry>>,
+    /// The calls the answer made; `text` is then what came before them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
 }
 
 /// A token as OpenAI's `logprobs` show it: its text (lossy where the token is part of a UTF-8
@@ -434,9 +460,46 @@ impl Engine {
     /// Prompt ids of `messages` through the chat template, ready for the assistant's turn, as
     /// llama.cpp makes them: special-token text parsed, and a BOS the template writes itself
     /// not doubled by the tokenizer's.
-    pub fn chat_tokens(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+    /// `tools`: the request's, which the template shows the model.
+    pub fn chat_tokens(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&ToolUse>,
+    ) -> Result<Vec<u32>> {
         check_messages(messages)?;
-        self.template.encode(&self.tokenizer, messages, true)
+        let uses_tools =
+            (messages.iter()).position(|m| m.role == "tool" || !m.tool_calls.is_empty());
+        if self.template.tool_format().is_none() {
+            if let Some(i) = uses_tools {
+                return Err(self.no_tool_support(format!("messages[{i}]")));
+            }
+            if tools.is_some() {
+                return Err(self.no_tool_support("tools".into()));
+            }
+        }
+        let specs = tools.map(ToolUse::specs);
+        self.template
+            .encode(&self.tokenizer, messages, specs.as_deref(), true)
+    }
+
+    fn no_tool_support(&self, param: String) -> Error {
+        Error::NoToolSupport {
+            param,
+            reason: format!(
+                "the chat template ({}) takes no tools: none of the tool-call formats of Hermes/Qwen, \
+                 Llama 3 or Mistral is in it",
+                self.template_source
+            ),
+        }
+    }
+
+    /// Replaces the chat template (as llama.cpp's `--chat-template-file`): for a model whose own
+    /// template lacks something, e.g. tools. The KV cache is kept: a prompt that the new
+    /// template renders differently only shares a shorter prefix with it.
+    pub fn set_chat_template(&mut self, source: &str) -> Result<()> {
+        self.template = ChatTemplate::with_tokenizer(source, &self.tokenizer)?;
+        self.template_source = "custom";
+        Ok(())
     }
 
     /// Token ids of a prompt as llama.cpp makes them: BOS first when the model adds one;
@@ -472,14 +535,30 @@ impl Engine {
                 needed,
             });
         }
-        if opts.constraint.is_some() && self.vocabulary.is_none() {
+        let tool_format = match &opts.tools {
+            Some(_) => Some(
+                (self.template.tool_format())
+                    .ok_or_else(|| self.no_tool_support("tools".into()))?,
+            ),
+            None => None,
+        };
+        let tool_constraint = match (&opts.tools, tool_format) {
+            (Some(t), Some(f)) if t.forced() => Some(Constraint::ToolCalls(
+                t.grammar(f, self.tokenizer.token_id("[TOOL_CALLS]"))?,
+            )),
+            _ => None,
+        };
+        let constraint = opts.constraint.as_ref().or(tool_constraint.as_ref());
+        if constraint.is_some() && self.vocabulary.is_none() {
             self.vocabulary = Some(Vocabulary::new(&self.tokenizer)?);
         }
         // Compiled before anything runs: a bad grammar or schema fails the request at once.
-        let mut constrained = match (&opts.constraint, &self.vocabulary) {
+        let mut constrained = match (constraint, &self.vocabulary) {
             (Some(c), Some(v)) => Some(Constrained::new(v, c)?),
             _ => None,
         };
+        let mut hold =
+            tool_format.map(|f| f.hold(opts.tools.as_ref().is_some_and(ToolUse::forced)));
         let cached = Self::reuse_prefix(&mut self.history, &mut self.model, prompt);
         // Never run past the context: generation ends there with finish_reason "length".
         let room = self.model.n_ctx as usize - prompt.len();
@@ -535,7 +614,10 @@ impl Engine {
                         return false;
                     }
                 };
-                let (ready, hit) = stops.push(&piece);
+                let (mut ready, hit) = stops.push(&piece);
+                if let Some(h) = &mut hold {
+                    ready = h.push(&ready);
+                }
                 if hit {
                     finish = FinishReason::Stop;
                     on_token(&ready, t, entry);
@@ -552,11 +634,23 @@ impl Engine {
         if let Some(e) = failed {
             return Err(e);
         }
-        let text = stops.finish(if finish == FinishReason::Stop {
+        let mut text = stops.finish(if finish == FinishReason::Stop {
             None
         } else {
             Some(decoder.finish())
         });
+        let mut calls = None;
+        if let (Some(f), Some(t)) = (tool_format, &opts.tools) {
+            if let Some((before, parsed)) = f.parse(&text, &t.tools) {
+                let salt = crate::generate::now_ms().to_bits() ^ (prompt.len() as u64) << 32;
+                calls = Some(tool_calls(parsed, salt));
+                text = before;
+                // "length" stays: a call may have been cut off.
+                if finish == FinishReason::Stop {
+                    finish = FinishReason::ToolCalls;
+                }
+            }
+        }
 
         self.history.truncate(cached);
         self.history.extend_from_slice(&prompt[cached..]);
@@ -575,6 +669,7 @@ impl Engine {
             timings,
             cached_tokens: cached,
             logprobs: entries,
+            tool_calls: calls,
         })
     }
 
@@ -846,7 +941,7 @@ mod tests {
     #[test]
     fn messages_need_one_at_least_and_known_roles() {
         let m = |role: &str| ChatMessage::new(role, "hi");
-        check_messages(&[m("system"), m("user"), m("assistant")]).unwrap();
+        check_messages(&[m("system"), m("user"), m("assistant"), m("tool")]).unwrap();
         refused(check_messages(&[]), "messages");
         let msg = refused(
             check_messages(&[m("user"), m("wizard")]),
@@ -854,6 +949,6 @@ mod tests {
         );
         assert!(msg.contains("\"wizard\""), "{msg}");
         refused(check_messages(&[m("User")]), "messages[0].role");
-        refused(check_messages(&[m("tool")]), "messages[0].role");
+        refused(check_messages(&[m("function")]), "messages[0].role");
     }
 }

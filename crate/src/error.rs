@@ -163,6 +163,11 @@ pub enum Error {
         keywords: Vec<String>,
     },
 
+    /// Tools asked of a model whose chat template cannot show them or whose calls it cannot
+    /// read (docs/tools.md lists the formats).
+    #[error("{param}: {reason}")]
+    NoToolSupport { param: String, reason: String },
+
     /// `compare`: a candidate that reads text differently from the base.
     #[error("{candidate}: not the base model's vocabulary ({reason}); every candidate must be a quantization of the same model")]
     VocabMismatch { candidate: String, reason: String },

@@ -441,7 +441,7 @@ fn answers_validate(e: &mut Engine, cases: &[Case], model: &str) {
             ),
             quantweb::chat::ChatMessage::new("user", case.prompt.clone()),
         ];
-        let prompt = e.chat_tokens(&messages).unwrap();
+        let prompt = e.chat_tokens(&messages, None).unwrap();
         let opts = CompleteOptions {
             max_tokens: 200,
             constraint: Some(Constraint::JsonSchema(case.schema.clone())),

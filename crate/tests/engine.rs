@@ -116,7 +116,7 @@ fn a_template_past_its_limits_leaves_the_engine_usable() {
     let hi = [ChatMessage::new("user", "Hi")];
     let want = ChatTemplate::from_model(&gguf, &tokenizer)
         .unwrap()
-        .encode(&tokenizer, &hi, true)
+        .encode(&tokenizer, &hi, None, true)
         .unwrap();
     let own = gguf.metadata["tokenizer.chat_template"].as_str().unwrap();
     let looping = "{% if messages[0].content == 'loop' %}{% for i in range(100000) %}\
@@ -129,10 +129,10 @@ fn a_template_past_its_limits_leaves_the_engine_usable() {
 
     let loop_msg = [ChatMessage::new("user", "loop")];
     assert!(matches!(
-        e.chat_tokens(&loop_msg),
+        e.chat_tokens(&loop_msg, None),
         Err(Error::ChatTemplateLimit { .. })
     ));
-    let ids = e.chat_tokens(&hi).unwrap();
+    let ids = e.chat_tokens(&hi, None).unwrap();
     assert_eq!(ids, want);
     let done = pollster::block_on(e.complete(&ids, &greedy(3), |_, _, _| true)).unwrap();
     assert_eq!(done.tokens.len(), 3);

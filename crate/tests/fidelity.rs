@@ -337,7 +337,7 @@ fn check(
                     .iter()
                     .map(|m| ChatMessage::new(m.role.clone(), m.content.clone()))
                     .collect();
-                engine.chat_tokens(&msgs).unwrap()
+                engine.chat_tokens(&msgs, None).unwrap()
             }
             _ => engine.prompt_tokens(&case.prompt, false),
         };

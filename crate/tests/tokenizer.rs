@@ -217,6 +217,7 @@ fn check_model(names: &[&str], golden_name: &str) {
             .encode(
                 &tok,
                 &conversations[c.conversation],
+                None,
                 c.add_generation_prompt,
             )
             .unwrap();

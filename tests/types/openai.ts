@@ -10,7 +10,10 @@ import type {
   ChatCompletionCreateParamsStreaming,
   ChatCompletionMessage,
   ChatCompletionMessageParam,
+  ChatCompletionMessageToolCall,
   ChatCompletionTokenLogprob,
+  ChatCompletionTool,
+  ChatCompletionToolChoiceOption,
 } from 'openai/resources/chat/completions';
 import { Engine, type ChatCompletionRequest, type ChatMessage } from '../../www/quantweb.js';
 
@@ -89,6 +92,28 @@ export async function openaiApp(): Promise<string> {
     return (res satisfies ChatCompletion).choices[0].message.content ?? '';
   };
   text += await either({ model: 'm', messages, stream: Math.random() < 0.5 });
+
+  // A tool round trip, as the SDK's docs write it: the calls go back as the assistant's
+  // message, each answered by a tool message.
+  const tools: ChatCompletionTool[] = [
+    { type: 'function', function: { name: 'add', description: 'a + b', parameters: { type: 'object', properties: { a: { type: 'number' }, b: { type: 'number' } } }, strict: true } },
+  ];
+  for (const tool_choice of ['auto', 'required', 'none', { type: 'function', function: { name: 'add' } }] satisfies ChatCompletionToolChoiceOption[]) {
+    const asked: ChatCompletion = await client.chat.completions.create({ ...params, tools, tool_choice, parallel_tool_calls: false });
+    const reply: ChatCompletionMessage = asked.choices[0].message;
+    const calls: ChatCompletionMessageToolCall[] = reply.tool_calls ?? [];
+    const history: ChatCompletionMessageParam[] = [...messages, reply];
+    for (const call of calls) {
+      const { a, b } = JSON.parse(call.function.arguments) as { a: number; b: number };
+      history.push({ role: 'tool', tool_call_id: call.id, content: String(a + b) });
+    }
+    const answer: ChatCompletion = await client.chat.completions.create({ model: 'm', messages: history, tools });
+    text += answer.choices[0].finish_reason === 'tool_calls' ? '' : answer.choices[0].message.content ?? '';
+  }
+  const toolStream = await client.chat.completions.create({ ...streamed, tools });
+  for await (const chunk of toolStream) {
+    for (const delta of chunk.choices[0]?.delta.tool_calls ?? []) text += `${delta.index}:${delta.function?.name}(${delta.function?.arguments})`;
+  }
 
   // Negative checks: each line below must stay an error, or tsc fails ("unused @ts-expect-error").
   // @ts-expect-error a streamed answer is not a ChatCompletion (the overloads tell them apart)

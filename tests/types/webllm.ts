@@ -9,6 +9,7 @@ import type {
   ChatCompletionRequestBase,
   ChatCompletionRequestNonStreaming,
   ChatCompletionRequestStreaming,
+  ChatCompletionTool,
   MLCEngineInterface,
 } from '@mlc-ai/web-llm';
 import { Engine, type ChatCompletionRequest as QuantwebRequest, type ChatMessage } from '../../www/quantweb.js';
@@ -42,6 +43,13 @@ export async function webllmApp(): Promise<string> {
     text += structured.choices[0].message.content ?? '';
   }
   text += ` ${reply.usage?.extra.decode_tokens_per_s} tok/s`;
+
+  // WebLLM's function calling: tools in, tool_calls out, results back as tool messages.
+  const tools: ChatCompletionTool[] = [{ type: 'function', function: { name: 'add', description: 'a + b', parameters: { type: 'object' } } }];
+  const called: ChatCompletion = await engine.chat.completions.create({ ...request, tools, tool_choice: 'auto' });
+  for (const call of called.choices[0].message.tool_calls ?? []) {
+    messages.push({ role: 'assistant', content: null, tool_calls: [call] }, { role: 'tool', tool_call_id: call.id, content: '4' });
+  }
 
   const streamed: ChatCompletionRequestStreaming = { messages, stream: true, stream_options: { include_usage: true } };
   const chunks: AsyncIterable<ChatCompletionChunk> = await create(streamed);

@@ -12,6 +12,10 @@
 //! (the oracle read them from where that command wrote them; here they go to models/, so the
 //! browser tests can load them too).
 //!
+//! The chat templates with tool support (`TEMPLATES`, into models/templates/) are llama.cpp's
+//! own copies in its `models/templates/`, taken from the llama.cpp source that the npm package
+//! of the oracle, node-llama-cpp 3.21.1, ships as a git bundle; each must have its sha256.
+//!
 //! The tiny models are generated, not downloaded: `tests/tiny/make_tiny_models.py` builds them
 //! from the real models' tokenizers and seeded random weights, run by the python of a venv
 //! (`target/pyenv`) that holds exactly the pinned `gguf` and `numpy` from PyPI (Debian's python3
@@ -91,7 +95,94 @@ pub fn fetch_models(all: bool) -> Result<()> {
         ensure_model(&dir, &GEMMA3)?;
         ensure_tiny_models(&dir)?;
         ensure_quantized_models(&dir)?;
+        ensure_templates(&dir.join("templates"))?;
     }
+    Ok(())
+}
+
+/// The npm package whose llama.cpp source holds the templates.
+const TEMPLATES_PACKAGE: &str = "node-llama-cpp@3.21.1";
+/// Its llama.cpp source: a git bundle of one commit.
+const TEMPLATES_BUNDLE: &str = "package/llama/gitRelease.bundle";
+/// Files of llama.cpp's models/templates/ and their sha256.
+const TEMPLATES: &[(&str, &str)] = &[
+    (
+        "Qwen-Qwen2.5-7B-Instruct.jinja",
+        "cd8e9439f0570856fd70470bf8889ebd8b5d1107207f67a5efb46e342330527f",
+    ),
+    (
+        "meta-llama-Llama-3.1-8B-Instruct.jinja",
+        "e10ca381b1ccc5cf9db52e371f3b6651576caee0a630b452e2816b2d404d4b65",
+    ),
+    (
+        "mistralai-Mistral-Nemo-Instruct-2407.jinja",
+        "e4676cb56dffea7782fd3e2b577cfaf1e123537e6ef49b3ec7caa6c095c62272",
+    ),
+];
+
+fn ensure_templates(dir: &Path) -> Result<()> {
+    let sha = |p: &Path| sha256_files(&[p.to_path_buf()]).unwrap_or_default();
+    if TEMPLATES.iter().all(|(f, want)| sha(&dir.join(f)) == *want) {
+        println!("chat templates: present and verified");
+        return Ok(());
+    }
+    println!("chat templates: from llama.cpp's source in the npm package {TEMPLATES_PACKAGE}");
+    fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".download-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp)?;
+    let result = (|| -> Result<()> {
+        let hint = "could not get the chat templates: npm, tar and git are needed, and network \
+                    access to the npm registry";
+        run_cmd(
+            Command::new("npm")
+                .args(["pack", TEMPLATES_PACKAGE, "--silent", "--pack-destination"])
+                .arg(&tmp),
+            hint,
+        )?;
+        let tgz = tmp.join("node-llama-cpp-3.21.1.tgz");
+        run_cmd(
+            Command::new("tar")
+                .arg("-xzf")
+                .arg(&tgz)
+                .arg("-C")
+                .arg(&tmp)
+                .arg(TEMPLATES_BUNDLE),
+            hint,
+        )?;
+        let repo = tmp.join("llama.cpp");
+        run_cmd(
+            Command::new("git")
+                .args([
+                    "-c",
+                    "init.defaultBranch=main",
+                    "clone",
+                    "-q",
+                    "--no-checkout",
+                ])
+                .arg(tmp.join(TEMPLATES_BUNDLE))
+                .arg(&repo),
+            hint,
+        )?;
+        for (f, want) in TEMPLATES {
+            let out = Command::new("git")
+                .arg("-C")
+                .arg(&repo)
+                .args(["show", &format!("HEAD:models/templates/{f}")])
+                .output()?;
+            let path = tmp.join(f);
+            fs::write(&path, &out.stdout)?;
+            let got = sha(&path);
+            if !out.status.success() || got != *want {
+                return Err(format!("{f}: sha256 is {got}, expected {want}").into());
+            }
+            fs::rename(&path, dir.join(f))?;
+        }
+        Ok(())
+    })();
+    let _ = fs::remove_dir_all(&tmp);
+    result?;
+    println!("chat templates: {} verified", TEMPLATES.len());
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The `quantweb` command line: the same engine as the page, natively.
 
 use clap::{Parser, Subcommand};
+use quantweb::chat::tools::ToolUse;
 use quantweb::chat::ChatMessage;
 use quantweb::compare::{self, Size};
 use quantweb::constrain::Constraint;
@@ -61,53 +62,7 @@ enum Cmd {
         json: bool,
     },
     /// Generate text on the GPU or the CPU, streaming it as it comes.
-    #[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "prompt_file", "messages"])))]
-    Generate {
-        #[arg(required = true)]
-        model: Vec<String>,
-        #[arg(long)]
-        prompt: Option<String>,
-        /// The prompt from a UTF-8 file, `-` for standard input (an argument is limited to
-        /// 128 KiB on Linux).
-        #[arg(long, value_name = "PATH")]
-        prompt_file: Option<String>,
-        /// A conversation through the model's chat template: a JSON file (`-` for standard
-        /// input) of `[{"role": "system" | "user" | "assistant", "content": "…"}, …]`.
-        #[arg(long, value_name = "PATH")]
-        messages: Option<String>,
-        /// Wrap the prompt as one user message in the model's chat template.
-        #[arg(long)]
-        chat: bool,
-        /// Parse special-token text (e.g. <|im_start|>) in a raw prompt.
-        #[arg(long)]
-        special: bool,
-        /// At most this many tokens; generation also ends where the context does.
-        #[arg(long, default_value_t = 128)]
-        max_tokens: usize,
-        #[command(flatten)]
-        sampling: Sampling,
-        /// End the text before this string (repeatable).
-        #[arg(long)]
-        stop: Vec<String>,
-        /// With --json: each generated token's log-probability and its N likeliest
-        /// alternatives (0 to 20), as OpenAI's `logprobs`.
-        #[arg(long, value_name = "N")]
-        logprobs: Option<usize>,
-        /// Hold the output to the JSON schema in this file (`-` for standard input): it always
-        /// parses and validates.
-        #[arg(long, value_name = "PATH", conflicts_with = "grammar")]
-        json_schema: Option<String>,
-        /// Hold the output to the GBNF grammar (llama.cpp's format) in this file.
-        #[arg(long, value_name = "PATH")]
-        grammar: Option<String>,
-        /// Context length (KV cache) in tokens.
-        #[arg(long, default_value_t = 4096)]
-        ctx: u32,
-        #[command(flatten)]
-        run_on: RunOn,
-        #[arg(long)]
-        json: bool,
-    },
+    Generate(Box<GenerateArgs>),
     /// One teacher-forced pass over token ids: each position's top token and the log-probability
     /// of the next id.
     Score {
@@ -218,6 +173,68 @@ enum Cmd {
         #[arg(long, value_name = "URL")]
         base_url: Option<String>,
     },
+}
+
+/// `quantweb generate`: boxed in [`Cmd`], whose other commands take a few arguments each.
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "prompt_file", "messages"])))]
+struct GenerateArgs {
+    #[arg(required = true)]
+    model: Vec<String>,
+    #[arg(long)]
+    prompt: Option<String>,
+    /// The prompt from a UTF-8 file, `-` for standard input (an argument is limited to
+    /// 128 KiB on Linux).
+    #[arg(long, value_name = "PATH")]
+    prompt_file: Option<String>,
+    /// A conversation through the model's chat template: a JSON file (`-` for standard
+    /// input) of OpenAI's messages: `[{"role": "system" | "user" | "assistant" | "tool",
+    /// "content": "…", "tool_calls"?, "tool_call_id"?}, …]`.
+    #[arg(long, value_name = "PATH")]
+    messages: Option<String>,
+    /// Wrap the prompt as one user message in the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    /// Parse special-token text (e.g. <|im_start|>) in a raw prompt.
+    #[arg(long)]
+    special: bool,
+    /// At most this many tokens; generation also ends where the context does.
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    #[command(flatten)]
+    sampling: Sampling,
+    /// End the text before this string (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// With --json: each generated token's log-probability and its N likeliest
+    /// alternatives (0 to 20), as OpenAI's `logprobs`.
+    #[arg(long, value_name = "N")]
+    logprobs: Option<usize>,
+    /// Hold the output to the JSON schema in this file (`-` for standard input): it always
+    /// parses and validates.
+    #[arg(long, value_name = "PATH", conflicts_with = "grammar")]
+    json_schema: Option<String>,
+    /// Hold the output to the GBNF grammar (llama.cpp's format) in this file.
+    #[arg(long, value_name = "PATH")]
+    grammar: Option<String>,
+    /// Functions the model may call: a JSON file of OpenAI's `tools` list. Calls come back
+    /// parsed (with --json as OpenAI's `tool_calls`).
+    #[arg(long, value_name = "PATH")]
+    tools: Option<String>,
+    /// none, auto (the default), required, or the name of one of the tools.
+    #[arg(long, value_name = "CHOICE", requires = "tools")]
+    tool_choice: Option<String>,
+    /// Use this Jinja chat template instead of the model's (as llama.cpp's
+    /// --chat-template-file).
+    #[arg(long, value_name = "PATH")]
+    chat_template: Option<String>,
+    /// Context length (KV cache) in tokens.
+    #[arg(long, default_value_t = 4096)]
+    ctx: u32,
+    #[command(flatten)]
+    run_on: RunOn,
+    #[arg(long)]
+    json: bool,
 }
 
 /// Which engine runs the model.
@@ -343,23 +360,43 @@ fn run(cli: Cli) -> Result<()> {
                 print_fit(&est, &info, gpu);
             }
         }
-        Cmd::Generate {
-            model,
-            prompt,
-            prompt_file,
-            messages,
-            chat,
-            special,
-            max_tokens,
-            sampling,
-            stop,
-            logprobs,
-            json_schema,
-            grammar,
-            ctx,
-            run_on,
-            json,
-        } => {
+        Cmd::Generate(args) => {
+            let GenerateArgs {
+                model,
+                prompt,
+                prompt_file,
+                messages,
+                chat,
+                special,
+                max_tokens,
+                sampling,
+                stop,
+                logprobs,
+                json_schema,
+                grammar,
+                tools,
+                tool_choice,
+                chat_template,
+                ctx,
+                run_on,
+                json,
+            } = *args;
+            let tools = match tools {
+                Some(path) => Some(
+                    serde_json::from_str::<serde_json::Value>(&read_input(&path)?).map_err(
+                        |e| quantweb::Error::InvalidRequest {
+                            param: "--tools".into(),
+                            value: path.clone(),
+                            reason: format!("not JSON: {e}"),
+                        },
+                    )?,
+                ),
+                None => None,
+            };
+            let tool_choice = tool_choice.map(|c| match c.as_str() {
+                "none" | "auto" | "required" => serde_json::json!(c),
+                name => serde_json::json!({"type": "function", "function": {"name": name}}),
+            });
             let constraint = match (json_schema, grammar) {
                 (Some(path), _) => Some(Constraint::JsonSchema(
                     serde_json::from_str(&read_input(&path)?).map_err(|e| {
@@ -384,6 +421,7 @@ fn run(cli: Cli) -> Result<()> {
                 logprobs: logprobs.is_some(),
                 top_logprobs: logprobs.unwrap_or(0),
                 constraint,
+                tools: ToolUse::from_request(tools.as_ref(), tool_choice.as_ref(), None)?,
             };
             // Before the model loads: a bad request fails at once.
             opts.check()?;
@@ -408,10 +446,22 @@ fn run(cli: Cli) -> Result<()> {
             };
             let (gguf, m) = load(&model, ctx, run_on, Adapter::Auto)?;
             let mut engine = Engine::new(&gguf, m)?;
+            if let Some(path) = chat_template {
+                engine.set_chat_template(&read_input(&path)?)?;
+            }
             // A rendered template carries special tokens as text; a raw prompt only with --special.
+            let t = opts.tools.as_ref();
             let prompt_tokens = match messages {
-                Some(m) => engine.chat_tokens(&m)?,
-                None if chat => engine.chat_tokens(&[ChatMessage::new("user", prompt)])?,
+                Some(m) => engine.chat_tokens(&m, t)?,
+                None if chat => engine.chat_tokens(&[ChatMessage::new("user", prompt)], t)?,
+                None if t.is_some() => {
+                    return Err(quantweb::Error::InvalidRequest {
+                        param: "--tools".into(),
+                        value: String::new(),
+                        reason: "needs --messages or --chat: the chat template shows the tools"
+                            .into(),
+                    })
+                }
                 None => engine.prompt_tokens(&prompt, special),
             };
             let done =
@@ -430,12 +480,19 @@ fn run(cli: Cli) -> Result<()> {
                     "finish_reason": done.finish_reason,
                     "timings": done.timings,
                     "logprobs": done.logprobs,
+                    "tool_calls": done.tool_calls,
                 });
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&out).expect("serializable")
                 );
             } else {
+                for c in done.tool_calls.iter().flatten() {
+                    print!(
+                        "\ntool call {}: {}({})",
+                        c.id, c.function.name, c.function.arguments
+                    );
+                }
                 println!();
                 eprintln!(
                     "\n{} prompt tokens at {:.1} tok/s, {} generated at {:.1} tok/s",

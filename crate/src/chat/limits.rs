@@ -54,13 +54,16 @@ pub(crate) struct Limits {
 }
 
 impl Limits {
-    pub fn for_conversation(messages: &[ChatMessage], bos: &str, eos: &str) -> Limits {
+    /// `extra`: bytes of the other variables (the tools).
+    pub fn for_conversation(
+        messages: &[ChatMessage],
+        extra: usize,
+        bos: &str,
+        eos: &str,
+    ) -> Limits {
         let n = messages.len() as u64;
-        let bytes = messages
-            .iter()
-            .map(|m| (m.role.len() + m.content.len()) as u64)
-            .sum::<u64>()
-            + (bos.len() + eos.len()) as u64;
+        let bytes = messages.iter().map(|m| m.text_bytes() as u64).sum::<u64>()
+            + (extra + bos.len() + eos.len()) as u64;
         Limits {
             fuel: FUEL_BASE + FUEL_PER_MESSAGE * n + FUEL_PER_INPUT_BYTE * bytes,
             output: OUTPUT_BASE + OUTPUT_PER_MESSAGE * n + OUTPUT_PER_INPUT_BYTE * bytes,
@@ -258,13 +261,14 @@ fn items_len(list: &Value, sep: u64, limit: u64) -> Measured {
     Ok(n)
 }
 
-/// An upper bound of `tojson`'s output, counted up to `limit`: each item on its own line
-/// indented `indent` per level, each escaped byte 6 bytes (`\u003c`).
+/// An upper bound of `tojson`'s output, counted up to `limit`: each item after a separator of
+/// two bytes (`", "` or `",\n"`) and indented `indent` per level, each escaped byte 6 bytes
+/// (`\u001f`).
 fn json_len(value: &Value, indent: u64, depth: u64, limit: u64) -> Measured {
     if depth > MAX_NESTING {
         return Err(Refusal::Nesting);
     }
-    let mut n = add(0, 1 + indent.saturating_mul(depth), limit)?;
+    let mut n = add(0, 2 + indent.saturating_mul(depth), limit)?;
     if let Some(s) = value.as_str() {
         n = add(n, s.len() as u64 + 2, limit)?;
         let escaped = s
@@ -370,19 +374,71 @@ fn tojson(
     indent: Option<Value>,
     kwargs: Kwargs,
 ) -> JinjaResult<Value> {
-    // As the builtin reads it: `true` is 2 spaces; a bad value is the builtin's error to report.
-    let width = match indent.clone().or(kwargs.peek("indent")?) {
-        Some(v) if v.kind() == ValueKind::Bool => 2 * v.is_true() as u64,
-        Some(v) => u64::try_from(v).unwrap_or(0),
+    // `true` is 2 spaces, as the builtin reads it.
+    let width = match indent.or(kwargs.get("indent")?) {
+        Some(v) if v.kind() == ValueKind::Bool => 2 * v.is_true() as usize,
+        Some(v) => usize::try_from(v)?,
         None => 0,
     };
     ensure(state, SERIALIZED_BYTES_PER_FUEL, |b| {
-        json_len(value, width, 0, b)
+        json_len(value, width as u64, 0, b)
     })?;
-    let json = minijinja::filters::tojson(value, indent, kwargs)?;
-    let len = json.as_str().map_or(0, str::len) as u64;
-    state.consume_fuel(len / SERIALIZED_BYTES_PER_FUEL)?;
-    Ok(json)
+    let json = python_json(value, width)
+        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
+    state.consume_fuel(json.len() as u64 / SERIALIZED_BYTES_PER_FUEL)?;
+    // Safe: JSON is written into the prompt as it is, never HTML-escaped.
+    Ok(Value::from_safe_string(json))
+}
+
+/// JSON as Python's `json.dumps(value, ensure_ascii=False, indent=…)` writes it, which is how
+/// Hugging Face's `tojson` writes tools and arguments into prompts: `", "` and `": "` without
+/// an indent, `","` and newlines with one, no HTML escapes (minijinja's builtin writes compact
+/// JSON with `<`, `>`, `&` and `'` escaped, which no model saw in training).
+fn python_json(value: &Value, indent: usize) -> std::result::Result<String, serde_json::Error> {
+    use serde::Serialize;
+    use serde_json::ser::{Formatter, PrettyFormatter, Serializer};
+    struct Spaced;
+    impl Formatter for Spaced {
+        fn begin_array_value<W: ?Sized + std::io::Write>(
+            &mut self,
+            w: &mut W,
+            first: bool,
+        ) -> std::io::Result<()> {
+            if first {
+                Ok(())
+            } else {
+                w.write_all(b", ")
+            }
+        }
+        fn begin_object_key<W: ?Sized + std::io::Write>(
+            &mut self,
+            w: &mut W,
+            first: bool,
+        ) -> std::io::Result<()> {
+            if first {
+                Ok(())
+            } else {
+                w.write_all(b", ")
+            }
+        }
+        fn begin_object_value<W: ?Sized + std::io::Write>(
+            &mut self,
+            w: &mut W,
+        ) -> std::io::Result<()> {
+            w.write_all(b": ")
+        }
+    }
+    let mut out = Vec::new();
+    if indent == 0 {
+        value.serialize(&mut Serializer::with_formatter(&mut out, Spaced))?;
+    } else {
+        let spaces = vec![b' '; indent];
+        value.serialize(&mut Serializer::with_formatter(
+            &mut out,
+            PrettyFormatter::with_indent(&spaces),
+        ))?;
+    }
+    Ok(String::from_utf8(out).expect("serde_json writes UTF-8"))
 }
 
 fn format(state: &mut State, format_str: &Value, args: Rest<ValueOrKwargs>) -> JinjaResult<Value> {

@@ -5,8 +5,11 @@
 //! `trim_blocks` and `lstrip_blocks` on, loop controls, `raise_exception(message)` and
 //! `strftime_now(format)` (local time, which Llama 3.x templates print as today's date),
 //! and Python's string and dict methods (`.strip()`, `.startswith()`, `.items()` …) through
-//! minijinja-contrib's `pycompat`. The variables are `messages` (a list of `{role, content}`),
-//! `add_generation_prompt`, `bos_token` and `eos_token`.
+//! minijinja-contrib's `pycompat`. `tojson` writes JSON as Python's `json.dumps` does (`", "` and
+//! `": "`, no HTML escapes, keys in the order given), which is what the models saw in training.
+//! The variables are `messages` (a list of `{role, content}`, with `tool_calls`, `tool_call_id`
+//! and `name` where a message has them), `add_generation_prompt`, `bos_token`, `eos_token`, and
+//! `tools` when the request has tools in play (`tools.rs`).
 //!
 //! The rendered text contains special-token texts (`<|im_start|>`, `<start_of_turn>`, often
 //! the BOS text): [`ChatTemplate::encode`] tokenizes it as llama.cpp's chat path does (a BOS
@@ -23,6 +26,7 @@
 //! one is an error. `raise_exception(message)` is an error carrying the template's message.
 
 mod limits;
+pub mod tools;
 
 use crate::error::{Error, Result};
 use crate::gguf::GgufModel;
@@ -31,13 +35,23 @@ use limits::{CappedOutput, Limits};
 use minijinja::syntax::SyntaxConfig;
 use minijinja::{Environment, ErrorKind, State, UndefinedBehavior, Value};
 use serde::{Deserialize, Serialize};
+use tools::{ToolCall, ToolFormat};
 
 /// One turn of a conversation.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
-    /// "system", "user" or "assistant" (some templates know others, e.g. "tool").
+    /// "system", "user", "assistant" or "tool".
     pub role: String,
+    #[serde(default)]
     pub content: String,
+    /// An assistant's calls.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// A tool message: the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl ChatMessage {
@@ -45,7 +59,58 @@ impl ChatMessage {
         Self {
             role: role.into(),
             content: content.into(),
+            ..Self::default()
         }
+    }
+
+    /// Bytes of the text it brings to a render (the limits grow with it).
+    fn text_bytes(&self) -> usize {
+        let calls: usize = (self.tool_calls.iter())
+            .map(|c| c.id.len() + c.function.name.len() + c.function.arguments.len())
+            .sum();
+        self.role.len()
+            + self.content.len()
+            + calls
+            + self.tool_call_id.as_ref().map_or(0, String::len)
+            + self.name.as_ref().map_or(0, String::len)
+    }
+
+    /// As templates read it: keys only for what the message has (Llama 3.1's template tests
+    /// `'tool_calls' in message`), and call arguments as objects, as Hugging Face passes them
+    /// (text that is not JSON stays text).
+    fn to_value(&self) -> Value {
+        let mut pairs = vec![
+            ("role", Value::from(self.role.as_str())),
+            ("content", Value::from(self.content.as_str())),
+        ];
+        if !self.tool_calls.is_empty() {
+            let calls: Vec<Value> = (self.tool_calls.iter())
+                .map(|c| {
+                    let args = serde_json::from_str::<serde_json::Value>(&c.function.arguments)
+                        .map_or_else(
+                            |_| Value::from(c.function.arguments.as_str()),
+                            |v| json_value(&v),
+                        );
+                    let function = Value::from_pairs([
+                        ("name", Value::from(c.function.name.as_str())),
+                        ("arguments", args),
+                    ]);
+                    Value::from_pairs([
+                        ("id", Value::from(c.id.as_str())),
+                        ("type", Value::from(c.kind.as_str())),
+                        ("function", function),
+                    ])
+                })
+                .collect();
+            pairs.push(("tool_calls", Value::from(calls)));
+        }
+        if let Some(id) = &self.tool_call_id {
+            pairs.push(("tool_call_id", Value::from(id.as_str())));
+        }
+        if let Some(n) = &self.name {
+            pairs.push(("name", Value::from(n.as_str())));
+        }
+        Value::from_pairs(pairs)
     }
 }
 
@@ -88,6 +153,7 @@ pub struct ChatTemplate {
     source: String,
     bos_token: String,
     eos_token: String,
+    tool_format: Option<ToolFormat>,
 }
 
 const NAME: &str = "chat_template";
@@ -178,6 +244,7 @@ impl ChatTemplate {
             source: source.to_string(),
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
+            tool_format: ToolFormat::detect(source),
         })
     }
 
@@ -185,22 +252,32 @@ impl ChatTemplate {
     /// opening of the assistant's turn. A template that exceeds a limit of `limits.rs` is
     /// [`Error::ChatTemplateLimit`]; the template stays usable for the next conversation.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        let limits = Limits::for_conversation(messages, &self.bos_token, &self.eos_token);
+        self.render_with_tools(messages, None, add_generation_prompt)
+    }
+
+    /// [`Self::render`] with `tools` (OpenAI's tool objects) for the template's `tools`.
+    pub fn render_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&[serde_json::Value]>,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
+        let tools_bytes = tools.map_or(0, |t| serde_json::to_string(t).map_or(0, |s| s.len()));
+        let limits =
+            Limits::for_conversation(messages, tools_bytes, &self.bos_token, &self.eos_token);
         // Fuel is set on the environment, so each render sets it on a copy (the compiled
         // template is shared, not copied).
         let mut env = self.env.clone();
         env.set_fuel(Some(limits.fuel));
         let tmpl = env.get_template(NAME).map_err(template_error)?;
-        let messages: Value = messages
-            .iter()
-            .map(|m| {
-                Value::from_pairs([("role", m.role.as_str()), ("content", m.content.as_str())])
-            })
-            .collect();
+        let messages: Value = messages.iter().map(ChatMessage::to_value).collect();
+        // Absent, not empty: templates test `tools is defined` and `tools is not none`.
+        let tools = tools.map_or(Value::UNDEFINED, |t| t.iter().map(json_value).collect());
         let mut out = CappedOutput::new(limits.output);
         let rendered = tmpl.render_captured_to(
             minijinja::context! {
                 messages => messages,
+                tools => tools,
                 add_generation_prompt => add_generation_prompt,
                 bos_token => &self.bos_token,
                 eos_token => &self.eos_token,
@@ -222,9 +299,10 @@ impl ChatTemplate {
         &self,
         tokenizer: &Tokenizer,
         messages: &[ChatMessage],
+        tools: Option<&[serde_json::Value]>,
         add_generation_prompt: bool,
     ) -> Result<Vec<u32>> {
-        let rendered = self.render(messages, add_generation_prompt)?;
+        let rendered = self.render_with_tools(messages, tools, add_generation_prompt)?;
         let mut text = rendered.as_str();
         if tokenizer.add_bos() && !self.bos_token.is_empty() {
             text = text.strip_prefix(self.bos_token.as_str()).unwrap_or(text);
@@ -239,6 +317,16 @@ impl ChatTemplate {
     pub fn source(&self) -> &str {
         &self.source
     }
+
+    /// How the template's model writes tool calls; `None` when it takes no tools.
+    pub fn tool_format(&self) -> Option<ToolFormat> {
+        self.tool_format
+    }
+}
+
+/// A JSON value for a template, maps in their order.
+fn json_value(v: &serde_json::Value) -> Value {
+    Value::deserialize(v).unwrap_or_default()
 }
 
 fn template_error(e: minijinja::Error) -> Error {

@@ -22,6 +22,8 @@ pub enum Constraint {
     JsonSchema(Value),
     /// Text in this GBNF grammar.
     Gbnf(String),
+    /// Tool calls, in this Lark grammar (`chat::tools::ToolUse::grammar`).
+    ToolCalls(String),
 }
 
 /// Where a request names its constraint: errors name this field.
@@ -30,6 +32,7 @@ fn param_of(c: &Constraint) -> &'static str {
         Constraint::JsonObject => "response_format",
         Constraint::JsonSchema(_) => "response_format.json_schema.schema",
         Constraint::Gbnf(_) => "response_format.grammar",
+        Constraint::ToolCalls(_) => "tools",
     }
 }
 
@@ -126,6 +129,7 @@ impl Constraint {
                 })?;
                 return Ok(TopLevelGrammar::from_lark(lark));
             }
+            Constraint::ToolCalls(lark) => return Ok(TopLevelGrammar::from_lark(lark.clone())),
         };
         let schema = match schema {
             Value::Object(mut o) => {

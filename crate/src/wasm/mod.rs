@@ -93,6 +93,7 @@ fn error_name(e: &Error) -> &'static str {
         Error::InvalidRequest { .. } => "InvalidRequestError",
         Error::BadConstraint { .. } => "GrammarError",
         Error::UnsupportedSchema { .. } => "UnsupportedSchemaError",
+        Error::NoToolSupport { .. } => "UnsupportedOptionError",
         Error::VocabMismatch { .. } => "VocabMismatchError",
         Error::DeviceLost { .. } => "DeviceLostError",
         Error::OutOfMemory { .. } => "OutOfMemoryError",
@@ -110,6 +111,17 @@ fn error_name(e: &Error) -> &'static str {
     }
 }
 
+/// A request's options as JS sends them, checked.
+fn complete_options(options: JsValue) -> JsResult<CompleteOptions> {
+    if options.is_undefined() || options.is_null() {
+        return Ok(CompleteOptions::default());
+    }
+    serde_wasm_bindgen::from_value::<RequestOptions>(options)
+        .map_err(|e| bad_arg("bad completion options", e))?
+        .into_options()
+        .map_err(js_err)
+}
+
 fn to_js<T: Serialize>(v: &T) -> JsResult<JsValue> {
     v.serialize(&serde_wasm_bindgen::Serializer::json_compatible())
         .map_err(|e| js_error("Error", &e.to_string()))
@@ -120,7 +132,8 @@ fn js_err(e: Error) -> JsValue {
     // As UnsupportedOptionError's: the field to fix, without parsing the message.
     if let Error::InvalidRequest { param, .. }
     | Error::BadConstraint { param, .. }
-    | Error::UnsupportedSchema { param, .. } = &e
+    | Error::UnsupportedSchema { param, .. }
+    | Error::NoToolSupport { param, .. } = &e
     {
         let _ = js_sys::Reflect::set(&err, &"param".into(), &param.into());
     }
@@ -672,12 +685,6 @@ struct ProgressEvent<'a> {
     tensor: &'a str,
 }
 
-#[derive(Deserialize)]
-struct JsMessage {
-    role: String,
-    content: String,
-}
-
 /// What this page's WebGPU adapter says of itself (wgpu's AdapterInfo keeps only the
 /// description, which browsers leave empty).
 struct BrowserAdapter {
@@ -873,7 +880,7 @@ impl WasmEngine {
     }
 
     /// `{architecture, name, contextLength, trainedContext, nVocab, weightBytes, kvBytes,
-    /// chatTemplate ("model" | "gemma" | "chatml"), adapter}`.
+    /// chatTemplate ("model" | "gemma" | "chatml" | "custom"), adapter}`.
     pub fn info(&self) -> JsResult<JsValue> {
         to_js(&self.info)
     }
@@ -913,21 +920,29 @@ impl WasmEngine {
         Ok(e.prompt_tokens(text, parse_special))
     }
 
-    /// Prompt ids of `[{role, content}, …]` through the chat template, ready for the assistant's
-    /// turn, as llama.cpp makes them (a BOS the template writes is not doubled).
+    /// Prompt ids of `[{role, content, tool_calls?, tool_call_id?, name?}, …]` through the chat
+    /// template, ready for the assistant's turn, as llama.cpp makes them (a BOS the template
+    /// writes is not doubled). `options`: the request's, whose `tools` the template shows.
     #[wasm_bindgen(js_name = chatTokens)]
-    pub fn chat_tokens(&self, messages: JsValue) -> JsResult<Vec<u32>> {
-        let msgs: Vec<JsMessage> = serde_wasm_bindgen::from_value(messages)
+    pub fn chat_tokens(&self, messages: JsValue, options: JsValue) -> JsResult<Vec<u32>> {
+        let msgs: Vec<ChatMessage> = serde_wasm_bindgen::from_value(messages)
             .map_err(|e| bad_arg("messages must be [{role, content}, …]", e))?;
-        let msgs: Vec<ChatMessage> = msgs
-            .into_iter()
-            .map(|m| ChatMessage::new(m.role, m.content))
-            .collect();
+        let opts = complete_options(options)?;
         let e = self
             .inner
             .try_borrow()
             .map_err(|_| js_error("BusyError", BUSY))?;
-        e.chat_tokens(&msgs).map_err(js_err)
+        e.chat_tokens(&msgs, opts.tools.as_ref()).map_err(js_err)
+    }
+
+    /// Replaces the model's chat template (as llama.cpp's `--chat-template-file`).
+    #[wasm_bindgen(js_name = setChatTemplate)]
+    pub fn set_chat_template(&self, source: &str) -> JsResult<()> {
+        let mut e = self
+            .inner
+            .try_borrow_mut()
+            .map_err(|_| js_error("BusyError", BUSY))?;
+        e.set_chat_template(source).map_err(js_err)
     }
 
     /// Generates after `prompt` (ids). `options`: `{max_tokens, temperature, top_k, top_p,
@@ -942,14 +957,7 @@ impl WasmEngine {
         options: JsValue,
         on_token: Option<js_sys::Function>,
     ) -> JsResult<js_sys::Promise> {
-        let opts: CompleteOptions = if options.is_undefined() || options.is_null() {
-            CompleteOptions::default()
-        } else {
-            serde_wasm_bindgen::from_value::<RequestOptions>(options)
-                .map_err(|e| bad_arg("bad completion options", e))?
-                .into_options()
-                .map_err(js_err)?
-        };
+        let opts = complete_options(options)?;
         let inner = self.inner.clone();
         Ok(wasm_bindgen_futures::future_to_promise(async move {
             // Held across the awaits on purpose: it is the engine's lock, and every other
