@@ -373,17 +373,6 @@ function need() {
   return engine;
 }
 
-/** Options for WasmEngine.complete: only the keys it knows, without undefined/null. */
-const OPTION_KEYS = ['max_tokens', 'temperature', 'top_k', 'top_p', 'min_p', 'repeat_penalty', 'seed', 'stop', 'logprobs', 'top_logprobs', 'response_format'];
-function engineOptions(options) {
-  const out = {};
-  for (const k of OPTION_KEYS) {
-    const v = options && options[k];
-    if (v !== undefined && v !== null) out[k] = k === 'stop' && typeof v === 'string' ? [v] : v;
-  }
-  return out;
-}
-
 async function generate(id, promptTokens, options, stream) {
   const eng = need();
   const state = live.get(id) || { aborted: false };
@@ -392,7 +381,7 @@ async function generate(id, promptTokens, options, stream) {
     if (state.aborted) {
       return { prompt_tokens: Array.from(promptTokens), tokens: [], text: '', finish_reason: 'abort', timings: null, usage: { prompt_tokens: promptTokens.length, completion_tokens: 0, total_tokens: promptTokens.length }, cached_tokens: 0 };
     }
-    const result = await eng.complete(promptTokens, engineOptions(options), (piece, token, logprob) => {
+    const result = await eng.complete(promptTokens, options, (piece, token, logprob) => {
       if (stream) post({ id, type: 'token', piece, token, logprob });
       return !state.aborted;
     });

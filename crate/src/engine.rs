@@ -290,6 +290,7 @@ pub enum FinishReason {
     /// The caller's token callback asked to stop.
     Abort,
     /// The answer is calls of the request's tools ([`Completion::tool_calls`]).
+    #[serde(rename = "tool_calls")]
     ToolCalls,
 }
 
@@ -936,6 +937,20 @@ mod tests {
             ..CompleteOptions::default()
         };
         refused(many.check(), "stop");
+    }
+
+    #[test]
+    fn finish_reasons_are_openais_words() {
+        let words: Vec<serde_json::Value> = [
+            FinishReason::Stop,
+            FinishReason::Length,
+            FinishReason::Abort,
+            FinishReason::ToolCalls,
+        ]
+        .iter()
+        .map(|r| serde_json::to_value(r).unwrap())
+        .collect();
+        assert_eq!(words, ["stop", "length", "abort", "tool_calls"]);
     }
 
     #[test]

@@ -281,3 +281,74 @@ fn tools_need_a_template_that_takes_them() {
     ));
     e.chat_tokens(&hi, None).unwrap();
 }
+
+#[test]
+fn cli_generate_with_tools_prints_the_calls() {
+    let (Some(_), Some(paths)) = (template(QWEN), common::model_paths(&[common::SMOLLM2])) else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("quantweb-tools-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tools_file = dir.join("tools.json");
+    let messages_file = dir.join("messages.json");
+    std::fs::write(&tools_file, tools().to_string()).unwrap();
+    std::fs::write(
+        &messages_file,
+        serde_json::to_string(&round_trip("a1b2c3d4e")[..1]).unwrap(),
+    )
+    .unwrap();
+    let qwen = common::models_dir().join("templates").join(QWEN);
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            &paths[0],
+            "--backend",
+            "cpu",
+            "--threads",
+            "2",
+            "--json",
+            "--max-tokens",
+            "80",
+        ];
+        args.extend_from_slice(extra);
+        std::process::Command::new(env!("CARGO_BIN_EXE_quantweb"))
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+    let (t, m, q) = (
+        tools_file.to_str().unwrap(),
+        messages_file.to_str().unwrap(),
+        qwen.to_str().unwrap(),
+    );
+    let out = run(&[
+        "--messages",
+        m,
+        "--tools",
+        t,
+        "--tool-choice",
+        "get_weather",
+        "--chat-template",
+        q,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["finish_reason"], "tool_calls", "{v}");
+    assert_eq!(v["tool_calls"][0]["function"]["name"], "get_weather", "{v}");
+    // Without a conversation there is no template to show the tools; without the Qwen template,
+    // SmolLM2's own takes none. Both are named before the model runs.
+    let out = run(&["--prompt", "hi", "--tools", t]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tools"));
+    let out = run(&["--messages", m, "--tools", t]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("takes no tools"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -21,7 +21,9 @@ const user = (content) => ({ role: 'user', content });
 /** [request, second argument of create, the field the error must name]. */
 const REFUSED = [
   [{ messages: [user('Hi')], n: 2 }, undefined, 'n'],
+  // The tiny model's template takes no tools (tests/browser/tools.test.mjs has one that does).
   [{ messages: [user('Hi')], tools: [{ type: 'function', function: { name: 'add' } }], tool_choice: 'auto' }, undefined, 'tools'],
+  [{ messages: [user('Hi')], functions: [{ name: 'add' }] }, undefined, 'functions'],
   [{ messages: [user('Hi')], response_format: { type: 'structural_tag', structural_tag: {} } }, undefined, 'response_format.type'],
   [{ messages: [user('Hi')], frequency_penalty: 0.5 }, undefined, 'frequency_penalty'],
   [{ messages: [user('Hi')], modalities: ['text', 'audio'], audio: { voice: 'alloy', format: 'wav' } }, undefined, 'modalities'],
@@ -31,8 +33,8 @@ const REFUSED = [
   [{ messages: [user('Hi')] }, { timeout: 1000 }, 'options.timeout'],
   [{ messages: [user([{ type: 'text', text: 'What is this?' }, { type: 'image_url', image_url: { url: 'data:image/png;base64,' } }])] }, undefined, 'messages[0].content[1]'],
   [{ messages: [user([{ type: 'input_audio', input_audio: { data: '', format: 'wav' } }])] }, undefined, 'messages[0].content[0]'],
-  [{ messages: [user('Hi'), { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'f', arguments: '{}' } }] }] }, undefined, 'messages[1].tool_calls'],
-  [{ messages: [user('Hi'), { role: 'tool', tool_call_id: 'c1', content: '4' }] }, undefined, 'messages[1].role'],
+  [{ messages: [user('Hi'), { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'f', arguments: '{}' } }] }] }, undefined, 'messages[1]'],
+  [{ messages: [user('Hi'), { role: 'tool', tool_call_id: 'c1', content: '4' }] }, undefined, 'messages[1]'],
   [{ messages: [{ role: 'user', content: 'Hi', name: 'ada' }] }, undefined, 'messages[0].name'],
 ];
 

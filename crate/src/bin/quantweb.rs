@@ -224,6 +224,9 @@ struct GenerateArgs {
     /// none, auto (the default), required, or the name of one of the tools.
     #[arg(long, value_name = "CHOICE", requires = "tools")]
     tool_choice: Option<String>,
+    /// Let a forced answer hold several calls (llama.cpp's default is one, as here).
+    #[arg(long, requires = "tools")]
+    parallel_tool_calls: bool,
     /// Use this Jinja chat template instead of the model's (as llama.cpp's
     /// --chat-template-file).
     #[arg(long, value_name = "PATH")]
@@ -376,6 +379,7 @@ fn run(cli: Cli) -> Result<()> {
                 grammar,
                 tools,
                 tool_choice,
+                parallel_tool_calls,
                 chat_template,
                 ctx,
                 run_on,
@@ -421,7 +425,11 @@ fn run(cli: Cli) -> Result<()> {
                 logprobs: logprobs.is_some(),
                 top_logprobs: logprobs.unwrap_or(0),
                 constraint,
-                tools: ToolUse::from_request(tools.as_ref(), tool_choice.as_ref(), None)?,
+                tools: ToolUse::from_request(
+                    tools.as_ref(),
+                    tool_choice.as_ref(),
+                    Some(parallel_tool_calls),
+                )?,
             };
             // Before the model loads: a bad request fails at once.
             opts.check()?;
