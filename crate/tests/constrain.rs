@@ -8,9 +8,12 @@
 //! - The real models (SmolLM2 on the CPU and GPU engines, gemma3's 262 144-token vocabulary)
 //!   and a tiny one answer every schema with JSON that validates.
 //! - Named errors: unsupported schema keywords, broken grammars, bad `response_format`s.
+//! - Forced tool calls: random walks under each tool-call format's grammar parse back into
+//!   calls of allowed functions whose arguments validate.
 
 mod common;
 
+use quantweb::chat::tools::{ToolFormat, ToolUse};
 use quantweb::constrain::{Constrained, Constraint, Vocabulary};
 use quantweb::cpu::Cpu;
 use quantweb::engine::{CompleteOptions, Engine, FinishReason, RequestOptions};
@@ -99,6 +102,8 @@ fn words() -> Vec<Vec<u8>> {
     // Cut UTF-8: the tail of "é" with more text, the head of a 3-byte character.
     w.push(vec![0xA9, b'"']);
     w.push(vec![b'"', 0xE3, 0x81]);
+    // A control token, as Mistral's [TOOL_CALLS] is: no grammar reaches it as text.
+    w.push(b"\xFF[TOOL_CALLS]".to_vec());
     w
 }
 
@@ -168,6 +173,61 @@ fn random_walks_under_every_schema_parse_and_validate() {
             let text = String::from_utf8(out)
                 .unwrap_or_else(|e| panic!("{} (seed {seed}): not UTF-8: {e}", case.name));
             check(&case.schema, &text, &format!("{} (seed {seed})", case.name));
+        }
+    }
+}
+
+#[test]
+fn forced_tool_calls_parse_and_their_arguments_validate() {
+    let vocab = vocabulary();
+    let words = words();
+    let open = (words.iter())
+        .position(|w| w == b"\xFF[TOOL_CALLS]")
+        .unwrap() as u32;
+    let weather = json!({"type": "object", "properties": {
+        "city": {"type": "string", "minLength": 1},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+        "required": ["city", "unit"], "additionalProperties": false});
+    let tools = json!([
+        {"type": "function", "function": {"name": "get_weather", "parameters": weather}},
+        {"type": "function", "function": {"name": "now"}}]);
+    let named = json!({"type": "function", "function": {"name": "get_weather"}});
+    for format in [ToolFormat::Hermes, ToolFormat::Llama3, ToolFormat::Mistral] {
+        for choice in [json!("required"), named.clone()] {
+            let t = ToolUse::from_request(Some(&tools), Some(&choice), None)
+                .unwrap()
+                .unwrap();
+            let grammar = t.grammar(format, Some(open)).unwrap();
+            for seed in 0..6 {
+                let what = format!("{format:?} {choice} (seed {seed})");
+                let mut c = Constrained::new(&vocab, &Constraint::ToolCalls(grammar.clone()))
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                let out = walk(&mut c, seed, 2000).unwrap_or_else(|| panic!("{what}: no end"));
+                // As the engine's text shows a control token: not at all.
+                let text = String::from_utf8(
+                    out.strip_prefix(b"\xFF[TOOL_CALLS]")
+                        .unwrap_or(&out)
+                        .to_vec(),
+                )
+                .unwrap_or_else(|e| panic!("{what}: not UTF-8: {e}"));
+                assert_eq!(
+                    out.starts_with(b"\xFF"),
+                    format == ToolFormat::Mistral,
+                    "{what}: {text}"
+                );
+                let (before, calls) = format
+                    .parse(&text, &t.tools)
+                    .unwrap_or_else(|| panic!("{what}: {text:?} is no call"));
+                assert_eq!(before, "", "{what}");
+                for (name, args) in calls {
+                    let schema = match name.as_str() {
+                        "get_weather" => &weather,
+                        _ if choice == named => panic!("{what}: {name} was not chosen"),
+                        _ => &json!({"type": "object"}),
+                    };
+                    check(schema, &args.to_string(), &what);
+                }
+            }
         }
     }
 }
