@@ -4,10 +4,10 @@
 //! message's `tool_calls` (arguments as objects, as Hugging Face passes them); what the model
 //! writes back is parsed in the format its template taught it. Three formats are known, told
 //! apart by the template's source:
-//! - **Hermes** (Qwen2.5, Qwen3, Hermes, SmolLM3): `<tool_call>\n{"name": …, "arguments": …}\n</tool_call>`,
+//! - **Hermes** (Qwen2.5, Qwen3, Hermes, Granite 4): `<tool_call>\n{"name": …, "arguments": …}\n</tool_call>`,
 //!   one block per call, after any text;
 //! - **Llama 3** (3.1, 3.2, 3.3): the whole answer is `{"name": …, "parameters": …}`, one call;
-//! - **Mistral** (Nemo, Small): `[TOOL_CALLS][{"name": …, "arguments": …, "id": …}, …]`.
+//! - **Mistral** (Nemo): `[TOOL_CALLS][{"name": …, "arguments": …, "id": …}, …]`.
 //!
 //! A template with none of them cannot take tools: [`Error::NoToolSupport`]. With `tool_choice`
 //! "required" or a named function, the answer is constrained to the format's calls, with each
@@ -51,13 +51,16 @@ const MISTRAL_OPEN: &str = "[TOOL_CALLS]";
 const LLAMA_PYTHON_TAG: &str = "<|python_tag|>";
 
 impl ToolFormat {
-    /// The format a template's source teaches, if any.
+    /// The format a template's source teaches, if any. Templates that wrap other formats in
+    /// the same markers are not taken for these: `<tool_call>` around XML or `<arg_key>` tags
+    /// (Qwen3-Coder, GLM 4.6) has no JSON `"arguments"`, and Mistral's newer
+    /// `[TOOL_CALLS]name[ARGS]{…}` separates its parts with control tokens.
     pub fn detect(source: &str) -> Option<ToolFormat> {
         if !source.contains("tools") {
             None
-        } else if source.contains(HERMES_OPEN) {
+        } else if source.contains(HERMES_OPEN) && source.contains("\"arguments") {
             Some(ToolFormat::Hermes)
-        } else if source.contains(MISTRAL_OPEN) {
+        } else if source.contains(MISTRAL_OPEN) && !source.contains("[ARGS]") {
             Some(ToolFormat::Mistral)
         } else if source.contains("\"parameters\": ") && source.contains("ipython") {
             Some(ToolFormat::Llama3)
@@ -542,8 +545,18 @@ mod tests {
     #[test]
     fn formats_are_told_by_the_template() {
         assert_eq!(
-            ToolFormat::detect("{% if tools %}<tool_call>{% endif %}"),
+            ToolFormat::detect(
+                r#"{% if tools %}<tool_call>{"name": x, "arguments": y}{% endif %}"#
+            ),
             Some(ToolFormat::Hermes)
+        );
+        assert_eq!(
+            ToolFormat::detect("{% if tools %}<tool_call>\n<function={{ name }}>{% endif %}"),
+            None
+        );
+        assert_eq!(
+            ToolFormat::detect("{% if tools %}[TOOL_CALLS]{{ name }}[ARGS]{% endif %}"),
+            None
         );
         assert_eq!(
             ToolFormat::detect("{% if tools %}[TOOL_CALLS]{% endif %}"),
