@@ -371,8 +371,12 @@ function unsupported(param, reason) {
 
 const absent = (v) => v === undefined || v === null;
 
-/** Fields of a chat request that the engine reads (sampling ones go to it as they are). */
-const CHAT_FIELDS = new Set(['messages', 'stream', 'stream_options', 'signal', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_k', 'top_p', 'min_p', 'repeat_penalty', 'seed', 'stop', 'logprobs', 'top_logprobs', 'response_format', 'tools', 'tool_choice', 'parallel_tool_calls']);
+/** A request's options that the engine takes (engine.rs `RequestOptions`, which refuses others). */
+const SAMPLING_KEYS = ['max_tokens', 'temperature', 'top_k', 'top_p', 'min_p', 'repeat_penalty', 'seed', 'stop', 'logprobs', 'top_logprobs', 'response_format'];
+/** A chat's tools go to the template and the engine; a raw completion has no template to show them. */
+const CHAT_KEYS = [...SAMPLING_KEYS, 'tools', 'tool_choice', 'parallel_tool_calls'];
+/** Fields of a chat request that the engine reads (the options go to it as they are). */
+const CHAT_FIELDS = new Set([...CHAT_KEYS, 'messages', 'stream', 'stream_options', 'signal', 'max_completion_tokens']);
 /** OpenAI fields about its service, not the answer: accepted with no effect (see quantweb.d.ts). */
 const NO_EFFECT_FIELDS = new Set(['model', 'user', 'metadata', 'service_tier', 'prediction']);
 const FUNCTIONS = "OpenAI's deprecated function calling: use tools and tool_choice";
@@ -473,10 +477,6 @@ function answerMessage(res) {
 function choiceLogprobs(entries) {
   return entries ? { content: entries, refusal: null } : null;
 }
-
-const SAMPLING_KEYS = ['max_tokens', 'temperature', 'top_k', 'top_p', 'min_p', 'repeat_penalty', 'seed', 'stop', 'logprobs', 'top_logprobs', 'response_format'];
-/** A chat's tools go to the template and the engine; a raw completion has no template to show them. */
-const CHAT_KEYS = [...SAMPLING_KEYS, 'tools', 'tool_choice', 'parallel_tool_calls'];
 
 /** Sampling options in the engine's snake_case names (`keys`: which the request may set). */
 function samplingOptions(req, keys = SAMPLING_KEYS) {
