@@ -118,7 +118,7 @@ async function startHelpers(build, n) {
   await Promise.all(starting);
 }
 
-/** Whether `backend` will put the engine on the CPU: mirrors wasm/mod.rs's choice for 'auto'. */
+/** Whether `backend` will put the engine on the CPU: mirrors wasm/engine.rs's choice for 'auto'. */
 async function picksCpu(backend) {
   if (backend !== 'auto') return backend === 'cpu';
   const gpu = self.navigator && navigator.gpu;

@@ -1,7 +1,8 @@
 //! `WasmEngine.compare`: the page's Compare view and the JS `compare()` over engines the worker
 //! has loaded (one per model, all at once: compare.rs streams the base's distributions).
 
-use super::{bad_arg, js_err, js_error, to_js, WasmEngine, BUSY};
+use super::engine::{WasmEngine, BUSY};
+use super::{bad_arg, js_err, js_error, to_js};
 use crate::compare::{self, Report, Size};
 use crate::error::Error;
 use crate::model::Model;

@@ -1,9 +1,12 @@
 //! Byte-range sources: the one abstraction between "where the model lives" and the GGUF parser.
 //!
 //! The parser only ever asks for `read_at(offset, len)`, so the same code reads a local file, an
-//! in-memory buffer, a browser `Blob`/`File` (wasm/mod.rs) and an HTTP URL through Range requests.
+//! in-memory buffer, a browser `Blob`/`File` and an HTTP URL through Range requests (`browser.rs`).
 //! Reads are async because in the browser they are; natively they complete at once (the CLI
 //! drives them with `pollster`).
+
+#[cfg(target_arch = "wasm32")]
+pub mod browser;
 
 use crate::error::{Error, Result};
 use std::future::Future;
