@@ -363,162 +363,7 @@ fn run(cli: Cli) -> Result<()> {
                 print_fit(&est, &info, gpu);
             }
         }
-        Cmd::Generate(args) => {
-            let GenerateArgs {
-                model,
-                prompt,
-                prompt_file,
-                messages,
-                chat,
-                special,
-                max_tokens,
-                sampling,
-                stop,
-                logprobs,
-                json_schema,
-                grammar,
-                tools,
-                tool_choice,
-                parallel_tool_calls,
-                chat_template,
-                ctx,
-                run_on,
-                json,
-            } = *args;
-            let tools = match tools {
-                Some(path) => Some(
-                    serde_json::from_str::<serde_json::Value>(&read_input(&path)?).map_err(
-                        |e| quantweb::Error::InvalidRequest {
-                            param: "--tools".into(),
-                            value: path.clone(),
-                            reason: format!("not JSON: {e}"),
-                        },
-                    )?,
-                ),
-                None => None,
-            };
-            let tool_choice = tool_choice.map(|c| match c.as_str() {
-                "none" | "auto" | "required" => serde_json::json!(c),
-                name => serde_json::json!({"type": "function", "function": {"name": name}}),
-            });
-            let constraint = match (json_schema, grammar) {
-                (Some(path), _) => Some(Constraint::JsonSchema(
-                    serde_json::from_str(&read_input(&path)?).map_err(|e| {
-                        quantweb::Error::BadConstraint {
-                            param: "--json-schema".into(),
-                            reason: format!("{path}: not JSON: {e}"),
-                        }
-                    })?,
-                )),
-                (None, Some(path)) => Some(Constraint::Gbnf(read_input(&path)?)),
-                (None, None) => None,
-            };
-            let opts = CompleteOptions {
-                max_tokens,
-                temperature: sampling.temperature,
-                top_k: sampling.top_k,
-                top_p: sampling.top_p,
-                min_p: sampling.min_p,
-                repeat_penalty: sampling.repeat_penalty,
-                seed: sampling.seed,
-                stop,
-                logprobs: logprobs.is_some(),
-                top_logprobs: logprobs.unwrap_or(0),
-                constraint,
-                tools: ToolUse::from_request(
-                    tools.as_ref(),
-                    tool_choice.as_ref(),
-                    Some(parallel_tool_calls),
-                )?,
-            };
-            // Before the model loads: a bad request fails at once.
-            opts.check()?;
-            let messages =
-                match messages {
-                    Some(path) => {
-                        let m: Vec<ChatMessage> = serde_json::from_str(&read_input(&path)?)
-                            .map_err(|e| quantweb::Error::InvalidRequest {
-                                param: "messages".into(),
-                                value: path.clone(),
-                                reason: format!("not a JSON list of {{role, content}}: {e}"),
-                            })?;
-                        check_messages(&m)?;
-                        Some(m)
-                    }
-                    None => None,
-                };
-            let prompt = match (prompt, prompt_file) {
-                (Some(p), _) => p,
-                (None, Some(path)) => read_input(&path)?,
-                (None, None) => String::new(),
-            };
-            let (gguf, m) = load(&model, ctx, run_on, Adapter::Auto)?;
-            let mut engine = Engine::new(&gguf, m)?;
-            if let Some(path) = chat_template {
-                engine.set_chat_template(&read_input(&path)?)?;
-            }
-            // A rendered template carries special tokens as text; a raw prompt only with --special.
-            let t = opts.tools.as_ref();
-            let prompt_tokens = match messages {
-                Some(m) => engine.chat_tokens(&m, t)?,
-                None if chat => engine.chat_tokens(&[ChatMessage::new("user", prompt)], t)?,
-                None if t.is_some() => {
-                    return Err(quantweb::Error::InvalidRequest {
-                        param: "--tools".into(),
-                        value: String::new(),
-                        reason: "needs --messages or --chat: the chat template shows the tools"
-                            .into(),
-                    })
-                }
-                None => engine.prompt_tokens(&prompt, special),
-            };
-            let done =
-                pollster::block_on(engine.complete(&prompt_tokens, &opts, |piece, _, _| {
-                    if !json {
-                        print!("{piece}");
-                        let _ = std::io::stdout().flush();
-                    }
-                    true
-                }))?;
-            if json {
-                let out = serde_json::json!({
-                    "prompt_tokens": done.prompt_tokens,
-                    "tokens": done.tokens,
-                    "text": done.text,
-                    "finish_reason": done.finish_reason,
-                    "timings": done.timings,
-                    "logprobs": done.logprobs,
-                    "tool_calls": done.tool_calls,
-                });
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&out).expect("serializable")
-                );
-            } else {
-                for c in done.tool_calls.iter().flatten() {
-                    print!(
-                        "\ntool call {}: {}({})",
-                        c.id, c.function.name, c.function.arguments
-                    );
-                }
-                println!();
-                eprintln!(
-                    "\n{} prompt tokens at {:.1} tok/s, {} generated at {:.1} tok/s",
-                    done.prompt_tokens.len(),
-                    done.timings.prefill_tok_s,
-                    done.tokens.len(),
-                    done.timings.decode_tok_s
-                );
-                if opts.constraint.is_some() {
-                    eprintln!(
-                        "constraint masks: {:.2} ms per token ({:.1} % of the generation time)",
-                        done.timings.mask_ms / done.tokens.len().max(1) as f64,
-                        100.0 * done.timings.mask_ms
-                            / (done.timings.prefill_ms + done.timings.decode_ms).max(1e-9)
-                    );
-                }
-            }
-        }
+        Cmd::Generate(args) => generate_text(*args)?,
         Cmd::Score {
             model,
             tokens,
@@ -668,6 +513,166 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `quantweb generate`: the request is checked before the model loads, then the text streams
+/// to stdout.
+fn generate_text(args: GenerateArgs) -> Result<()> {
+    let opts = args.options()?;
+    let messages = args.messages()?;
+    let (gguf, m) = load(&args.model, args.ctx, args.run_on, Adapter::Auto)?;
+    let mut engine = Engine::new(&gguf, m)?;
+    if let Some(path) = &args.chat_template {
+        engine.set_chat_template(&read_input(path)?)?;
+    }
+    let prompt_tokens = args.prompt_tokens(&engine, messages, &opts)?;
+    let mut shown = 0;
+    let done = pollster::block_on(engine.complete(&prompt_tokens, &opts, |piece, _, _| {
+        if !args.json {
+            print!("{piece}");
+            shown += piece.len();
+            let _ = std::io::stdout().flush();
+        }
+        true
+    }))?;
+    if args.json {
+        let out = serde_json::json!({
+            "prompt_tokens": done.prompt_tokens,
+            "tokens": done.tokens,
+            "text": done.text,
+            "finish_reason": done.finish_reason,
+            "timings": done.timings,
+            "logprobs": done.logprobs,
+            "tool_calls": done.tool_calls,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).expect("serializable")
+        );
+        return Ok(());
+    }
+    // Text held back while it might have been a tool call, and was not one.
+    print!("{}", done.text.get(shown..).unwrap_or_default());
+    for c in done.tool_calls.iter().flatten() {
+        print!(
+            "\ntool call {}: {}({})",
+            c.id, c.function.name, c.function.arguments
+        );
+    }
+    println!();
+    let t = &done.timings;
+    eprintln!(
+        "\n{} prompt tokens at {:.1} tok/s, {} generated at {:.1} tok/s",
+        done.prompt_tokens.len(),
+        t.prefill_tok_s,
+        done.tokens.len(),
+        t.decode_tok_s
+    );
+    if opts.constraint.is_some() || opts.tools.as_ref().is_some_and(ToolUse::forced) {
+        eprintln!(
+            "constraint masks: {:.2} ms per token ({:.1} % of the generation time)",
+            t.mask_ms / done.tokens.len().max(1) as f64,
+            100.0 * t.mask_ms / (t.prefill_ms + t.decode_ms).max(1e-9)
+        );
+    }
+    Ok(())
+}
+
+/// A JSON file of the request, or the named error for `param`.
+fn read_json(path: &str, param: &str, what: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(&read_input(path)?).map_err(|e| quantweb::Error::InvalidRequest {
+        param: param.into(),
+        value: path.into(),
+        reason: format!("not {what}: {e}"),
+    })
+}
+
+impl GenerateArgs {
+    /// The sampling options, constraint and tools, checked.
+    fn options(&self) -> Result<CompleteOptions> {
+        let constraint = match (&self.json_schema, &self.grammar) {
+            (Some(path), _) => Some(Constraint::JsonSchema(
+                serde_json::from_str(&read_input(path)?).map_err(|e| {
+                    quantweb::Error::BadConstraint {
+                        param: "--json-schema".into(),
+                        reason: format!("{path}: not JSON: {e}"),
+                    }
+                })?,
+            )),
+            (None, Some(path)) => Some(Constraint::Gbnf(read_input(path)?)),
+            (None, None) => None,
+        };
+        let tools = match &self.tools {
+            Some(path) => Some(read_json(path, "--tools", "JSON")?),
+            None => None,
+        };
+        let tool_choice = self.tool_choice.as_deref().map(|c| match c {
+            "none" | "auto" | "required" => serde_json::json!(c),
+            name => serde_json::json!({"type": "function", "function": {"name": name}}),
+        });
+        let s = &self.sampling;
+        let opts = CompleteOptions {
+            max_tokens: self.max_tokens,
+            temperature: s.temperature,
+            top_k: s.top_k,
+            top_p: s.top_p,
+            min_p: s.min_p,
+            repeat_penalty: s.repeat_penalty,
+            seed: s.seed,
+            stop: self.stop.clone(),
+            logprobs: self.logprobs.is_some(),
+            top_logprobs: self.logprobs.unwrap_or(0),
+            constraint,
+            tools: ToolUse::from_request(
+                tools.as_ref(),
+                tool_choice.as_ref(),
+                Some(self.parallel_tool_calls),
+            )?,
+        };
+        opts.check()?;
+        Ok(opts)
+    }
+
+    /// The `--messages` conversation, checked.
+    fn messages(&self) -> Result<Option<Vec<ChatMessage>>> {
+        let Some(path) = &self.messages else {
+            return Ok(None);
+        };
+        let m: Vec<ChatMessage> = serde_json::from_value(read_json(path, "messages", "JSON")?)
+            .map_err(|e| quantweb::Error::InvalidRequest {
+                param: "messages".into(),
+                value: path.clone(),
+                reason: format!("not a JSON list of {{role, content}}: {e}"),
+            })?;
+        check_messages(&m)?;
+        Ok(Some(m))
+    }
+
+    /// The prompt's ids: a conversation through the chat template (whose rendered text
+    /// carries special tokens as text), or a raw prompt (special tokens only with --special).
+    fn prompt_tokens(
+        &self,
+        engine: &Engine,
+        messages: Option<Vec<ChatMessage>>,
+        opts: &CompleteOptions,
+    ) -> Result<Vec<u32>> {
+        let tools = opts.tools.as_ref();
+        let prompt = match (&self.prompt, &self.prompt_file) {
+            (Some(p), _) => p.clone(),
+            (None, Some(path)) => read_input(path)?,
+            (None, None) => String::new(),
+        };
+        match messages {
+            Some(m) => engine.chat_tokens(&m, tools),
+            None if self.chat => engine.chat_tokens(&[ChatMessage::new("user", prompt)], tools),
+            None if tools.is_some() => Err(quantweb::Error::InvalidRequest {
+                param: "--tools".into(),
+                value: String::new(),
+                reason: "needs --messages or --chat: the chat template shows the tools".into(),
+            }),
+            None => Ok(engine.prompt_tokens(&prompt, self.special)),
+        }
+    }
 }
 
 /// `quantweb compare`: loads every model, checks their vocabularies, then reads the text's
