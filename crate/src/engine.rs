@@ -72,7 +72,8 @@ pub const MAX_TOP_LOGPROBS: usize = 20;
 /// tools). Others (a typo) are refused rather than left to each template to print or choke on.
 pub const ROLES: [&str; 4] = ["system", "user", "assistant", "tool"];
 
-fn invalid(param: impl Into<String>, value: impl Into<String>, reason: &str) -> Error {
+/// A request's bad value, named by its field (shared with the tool checks of `chat::tools`).
+pub(crate) fn invalid(param: impl Into<String>, value: impl Into<String>, reason: &str) -> Error {
     Error::InvalidRequest {
         param: param.into(),
         value: value.into(),

@@ -398,28 +398,27 @@ fn python_json(value: &Value, indent: usize) -> std::result::Result<String, serd
     use serde::Serialize;
     use serde_json::ser::{Formatter, PrettyFormatter, Serializer};
     struct Spaced;
+    fn separate<W: ?Sized + std::io::Write>(w: &mut W, first: bool) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
     impl Formatter for Spaced {
         fn begin_array_value<W: ?Sized + std::io::Write>(
             &mut self,
             w: &mut W,
             first: bool,
         ) -> std::io::Result<()> {
-            if first {
-                Ok(())
-            } else {
-                w.write_all(b", ")
-            }
+            separate(w, first)
         }
         fn begin_object_key<W: ?Sized + std::io::Write>(
             &mut self,
             w: &mut W,
             first: bool,
         ) -> std::io::Result<()> {
-            if first {
-                Ok(())
-            } else {
-                w.write_all(b", ")
-            }
+            separate(w, first)
         }
         fn begin_object_value<W: ?Sized + std::io::Write>(
             &mut self,

@@ -13,6 +13,7 @@
 //! "required" or a named function, the answer is constrained to the format's calls, with each
 //! function's arguments held to its `parameters` schema ([`ToolUse::grammar`]).
 
+use crate::engine::invalid;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -168,14 +169,6 @@ pub struct ToolUse {
     pub choice: ToolChoice,
     /// Whether one answer may hold several calls (OpenAI's `parallel_tool_calls`, default true).
     pub parallel: bool,
-}
-
-fn invalid(param: impl Into<String>, value: impl Into<String>, reason: &str) -> Error {
-    Error::InvalidRequest {
-        param: param.into(),
-        value: value.into(),
-        reason: reason.into(),
-    }
 }
 
 /// OpenAI's rule for function names, which keeps them plain in every template and grammar.
